@@ -1,0 +1,88 @@
+"""What must never appear in an audit record: the leak patterns shared by redaction and schema.
+
+One table, two users. The redactor (``_redact.py``) replaces every match of these
+patterns; the published JSON Schema (``common.schema.json``) forbids them in the
+string fields that must stay clean, so a redaction bug becomes a validation
+failure instead of a leak. Every pattern here must therefore mean the same thing
+to Python's ``re``, to the Rust regex engine behind jsonschema-rs and to
+ECMA-262 (what a third-party JSON Schema validator uses): no inline flags, no
+possessive quantifiers, no ``\\Z``; case-insensitivity is spelled out with
+character classes.
+
+A redaction always leaves a placeholder of the form ``[REDACTED:<kind>]`` (paths
+keep their top directory: ``/home/[REDACTED:path]``), and no pattern here may
+match a placeholder, so redacting twice is a no-op.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+#: The placeholder a redaction leaves, by kind.
+PLACEHOLDER: Final = "[REDACTED:{kind}]"
+
+#: Directories whose children name people or hold secrets. A path under one of
+#: these keeps only its top directory ("/home/alice/x" -> "/home/[REDACTED:path]").
+SENSITIVE_ROOTS: Final = ("home", "root", "Users", "run/user", "var/mail", "var/spool/mail")
+
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_H = r"[0-9A-Fa-f]{1,4}"
+
+#: kind -> pattern. Keys are the redaction kinds counted in ``ai.call``'s
+#: ``redactions`` and reported by the redactor.
+LEAK_PATTERNS: Final[dict[str, str]] = {
+    # Dotted quad, not part of a longer dotted number (versions like 1.2.3.4.5).
+    "ip": (
+        rf"(?:^|[^0-9.]){_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?:$|[^0-9])"
+        # IPv6: full form, or a compressed form with "::" and at least one group
+        # after it ("::1", "fe80::1", "2001:db8::"). "std::vector" is not an IP.
+        rf"|(?:^|[^0-9A-Za-z:])(?:{_H}:){{7}}{_H}(?:$|[^0-9A-Za-z:])"
+        rf"|(?:^|[^0-9A-Za-z:])(?:{_H}:){{1,6}}:(?:{_H}(?::{_H}){{0,5}})?(?:$|[^0-9A-Za-z:])"
+        rf"|(?:^|[^0-9A-Za-z:])::{_H}(?::{_H}){{0,6}}(?:$|[^0-9A-Za-z:])"
+    ),
+    # "pid=123", "pid: 123", "PID 123", and /proc/<pid>.
+    "pid": r"(?:^|[^0-9A-Za-z_])[Pp][Ii][Dd][=: ]\s*[0-9]+|/proc/[0-9]+",
+    "path": r"/(?:home|root|Users|run/user|var/mail|var/spool/mail)/[^\s\[\]\"']",
+    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+    "secret": (
+        # Authorization: Bearer <token>
+        r"[Bb][Ee][Aa][Rr][Ee][Rr]\s+[A-Za-z0-9._~+/-]{8,}=*"
+        # OpenAI / Anthropic style keys, AWS access key ids, GitHub and Slack tokens
+        r"|sk-[A-Za-z0-9_-]{16,}"
+        r"|(?:AKIA|ASIA)[0-9A-Z]{16}"
+        r"|gh[pousr]_[A-Za-z0-9]{30,}"
+        r"|xox[abprs]-[A-Za-z0-9-]{10,}"
+        # JSON Web Tokens
+        r"|eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"
+        # PEM private keys
+        r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+        # password=..., api_key: ..., token=... (value not already a placeholder)
+        r"|(?:[Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]|[Pp][Aa][Ss][Ss][Ww][Dd]|[Ss][Ee][Cc][Rr][Ee][Tt]"
+        r"|[Aa][Pp][Ii]_?[Kk][Ee][Yy]|[Tt][Oo][Kk][Ee][Nn])\s*[=:]\s*[^\s\[,;&\"']"
+        # credentials in URLs: scheme://user:pass@host
+        r"|[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@\[]+:[^/\s@\[]+@"
+    ),
+}
+
+#: The same table compiled, for the redactor's fast check and for tests.
+COMPILED: Final[dict[str, re.Pattern[str]]] = {k: re.compile(v) for k, v in LEAK_PATTERNS.items()}
+
+#: One alternation of every kind: a single ``search`` tells whether a string
+#: needs the slow, per-kind path at all.
+ANY_LEAK: Final[re.Pattern[str]] = re.compile("|".join(f"(?:{p})" for p in LEAK_PATTERNS.values()))
+
+
+def placeholder(kind: str) -> str:
+    """The text a redaction of ``kind`` leaves behind."""
+    return PLACEHOLDER.format(kind=kind)
+
+
+def find_leak(text: str) -> str | None:
+    """The first leak kind found in ``text``, or None when it is clean."""
+    if ANY_LEAK.search(text) is None:
+        return None
+    for kind, pattern in COMPILED.items():
+        if pattern.search(text) is not None:
+            return kind
+    return None  # pragma: no cover - ANY_LEAK and COMPILED are the same patterns
