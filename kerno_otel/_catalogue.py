@@ -1,4 +1,4 @@
-"""The event catalogue v1: every built-in audit event type, who emits it and how its fields are treated.
+"""The event catalogue v1: every built-in event type, who emits it, how its fields are treated.
 
 The ``details`` shape of each type is fixed by its JSON Schema
 (``schemas/kerno-audit/v1/<type>.schema.json``); this module holds what the

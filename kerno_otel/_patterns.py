@@ -6,7 +6,8 @@ string fields that must stay clean, so a redaction bug becomes a validation
 failure instead of a leak. Every pattern here must therefore mean the same thing
 to Python's ``re``, to the Rust regex engine behind jsonschema-rs and to
 ECMA-262 (what a third-party JSON Schema validator uses): no inline flags, no
-possessive quantifiers, no ``\\Z``; case-insensitivity is spelled out with
+possessive quantifiers, no ``\\Z``, no ``\\s`` (Python's differs from the
+others'; ASCII whitespace is spelled out); case-insensitivity is spelled out with
 character classes.
 
 A redaction always leaves a placeholder of the form ``[REDACTED:<kind>]`` (paths
@@ -32,7 +33,8 @@ _H = r"[0-9A-Fa-f]{1,4}"
 #: kind -> pattern. Keys are the redaction kinds counted in ``ai.call``'s
 #: ``redactions`` and reported by the redactor.
 LEAK_PATTERNS: Final[dict[str, str]] = {
-    # Dotted quad, not part of a longer dotted number (versions like 1.2.3.4.5).
+    # Dotted quad not preceded by a digit or dot. A following ".443" still matches
+    # on purpose: tcpdump prints "10.0.0.1.443", so over-redacting 1.2.3.4.5 is the safe side.
     "ip": (
         rf"(?:^|[^0-9.]){_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?:$|[^0-9])"
         # IPv6: full form, or a compressed form with "::" and at least one group
@@ -42,14 +44,18 @@ LEAK_PATTERNS: Final[dict[str, str]] = {
         rf"|(?:^|[^0-9A-Za-z:])::{_H}(?::{_H}){{0,6}}(?:$|[^0-9A-Za-z:])"
     ),
     # "pid=123", "pid: 123", "PID 123", and /proc/<pid>.
-    "pid": r"(?:^|[^0-9A-Za-z_])[Pp][Ii][Dd][=: ]\s*[0-9]+|/proc/[0-9]+",
-    "path": r"/(?:home|root|Users|run/user|var/mail|var/spool/mail)/[^\s\[\]\"']",
-    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+    "pid": r"(?:^|[^0-9A-Za-z_])[Pp][Ii][Dd][=: ][ \t\n\r\f\v]*[0-9]+|/proc/[0-9]+",
+    "path": r"/(?:home|root|Users|run/user|var/mail|var/spool/mail)/[^ \t\n\r\f\v\[\]"
+    + "\"'"
+    + "]",
+    # One local-part character is enough to find an address (and keeps the search
+    # linear on long words; "x+@" would be quadratic in Python's re).
+    "email": r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
     "secret": (
         # Authorization: Bearer <token>
-        r"[Bb][Ee][Aa][Rr][Ee][Rr]\s+[A-Za-z0-9._~+/-]{8,}=*"
+        r"[Bb][Ee][Aa][Rr][Ee][Rr][ \t\n\r\f\v]+[A-Za-z0-9._~+/-]{8,}=*"
         # OpenAI / Anthropic style keys, AWS access key ids, GitHub and Slack tokens
-        r"|sk-[A-Za-z0-9_-]{16,}"
+        r"|(?:^|[^A-Za-z0-9])sk-[A-Za-z0-9_-]{16,}"
         r"|(?:AKIA|ASIA)[0-9A-Z]{16}"
         r"|gh[pousr]_[A-Za-z0-9]{30,}"
         r"|xox[abprs]-[A-Za-z0-9-]{10,}"
@@ -59,9 +65,11 @@ LEAK_PATTERNS: Final[dict[str, str]] = {
         r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
         # password=..., api_key: ..., token=... (value not already a placeholder)
         r"|(?:[Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]|[Pp][Aa][Ss][Ss][Ww][Dd]|[Ss][Ee][Cc][Rr][Ee][Tt]"
-        r"|[Aa][Pp][Ii]_?[Kk][Ee][Yy]|[Tt][Oo][Kk][Ee][Nn])\s*[=:]\s*[^\s\[,;&\"']"
-        # credentials in URLs: scheme://user:pass@host
-        r"|[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@\[]+:[^/\s@\[]+@"
+        r"|[Aa][Pp][Ii]_?[Kk][Ee][Yy]|[Tt][Oo][Kk][Ee][Nn])[ \t\n\r\f\v]*[=:][ \t\n\r\f\v]*"
+        r"[^ \t\n\r\f\v\[,;&" + "\"'" + "]"
+        # credentials in URLs: scheme://user:pass@host (the scheme's last letter is
+        # enough to find one, and keeps the search linear)
+        r"|[A-Za-z][0-9+.-]*://[^/ \t\n\r\f\v:@\[]+:[^/ \t\n\r\f\v@\[]+@"
     ),
 }
 

@@ -1,0 +1,375 @@
+"""The audit processor: an OTel ``LogRecordProcessor`` that redacts, validates, chains and writes.
+
+The stages, in the one place they are wired (:meth:`AuditProcessor._submit`):
+
+    record -> redact -> validate -> reserve room -> seq + prev -> encode -> writer
+
+A record that fails validation is never written as it is: it is counted,
+reported on stderr and replaced by an ``audit.loss`` record naming its type and
+the failing rule (never its values). A full queue blocks the emitter
+(``on_overflow: block``) or, with ``drop``, the record is counted and an
+``audit.loss`` with the count follows as soon as there is room.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
+
+from kerno_otel import _files
+from kerno_otel._chain import GENESIS, Chain, Timestamps
+from kerno_otel._config import AuditConfig
+from kerno_otel._redact import Redactor
+from kerno_otel._schema import RecordValidator
+from kerno_otel._writer import Counters, Writer
+
+#: Attribute names of the OTLP mapping (DESIGN.md): every field but type,
+#: severity, ts and the ids lives under ``kerno.audit.*``.
+ATTR_ACTOR = "kerno.audit.actor"
+ATTR_OUTCOME = "kerno.audit.outcome"
+ATTR_DETAILS = "kerno.audit.details"
+ATTR_SEQ = "kerno.audit.seq"
+ATTR_PREV = "kerno.audit.prev"
+ATTR_V = "kerno.audit.v"
+
+_WRITER_ACTOR = "audit/writer"
+
+
+class AuditProcessor(LogRecordProcessor):
+    """Turns OTel log records into durable, chained audit lines. Thread-safe."""
+
+    def __init__(
+        self,
+        config: AuditConfig,
+        *,
+        redactor: Redactor,
+        validator: RecordValidator,
+        resource: Mapping[str, str],
+        version: str,
+        stderr: TextIO | None = None,
+    ) -> None:
+        self.config = config
+        self._redactor = redactor
+        self._validator = validator
+        self._resource = dict(resource)
+        self._version = version
+        self._stderr = stderr if stderr is not None else sys.stderr
+        self.counters = Counters()
+        self._lock = threading.Lock()
+        self._ts = Timestamps()
+        self._chain = Chain()
+        self._live = Path(config.file_path)
+        self._max_bytes = int(config.max_size_mb * 1024 * 1024)
+        self._rotate_every_ns = (
+            int(config.rotate_interval * 1e9) if config.rotate_interval else None
+        )
+        self._file_bytes = 0
+        self._file_opened_ns = 0
+        self._last_rotated = ""
+        self._block = config.on_overflow == "block"
+        self._always = config.fsync == "always"
+        self._dropped: dict[str, int] = {}
+        self._writer: Writer | None = None
+        self._closed = False
+
+    # -- life ---------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open or resume the stream: repair a torn tail, start the writer, write ``audit.start``.
+
+        Raises :class:`kerno_otel._files.AuditFileError` when the file cannot be
+        used safely (a symlink, a directory, a last line that is not a record).
+        """
+        now = time.time_ns()
+        probe = {
+            "v": "1",
+            "seq": 0,
+            "ts": self._ts.format(now),
+            "type": "audit.start",
+            "actor": _WRITER_ACTOR,
+            "details": {
+                "file": self._live.name,
+                "resumed": False,
+                "last_seq": None,
+                "last_hash": None,
+                "fsync": self.config.fsync,
+                "version": self._version,
+            },
+            "resource": self._resource,
+        }
+        problem = self._validator.check(probe)
+        if problem is not None:
+            # check_built trusts the resource (and our own fields) checked here, once per stream.
+            raise ValueError(f"cannot start the audit stream: {problem}")
+        _files.ensure_directory(self._live.parent)
+        point = _files.repair_and_resume(self._live, now)
+        fd = _files.open_append(self._live)
+        if point.last_seq is not None and point.last_hash is not None:
+            self._chain = Chain(point.last_seq + 1, point.last_hash)
+        self._file_bytes = point.live_size
+        self._file_opened_ns = now
+        self._writer = Writer(
+            self._live,
+            fd,
+            first_seq=self._chain.next_seq,
+            fsync=self.config.fsync,
+            fsync_interval_ms=self.config.fsync_interval_ms,
+            queue_size=self.config.queue_size,
+            on_write_error=self.config.on_write_error,
+            compress=self.config.compress,
+            max_backups=self.config.max_backups,
+            max_age_days=self.config.max_age_days,
+            echo=self._stderr if self.config.stderr else None,
+            stderr=self._stderr,
+            counters=self.counters,
+        )
+        self._writer.start()
+        with self._lock:
+            if point.torn is not None:
+                self._stderr.write(
+                    f"kerno-otel: audit: {self._live}: set aside a torn last line "
+                    f"({point.torn.bytes} bytes) in {point.torn.set_aside.name}\n"
+                )
+                self._submit_internal(
+                    "audit.recover",
+                    {
+                        "file": self._live.name,
+                        "bytes": point.torn.bytes,
+                        "digest": point.torn.digest,
+                        "set_aside": point.torn.set_aside.name,
+                    },
+                    severity="WARN",
+                )
+            self._submit_internal(
+                "audit.start",
+                {
+                    "file": self._live.name,
+                    "resumed": point.last_seq is not None,
+                    "last_seq": point.last_seq,
+                    "last_hash": point.last_hash,
+                    "fsync": self.config.fsync,
+                    "version": self._version,
+                },
+            )
+
+    # -- the OTel side --------------------------------------------------------------
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        """Called by the SDK for every record; never raises into the emitter."""
+        lr = log_record.log_record
+        attrs = lr.attributes if lr.attributes is not None else {}
+        severity = lr.severity_text or "INFO"
+        record: dict[str, Any] = {
+            "v": "1",
+            "seq": 0,
+            "ts": self._ts.format(lr.timestamp or time.time_ns()),
+            "type": lr.event_name,
+            "actor": attrs.get(ATTR_ACTOR),
+            "severity": severity,
+            "outcome": attrs.get(ATTR_OUTCOME, "unknown"),
+            "details": attrs.get(ATTR_DETAILS),
+            "resource": self._resource,
+        }
+        if lr.trace_id:
+            record["trace_id"] = f"{lr.trace_id:032x}"
+            if lr.span_id:
+                record["span_id"] = f"{lr.span_id:016x}"
+        record["prev"] = GENESIS
+        try:
+            ticket = self._submit(record)
+        except Exception as exc:
+            self.counters.dropped("internal_error")
+            self._stderr.write(
+                f"kerno-otel: audit: internal error on a {lr.event_name!r} record: "
+                f"{type(exc).__name__}\n"
+            )
+            return
+        if ticket is not None and self._always and self._writer is not None:
+            self._writer.wait_durable(ticket)
+        if isinstance(attrs, dict) and record["details"] is not attrs.get(ATTR_DETAILS):
+            # Other processors on this provider see what the file holds, never the raw values.
+            attrs[ATTR_DETAILS] = record["details"]
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Return once everything emitted before the call is durable (per the fsync policy)."""
+        writer = self._writer
+        if writer is None:
+            return True
+        with self._lock:
+            self._record_losses()
+        return writer.flush(timeout_millis / 1000.0)
+
+    def shutdown(self) -> None:
+        """Flush, stop the writer thread and close the file. Safe twice."""
+        with self._lock:
+            if self._closed or self._writer is None:
+                self._closed = True
+                return
+            self._closed = True
+            self._record_losses()
+            writer = self._writer
+        writer.close()
+
+    # -- the pipeline -------------------------------------------------------------
+
+    def _submit(self, record: dict[str, Any]) -> int | None:
+        """Redact, validate, sequence, chain, encode and queue one record; its ticket or None."""
+        type_name = record["type"]
+        with self._lock:
+            details = record["details"]
+            if isinstance(details, Mapping):
+                record["details"] = self._redactor.redact_details(str(type_name), details)
+            problem = self._validator.check_built(record)
+            if self._closed or self._writer is None:
+                self.counters.dropped("closed")
+                self._stderr.write(
+                    f"kerno-otel: audit: a {type_name!r} record was emitted after shutdown\n"
+                )
+                return None
+            if problem is not None:
+                self._reject(str(type_name), problem)
+                return None
+            return self._seal_locked(record)
+
+    def _seal_locked(self, record: dict[str, Any]) -> int | None:
+        writer = self._writer
+        assert writer is not None
+        pending = 1 if (self._dropped or writer.has_losses) else 0
+        if not writer.reserve(1 + pending, self._block):
+            self._dropped[record["type"]] = self._dropped.get(record["type"], 0) + 1
+            self.counters.dropped("queue_full")
+            return None
+        if pending:
+            self._record_losses()
+        if (
+            self._rotate_every_ns is not None
+            and self._file_bytes
+            and time.time_ns() - self._file_opened_ns >= self._rotate_every_ns
+        ):
+            self._rotate_locked("time")
+        line = self._chain.seal(record)
+        ticket = writer.put(line)
+        self._file_bytes += len(line) + 1
+        if self._file_bytes >= self._max_bytes:
+            self._rotate_locked("size")
+        return ticket
+
+    def _rotate_locked(self, reason: str) -> None:
+        writer = self._writer
+        assert writer is not None
+        now = time.time_ns()
+        name = _files.rotated_name(self._live, now)
+        while name <= self._last_rotated:  # the previous rotation may not be on disk yet
+            now += 1000
+            name = _files.rotated_name(self._live, now)
+        self._last_rotated = name
+        last_seq, last_hash = self._chain.last_seq, self._chain.prev
+        writer.rotate(name)
+        self._file_bytes = 0
+        self._file_opened_ns = now
+        self._submit_internal(
+            "audit.rotate",
+            {
+                "old_file": name,
+                "new_file": self._live.name,
+                "last_seq": last_seq if last_seq is not None else 0,
+                "last_hash": last_hash,
+                "reason": reason,
+            },
+            rotate=False,
+        )
+
+    def _reject(self, type_name: str, problem: str) -> None:
+        self.counters.validation_failures += 1
+        self.counters.dropped("validation_failed")
+        self._stderr.write(f"kerno-otel: audit: record rejected, not written: {problem}\n")
+        self._submit_internal(
+            "audit.loss",
+            {
+                "count": 1,
+                "reason": "validation_failed",
+                "after_seq": self._chain.last_seq,
+                "types": {type_name: 1} if _type_name_ok(type_name) else {"invalid": 1},
+                "rule": problem,
+            },
+            severity="ERROR",
+            outcome="failure",
+        )
+
+    def _record_losses(self) -> None:
+        """Write ``audit.loss`` records for queue drops and writer drops not yet recorded."""
+        if self._dropped:
+            types, self._dropped = self._dropped, {}
+            self._submit_internal(
+                "audit.loss",
+                {
+                    "count": sum(types.values()),
+                    "reason": "queue_full",
+                    "after_seq": self._chain.last_seq,
+                    "types": types,
+                },
+                severity="ERROR",
+                outcome="failure",
+            )
+        if self._writer is not None:
+            for loss in self._writer.take_losses():
+                self._submit_internal(
+                    "audit.loss",
+                    {
+                        "count": loss.count,
+                        "reason": "write_error",
+                        "first_seq": loss.first_seq,
+                        "last_seq": loss.last_seq,
+                        "after_seq": loss.first_seq - 1 if loss.first_seq else None,
+                        "types": {},
+                    },
+                    severity="ERROR",
+                    outcome="failure",
+                )
+
+    def _submit_internal(
+        self,
+        type_name: str,
+        details: dict[str, Any],
+        *,
+        severity: str = "INFO",
+        outcome: str = "success",
+        rotate: bool = True,
+    ) -> None:
+        """The writer's own records: same stages, already under the lock, always room."""
+        record: dict[str, Any] = {
+            "v": "1",
+            "seq": 0,
+            "ts": self._ts.format(time.time_ns()),
+            "type": type_name,
+            "actor": _WRITER_ACTOR,
+            "severity": severity,
+            "outcome": outcome,
+            "details": self._redactor.redact_details(type_name, details),
+            "resource": self._resource,
+            "prev": GENESIS,
+        }
+        problem = self._validator.check_built(record)
+        if problem is not None:  # a bug of ours: say so loudly, never loop
+            self.counters.dropped("internal_error")
+            self._stderr.write(f"kerno-otel: audit: internal record invalid: {problem}\n")
+            return
+        writer = self._writer
+        assert writer is not None
+        line = self._chain.seal(record)
+        writer.put(line)
+        self._file_bytes += len(line) + 1
+        if rotate and self._file_bytes >= self._max_bytes:
+            self._rotate_locked("size")
+
+
+def _type_name_ok(name: str) -> bool:
+    import re
+
+    return bool(re.fullmatch(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+", name))

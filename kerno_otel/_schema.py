@@ -1,0 +1,633 @@
+"""The published audit schema set (kerno-audit v1): generating, loading, extending and validating.
+
+``schemas/kerno-audit/v1/`` holds one JSON Schema 2020-12 document per event
+type (the shape of its ``details``, written by hand), ``common.schema.json``
+(generated here from :mod:`kerno_otel._patterns`) and ``record.schema.json``
+(the whole line, generated here from :mod:`kerno_otel._catalogue`).
+``scripts/gen_schemas.py`` writes the two generated files; a test keeps the
+committed copies equal to what this module generates.
+
+:class:`RecordValidator` is the audit pipeline's validate stage and the engine
+behind ``kerno-otel audit validate``: one compiled jsonschema-rs validator per
+event type, so a record is checked against its own type's schema only. Its
+reasons name the type, the JSON pointer and the rule, never the value: the value
+may be the very secret the schema just caught.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final
+
+import jsonschema_rs
+
+from kerno_otel._catalogue import BUILTIN_TYPES, OUTCOMES, SEVERITIES, EventType
+from kerno_otel._patterns import LEAK_PATTERNS, find_leak
+
+DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
+BASE_URI: Final = "https://kerno.dev/schemas/kerno-audit/v1/"
+COMMON: Final = "common.schema.json"
+RECORD: Final = "record.schema.json"
+
+TYPE_PATTERN: Final = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
+ACTOR_PATTERN: Final = r"^[a-z0-9_.-]+/[A-Za-z0-9_.-]+$"
+_ACTOR_PREFIX_PATTERN: Final = r"^[a-z0-9_.-]+/$"
+_TYPE_RE: Final = re.compile(TYPE_PATTERN)
+# Object keys shown in a reason's JSON pointer; any other key (it came from the
+# record, so it may be the leak itself) is shown as a placeholder.
+_SHOWN_KEY: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_HIDDEN_KEY: Final = "[REDACTED:key]"
+# Deeper than this is reported, not walked (jsonschema-rs gives up sooner).
+_MAX_DEPTH: Final = 32
+
+
+def schema_file(type_name: str) -> str:
+    """The file name of an event type's ``details`` schema."""
+    return f"{type_name}.schema.json"
+
+
+def dumps(document: Mapping[str, Any]) -> str:
+    """The canonical text of a schema file: 2-space indent, UTF-8, final newline."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def _ecma(pattern: str) -> str:
+    # _patterns.py writes `\"` inside character classes. Python's re and Rust's
+    # regex read it as `"`, but ECMA-262 in unicode mode (ajv's default) rejects
+    # the escape, so publish the equivalent unescaped form.
+    return pattern.replace('\\"', '"')
+
+
+def common_document() -> dict[str, Any]:
+    """``common.schema.json``: the definitions every other schema file shares."""
+    leaks = [{"title": kind, "pattern": _ecma(p)} for kind, p in LEAK_PATTERNS.items()]
+    return {
+        "$schema": DIALECT,
+        "$id": BASE_URI + COMMON,
+        "title": "kerno-audit v1 common definitions",
+        "description": "Definitions shared by the record schema and every details schema. "
+        "Generated from kerno_otel/_patterns.py by scripts/gen_schemas.py; do not edit.",
+        "$defs": {
+            "safe_text": {
+                "description": "Text that must never carry raw IP addresses, PIDs, paths under "
+                "sensitive roots (/home, /root, /Users, /run/user, /var/mail, /var/spool/mail), "
+                "e-mail addresses or secrets (bearer tokens, API keys, JWTs, private keys, "
+                "password= forms, credentials in URLs). The producer redacts them to "
+                "[REDACTED:<kind>] placeholders; a match of any pattern below is a leak.",
+                "type": "string",
+                "not": {"anyOf": leaks},
+            },
+            "name": {
+                "description": "A short identifier: letters, digits and . _ + - (at most 128).",
+                "$ref": "#/$defs/safe_text",
+                "pattern": "^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$",
+            },
+            "event_type": {
+                "description": 'An event type name: dotted lowercase segments ("ai.call").',
+                "type": "string",
+                "pattern": TYPE_PATTERN,
+            },
+            "file_name": {
+                "description": "A file's basename: no directory part.",
+                "$ref": "#/$defs/safe_text",
+                "pattern": "^[^/]+$",
+            },
+            "sha256": {
+                "description": 'A SHA-256 digest: "sha256:" and 64 lowercase hex digits.',
+                "type": "string",
+                "pattern": "^sha256:[0-9a-f]{64}$",
+            },
+            "cycle_id": {
+                "description": 'A doctor cycle: "cycle-", its UTC start (YYYYMMDD-HHMMSS) '
+                'and, when several start in the same second, "-N".',
+                "type": "string",
+                "pattern": "^cycle-[0-9]{8}-[0-9]{6}(-[0-9]+)?$",
+            },
+            "redacted_ip": {
+                "description": "The placeholder an IP address is always replaced by.",
+                "const": "[REDACTED:ip]",
+            },
+        },
+    }
+
+
+def _actor_rule(event_type: EventType) -> dict[str, Any]:
+    if event_type.actor.endswith("/"):
+        # The actor prefix matches _ACTOR_PREFIX_PATTERN, where only "." is special.
+        return {"pattern": "^" + event_type.actor.replace(".", "\\.")}
+    return {"const": event_type.actor}
+
+
+def record_document(types: Mapping[str, EventType]) -> dict[str, Any]:
+    """``record.schema.json``: one whole line, dispatching ``details`` on ``type``."""
+    ref = COMMON + "#/$defs/"
+    return {
+        "$schema": DIALECT,
+        "$id": BASE_URI + RECORD,
+        "title": "kerno-audit v1 record",
+        "description": "One line of a kerno audit log. v, ts, type, actor and details are "
+        "kerno's audit schema v1; the other fields are additive and optional, though "
+        "kerno-otel's writer always writes seq, severity, outcome and prev. Generated from "
+        "kerno_otel/_catalogue.py by scripts/gen_schemas.py; do not edit.",
+        "type": "object",
+        "properties": {
+            "v": {"description": 'Schema version, the string "1".', "const": "1"},
+            "seq": {
+                "description": "Position in the stream: 0 for the first record, then +1 per "
+                "record across rotations. A gap is a loss.",
+                "type": "integer",
+                "minimum": 0,
+            },
+            "ts": {
+                "description": "When the event happened: RFC 3339, UTC, nanoseconds.",
+                "type": "string",
+                "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{9}Z$",
+            },
+            "type": {
+                "description": "The event type; selects the details schema.",
+                "type": "string",
+                "pattern": TYPE_PATTERN,
+                "enum": list(types),
+            },
+            "actor": {
+                "description": 'The component that acted: "<area>/<component>".',
+                "type": "string",
+                "pattern": ACTOR_PATTERN,
+            },
+            "severity": {
+                "description": "OpenTelemetry severity text.",
+                "enum": list(SEVERITIES),
+            },
+            "outcome": {"description": "How the action ended.", "enum": list(OUTCOMES)},
+            "details": {
+                "description": "The event's payload; its schema is <type>.schema.json.",
+                "type": "object",
+            },
+            "resource": {
+                "description": "OpenTelemetry resource attributes of the emitting process "
+                "(service.name, service.instance.id, host.name, ...).",
+                "type": "object",
+                "propertyNames": {"$ref": ref + "name"},
+                "additionalProperties": {"$ref": ref + "safe_text"},
+            },
+            "trace_id": {
+                "description": "Trace the event happened in: 32 lowercase hex digits.",
+                "type": "string",
+                "pattern": "^[0-9a-f]{32}$",
+            },
+            "span_id": {
+                "description": "Span the event happened in: 16 lowercase hex digits.",
+                "type": "string",
+                "pattern": "^[0-9a-f]{16}$",
+            },
+            "prev": {
+                "description": "SHA-256 of the exact bytes of the previous line, without its "
+                "newline; 64 zeros for the first record of a stream.",
+                "$ref": ref + "sha256",
+            },
+        },
+        "required": ["v", "ts", "type", "actor", "details"],
+        "additionalProperties": False,
+        "allOf": [
+            {
+                "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+                "then": {
+                    "properties": {
+                        "actor": _actor_rule(event_type),
+                        "details": {"$ref": schema_file(name)},
+                    }
+                },
+            }
+            for name, event_type in types.items()
+        ],
+    }
+
+
+def _typed_record_document(record: Mapping[str, Any], event_type: EventType) -> dict[str, Any]:
+    """The record schema specialised to one type: what the hot path compiles."""
+    doc = copy.deepcopy(dict(record))
+    del doc["allOf"]
+    doc["$id"] = BASE_URI + f"record+{event_type.name}.json"
+    props = doc["properties"]
+    props["type"] = {"const": event_type.name}
+    rule = _actor_rule(event_type)
+    if "pattern" in rule:
+        # Both the generic actor pattern and the prefix, in one pattern.
+        rule = {"pattern": rule["pattern"] + ACTOR_PATTERN[ACTOR_PATTERN.index("/") + 1 :]}
+    props["actor"] = {"type": "string", **rule}
+    props["details"] = {"$ref": schema_file(event_type.name)}
+    return doc
+
+
+def _builtin_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    # Inside a wheel the schemas sit in the package (pyproject's force-include);
+    # in an editable install they are at the top of the repository.
+    for root in (here, here.parent):
+        candidate = root / "schemas" / "kerno-audit" / "v1"
+        if (candidate / COMMON).is_file():
+            return candidate
+    raise FileNotFoundError(f"kerno-audit v1 schemas not found beside {here}")
+
+
+def _load(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as f:
+        doc = json.load(f)
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: a schema file must hold a JSON object")
+    return doc
+
+
+class SchemaSet:
+    """The kerno-audit v1 schema set: the built-in types plus any plugin types."""
+
+    def __init__(
+        self,
+        common: dict[str, Any],
+        details: dict[str, dict[str, Any]],
+        types: dict[str, EventType],
+    ) -> None:
+        self._common = common
+        self._details = details
+        self._types = types
+        self._record = record_document(types)
+
+    @classmethod
+    def builtin(cls) -> SchemaSet:
+        """The published set shipped with kerno-otel (loaded once)."""
+        return _builtin_set()
+
+    def with_types(self, extra: Mapping[str, EventType]) -> SchemaSet:
+        """A new set with plugin event types added.
+
+        Each type's ``schema`` is its ``details`` schema. Raises ValueError naming
+        the type and the problem for a bad name, actor or schema, or a clash.
+        """
+        details = dict(self._details)
+        types = dict(self._types)
+        for name, event_type in extra.items():
+            problem = _type_problem(name, event_type, types)
+            if problem is None:
+                doc, problem = _plugin_details(name, event_type)
+            if problem is not None:
+                raise ValueError(f"event type {name!r} from {event_type.source}: {problem}")
+            details[name] = doc
+            types[name] = event_type
+        new = SchemaSet(self._common, details, types)
+        for name in extra:
+            # Compile each new details schema now so an unresolvable $ref or a
+            # pattern the Rust engine cannot compile fails here, named.
+            try:
+                jsonschema_rs.validator_for(
+                    details[name], registry=new._rs_registry(), offline=True
+                )
+            except (ValueError, jsonschema_rs.ReferencingError) as e:
+                msg = f"event type {name!r} from {types[name].source}: schema does not compile"
+                raise ValueError(f"{msg}: {e}") from None
+        return new
+
+    def types(self) -> list[str]:
+        """Every event type in the set: built-ins in catalogue order, then plugin types."""
+        return list(self._types)
+
+    def event_type(self, name: str) -> EventType:
+        """The catalogue entry of ``name`` (KeyError when unknown)."""
+        return self._types[name]
+
+    def documents(self) -> dict[str, dict[str, Any]]:
+        """Every schema file of the set, by file name (copies: safe to change)."""
+        docs = {COMMON: self._common, RECORD: self._record}
+        docs.update((schema_file(n), d) for n, d in self._details.items())
+        return copy.deepcopy(docs)
+
+    def export(self, directory: Path) -> list[Path]:
+        """Write every schema file into ``directory`` (created if needed); the paths written."""
+        directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, doc in self.documents().items():
+            path = directory / name
+            tmp = directory / f".{name}.tmp"
+            tmp.write_text(dumps(doc), encoding="utf-8")
+            os.replace(tmp, path)
+            written.append(path)
+        return written
+
+    def _rs_registry(self, *, fast: bool = False) -> jsonschema_rs.Registry:
+        common = _fast_common(self._common) if fast else self._common
+        docs = [common, *self._details.values()]
+        return jsonschema_rs.Registry([(d["$id"], d) for d in docs])
+
+
+def _fast_common(common: Mapping[str, Any]) -> dict[str, Any]:
+    """``common`` with safe_text's leak patterns joined into one alternation.
+
+    The same language (a search for any of the patterns matches iff a search for
+    their alternation does), with one regex search per string instead of five. The
+    published file keeps one pattern per kind so reviewers can read them.
+    """
+    fast = copy.deepcopy(dict(common))
+    safe_text = fast["$defs"]["safe_text"]
+    patterns = [alt["pattern"] for alt in safe_text["not"]["anyOf"]]
+    safe_text["not"] = {"pattern": "|".join(f"(?:{p})" for p in patterns)}
+    return fast
+
+
+@functools.cache
+def _builtin_set() -> SchemaSet:
+    directory = _builtin_dir()
+    common = _load(directory / COMMON)
+    details = {name: _load(directory / schema_file(name)) for name in BUILTIN_TYPES}
+    return SchemaSet(common, details, dict(BUILTIN_TYPES))
+
+
+def _type_problem(name: str, event_type: EventType, known: Mapping[str, EventType]) -> str | None:
+    if name != event_type.name:
+        return f"registered under a different name ({event_type.name!r})"
+    if not _type_name_ok(name):
+        return f"a type name must match {TYPE_PATTERN} (at most 64 characters)"
+    if name in known:
+        clash = known[name].source
+        return f"clashes with the type of the same name from {clash}"
+    actor_pattern = _ACTOR_PREFIX_PATTERN if event_type.actor.endswith("/") else ACTOR_PATTERN
+    if not re.fullmatch(actor_pattern, event_type.actor):
+        return f"actor {event_type.actor!r} must match {ACTOR_PATTERN} (or be a prefix 'area/')"
+    return None
+
+
+def _plugin_details(name: str, event_type: EventType) -> tuple[dict[str, Any], str | None]:
+    """The plugin's details schema, completed with $schema/$id, or the reason it is bad."""
+    from jsonschema import Draft202012Validator, SchemaError
+
+    if not isinstance(event_type.schema, dict):
+        return {}, "no details schema (EventType.schema must be a dict)"
+    doc: dict[str, Any] = copy.deepcopy(event_type.schema)
+    if doc.setdefault("$schema", DIALECT) != DIALECT:
+        return doc, f"$schema must be {DIALECT}"
+    expected_id = BASE_URI + schema_file(name)
+    if doc.setdefault("$id", expected_id) != expected_id:
+        return doc, f"$id must be absent or {expected_id} (the set is published together)"
+    try:
+        Draft202012Validator.check_schema(doc)
+    except SchemaError as e:
+        where = _pointer(e.absolute_path)
+        return doc, f"not a valid 2020-12 schema at {where}: {e.message}"
+    if doc.get("type") != "object" or doc.get("additionalProperties") is not False:
+        return doc, 'details must be closed: "type": "object" and "additionalProperties": false'
+    return doc, None
+
+
+# --- reasons ---------------------------------------------------------------------------------
+
+
+def _pointer(path: Iterable[str | int]) -> str:
+    """A JSON pointer for a reason, hiding any key that might itself be a leak."""
+    parts = []
+    for part in path:
+        if isinstance(part, int):
+            parts.append(str(part))
+        elif _SHOWN_KEY.fullmatch(part) and find_leak(part) is None:
+            parts.append(part)  # no "~" or "/" to escape: _SHOWN_KEY excludes them
+        else:
+            parts.append(_HIDDEN_KEY)
+    return "/" + "/".join(parts) if parts else "(root)"
+
+
+def _type_label(record: Any) -> str:
+    rtype = record.get("type") if isinstance(record, Mapping) else None
+    if rtype is None:
+        return "(no type)"
+    # Known types pass these tests too (with_types enforces them); an unknown
+    # type is shown only when it cannot be hiding a value.
+    if isinstance(rtype, str) and _type_name_ok(rtype):
+        return rtype
+    return "(invalid type)"
+
+
+def _type_name_ok(name: str) -> bool:
+    return len(name) <= 64 and _TYPE_RE.fullmatch(name) is not None and find_leak(name) is None
+
+
+def _quote(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _leak_hint(instance: Any) -> str:
+    kind = find_leak(instance) if isinstance(instance, str) else None
+    # The kind's name, never the text that matched.
+    return f" (matches leak pattern {_quote(kind)})" if kind is not None else ""
+
+
+def _hint(keyword: str, path: list[str | int], instance: Any, schema_value: Any) -> str:
+    """What to add after the rule, from the schema side only (never the instance's value)."""
+    if keyword in ("required", "dependentRequired") and isinstance(schema_value, str):
+        return f" (missing {_quote(schema_value)})"
+    if keyword == "type":
+        types = [schema_value] if isinstance(schema_value, str) else list(schema_value)
+        return f" (expected {' or '.join(types)})"
+    if keyword == "const":
+        return f" (expected {_quote(schema_value)})"
+    if keyword == "enum":
+        if path == ["type"]:
+            return " (unknown event type)"
+        return f" (expected one of {', '.join(_quote(v) for v in schema_value)})"
+    if keyword == "additionalProperties":
+        return " (unexpected property)"
+    if keyword in ("not", "propertyNames"):
+        return _leak_hint(instance)
+    return ""
+
+
+def _reason(label: str, path: list[str | int], keyword: str, hint: str = "") -> str:
+    return f"{label}: {_pointer(path)}: '{keyword}' rule failed{hint}"
+
+
+def _rs_reason(error: jsonschema_rs.ValidationError, label: str) -> str:
+    kinds = jsonschema_rs.ValidationErrorKind
+    kind = error.kind
+    keyword = kind.name
+    instance: Any = error.instance
+    schema_value: Any = None
+    if isinstance(kind, kinds.Required):
+        schema_value = kind.property
+        # jsonschema-rs names dependentRequired failures "required" too.
+        keyword = next((p for p in reversed(error.schema_path) if isinstance(p, str)), keyword)
+    elif isinstance(kind, kinds.Type):
+        schema_value = kind.types
+    elif isinstance(kind, kinds.Constant):
+        schema_value = kind.expected_value
+    elif isinstance(kind, kinds.Enum):
+        schema_value = kind.options
+    elif isinstance(kind, kinds.PropertyNames):
+        instance = kind.error.instance  # the offending key: looked at, never shown
+    path = list(error.instance_path)
+    return _reason(label, path, keyword, _hint(keyword, path, instance, schema_value))
+
+
+def _find_non_json(value: Any, path: list[str | int]) -> tuple[list[str | int], str] | None:
+    """Where ``value`` stops being JSON, and what is there (a type name, never a value)."""
+    if value is None or isinstance(value, str | bool | int | float | Decimal):
+        return None
+    if len(path) >= _MAX_DEPTH:
+        return path, "nested too deeply"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return path, f"object key is not a string ({type(key).__name__})"
+            found = _find_non_json(item, [*path, key])
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _find_non_json(item, [*path, index])
+            if found is not None:
+                return found
+        return None
+    return path, f"not a JSON value ({type(value).__name__})"
+
+
+class RecordValidator:
+    """Checks whole records against the schema of their own type (the pipeline's validate stage)."""
+
+    def __init__(self, schemas: SchemaSet) -> None:
+        documents = schemas.documents()
+        record = documents[RECORD]
+        registry = schemas._rs_registry(fast=True)
+        self._types = {name: schemas.event_type(name) for name in schemas.types()}
+        self._by_type = {
+            name: jsonschema_rs.validator_for(
+                _typed_record_document(record, event_type), registry=registry, offline=True
+            )
+            for name, event_type in self._types.items()
+        }
+        # Unknown or missing types: the whole record schema, which rejects them on
+        # "type" (and reports anything else wrong with the envelope).
+        self._any = jsonschema_rs.validator_for(record, registry=registry, offline=True)
+        # The pipeline's fast path: `details` alone against its type's schema (the
+        # envelope checks are a handful of set lookups, see check_envelope_built).
+        self._details = {
+            name: jsonschema_rs.validator_for(
+                {"$schema": DIALECT, "$ref": documents[schema_file(name)]["$id"]},
+                registry=registry,
+                offline=True,
+            )
+            for name in self._types
+        }
+        self._severities = frozenset(SEVERITIES)
+        self._outcomes = frozenset(OUTCOMES)
+
+    def check_built(self, record: dict[str, Any]) -> str | None:
+        """:meth:`check` for records the audit processor built itself (the hot path).
+
+        The processor formats ``v``, ``seq``, ``ts``, ``trace_id``, ``span_id`` and
+        ``prev`` itself and checks ``resource`` once, with :meth:`check`, when the
+        stream opens; what a producer controls is checked here: ``type`` known,
+        ``actor`` allowed for it, ``severity`` and ``outcome`` in their enums and
+        ``details`` against its type's schema. Any doubt falls back to the full
+        :meth:`check`, which also words the reason, so the verdict is the same.
+        """
+        try:
+            name = record["type"]
+            event_type = self._types.get(name) if type(name) is str else None
+            actor = record["actor"]
+            if (
+                event_type is not None
+                and type(actor) is str
+                and event_type.actor_ok(actor)
+                and record["severity"] in self._severities
+                and record["outcome"] in self._outcomes
+                and type(record["details"]) is dict
+                and self._details[name].is_valid(record["details"])
+            ):
+                return None
+        except Exception:
+            pass
+        return self.check(record)
+
+    def check(self, record: Mapping[str, Any]) -> str | None:
+        """None when ``record`` is valid, else one line naming type, JSON pointer and rule.
+
+        The reason never contains a value from the record. Never raises.
+        """
+        try:
+            if type(record) is not dict:
+                record = dict(record) if isinstance(record, Mapping) else record
+            rtype = record.get("type") if type(record) is dict else None
+            validator = self._by_type.get(rtype, self._any) if type(rtype) is str else self._any
+            if validator.is_valid(record):
+                return None
+            error = next(iter(validator.iter_errors(record)), None)
+        except Exception as e:  # the validate stage never raises into the pipeline
+            # jsonschema-rs refuses what JSON cannot carry (bytes, sets, int keys,
+            # very deep nesting): find where, without showing it.
+            return _unvalidatable(record, e)
+        label = _type_label(record)
+        if error is None:  # pragma: no cover - is_valid and iter_errors disagree
+            return f"{label}: (root): invalid"
+        return _rs_reason(error, label)
+
+
+def _unvalidatable(record: Any, error: Exception) -> str:
+    try:
+        label = _type_label(record)
+        found = _find_non_json(record, [])
+    except Exception:  # a hostile Mapping: say so and move on
+        return f"(invalid type): (root): cannot be validated ({type(error).__name__})"
+    if found is None:
+        return f"{label}: (root): cannot be validated ({type(error).__name__})"
+    return f"{label}: {_pointer(found[0])}: {found[1]}"
+
+
+def reference_validator(schemas: SchemaSet) -> Any:
+    """python-jsonschema's Draft202012Validator for record.schema.json, over the whole set.
+
+    The reference implementation: slower, but independent of jsonschema-rs, so
+    tests and ``audit validate --reference`` can cross-check the fast path.
+    """
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
+    docs = schemas.documents()
+    registry: Registry[Any] = Registry().with_resources(
+        (doc["$id"], Resource.from_contents(doc)) for doc in docs.values()
+    )
+    return Draft202012Validator(docs[RECORD], registry=registry)
+
+
+def reference_check(validator: Any, record: Any) -> str | None:
+    """Like :meth:`RecordValidator.check`, with a :func:`reference_validator`.
+
+    The same reason format; which of several errors is reported may differ.
+    """
+    from jsonschema.exceptions import best_match
+
+    label = _type_label(record)
+    try:
+        error = best_match(validator.iter_errors(record))
+    except Exception as e:  # the reference library's failures are not ours to raise
+        return f"{label}: (root): cannot be validated ({type(e).__name__})"
+    if error is None:
+        return None
+    keyword = str(error.validator)
+    path = list(error.absolute_path)
+    schema_value = error.validator_value
+    instance = error.instance
+    if "propertyNames" in error.absolute_schema_path:
+        # python-jsonschema reports the rule inside propertyNames; jsonschema-rs
+        # (and the reader) want to know it was a key that failed.
+        keyword = "propertyNames"
+    elif keyword == "required":
+        present = instance if isinstance(instance, Mapping) else {}
+        schema_value = next((p for p in schema_value if p not in present), None)
+    elif keyword == "dependentRequired":
+        present = instance if isinstance(instance, Mapping) else {}
+        needed = (d for p, deps in schema_value.items() if p in present for d in deps)
+        schema_value = next((d for d in needed if d not in present), None)
+    return _reason(label, path, keyword, _hint(keyword, path, instance, schema_value))

@@ -1,0 +1,425 @@
+"""The writer thread: a bounded queue of encoded lines, group-committed to disk, rotated on command.
+
+The emitting side (the audit processor, under its lock) puts whole lines and
+rotation commands in order; this thread writes them with as few syscalls as
+it can and fsyncs by policy:
+
+- ``batch``: group commit; a written line waits at most ``fsync_interval_ms``
+  for its fsync, and :meth:`Writer.flush` forces one at once;
+- ``always``: an fsync after every write, and emitters wait for it;
+- ``never``: the OS decides; ``flush`` only waits for the write.
+
+Nothing is dropped here unless ``on_write_error: drop`` says so, and then the
+seq range lost is kept for the processor to record as ``audit.loss``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from kerno_otel import _files
+
+
+@dataclass
+class Counters:
+    """The pipeline's own numbers, read by ``AuditLog.stats()`` and the metrics endpoint."""
+
+    records_written: int = 0
+    records_dropped: dict[str, int] = field(default_factory=dict)
+    validation_failures: int = 0
+    write_errors: int = 0
+    fsyncs: int = 0
+    fsync_seconds_total: float = 0.0
+    fsync_seconds_max: float = 0.0
+    rotations: int = 0
+    queue_depth: int = 0
+    blocked_emits: int = 0
+
+    def dropped(self, reason: str, count: int = 1) -> None:
+        self.records_dropped[reason] = self.records_dropped.get(reason, 0) + count
+
+
+@dataclass(frozen=True)
+class _Rotate:
+    """Rename the live file to ``name`` and start a new one."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class WriteLoss:
+    """Lines the writer had to drop (``on_write_error: drop``): how many, which seqs, why."""
+
+    count: int
+    first_seq: int
+    last_seq: int
+    error: str
+
+
+class Writer:
+    """Owns the live file descriptor and the thread that writes to it."""
+
+    def __init__(
+        self,
+        live: Path,
+        fd: int,
+        *,
+        first_seq: int,
+        fsync: str = "batch",
+        fsync_interval_ms: int = 50,
+        queue_size: int = 65_536,
+        on_write_error: str = "block",
+        compress: bool = False,
+        max_backups: int = 0,
+        max_age_days: float = 0.0,
+        echo: TextIO | None = None,
+        stderr: TextIO | None = None,
+        counters: Counters | None = None,
+        exit_process: Callable[[int], None] = os._exit,
+    ) -> None:
+        self.live = live
+        self._fd = fd
+        self._size = os.fstat(fd).st_size
+        self._fsync = fsync
+        self._interval = fsync_interval_ms / 1000.0
+        self._capacity = queue_size
+        self._on_write_error = on_write_error
+        self._compress = compress
+        self._max_backups = max_backups
+        self._max_age_days = max_age_days
+        self._echo = echo
+        self._stderr = stderr if stderr is not None else sys.stderr
+        self.counters = counters if counters is not None else Counters()
+        self._exit = exit_process
+
+        self._cond = threading.Condition(threading.Lock())
+        self._items: list[bytes | _Rotate] = []
+        self._queued = 0  # lines in _items
+        self._enqueued = 0  # lines ever put
+        self._written = 0  # lines ever written (or dropped by policy)
+        self._durable = 0  # lines ever made durable (per the fsync policy)
+        self._first_seq = first_seq  # seq of the first line this writer is given
+        self._flush_wanted = False
+        self._idle = False
+        self._stopping = False
+        self._losses: list[WriteLoss] = []
+        self._last_alarm = 0.0
+        self._failed: str | None = None
+        self._compressor = _Compressor(self._stderr) if compress else None
+        self._thread = threading.Thread(target=self._run, name="kerno-audit-writer", daemon=True)
+
+    # -- emitting side (called under the processor's lock) -------------------------
+
+    def start(self) -> None:
+        if self._compressor is not None:
+            for pending in _files.finish_compressions(self.live):
+                self._compressor.submit(pending, self._retention)
+        self._thread.start()
+
+    def reserve(self, n: int, block: bool) -> bool:
+        """Wait for room for ``n`` lines; False (at once) when full and ``block`` is False."""
+        with self._cond:
+            if self._queued + n <= self._capacity:
+                return True
+            if not block:
+                return False
+            self.counters.blocked_emits += 1
+            while self._queued + n > self._capacity and not self._stopping:
+                self._flush_wanted = True  # a full queue is worth writing now
+                self._cond.notify_all()
+                self._cond.wait(0.5)
+            return True
+
+    def put(self, line: bytes) -> int:
+        """Queue one line (no newline); returns its ticket for :meth:`wait_durable`."""
+        with self._cond:
+            self._items.append(line)
+            self._queued += 1
+            self._enqueued += 1
+            if self._idle:
+                self._cond.notify_all()
+            return self._enqueued
+
+    def rotate(self, name: str) -> None:
+        """Queue a rotation: lines queued before go to the old file, lines after to the new."""
+        with self._cond:
+            self._items.append(_Rotate(name))
+            if self._idle:
+                self._cond.notify_all()
+
+    def take_losses(self) -> list[WriteLoss]:
+        """Write losses not yet recorded; the caller records them as ``audit.loss``."""
+        with self._cond:
+            losses, self._losses = self._losses, []
+            return losses
+
+    @property
+    def has_losses(self) -> bool:
+        return bool(self._losses)
+
+    # -- waiting ------------------------------------------------------------------
+
+    def wait_durable(self, ticket: int, timeout: float | None = None) -> bool:
+        """Block until line ``ticket`` is durable per the fsync policy."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._durable < ticket:
+                if self._failed is not None and not self._thread.is_alive():
+                    return False
+                self._flush_wanted = True
+                self._cond.notify_all()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(0.25 if remaining is None else min(remaining, 0.25))
+            return True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until every line queued so far is durable; False on timeout."""
+        with self._cond:
+            ticket = self._enqueued
+        return self.wait_durable(ticket, timeout)
+
+    def close(self, timeout: float | None = 30.0) -> bool:
+        """Write and sync everything queued, stop the thread, close the file. Safe twice."""
+        ok = self.flush(timeout)
+        with self._cond:
+            if self._stopping:
+                return ok
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        if self._compressor is not None:
+            self._compressor.close(timeout)
+        with self._cond:
+            unwritten = self._enqueued - self._written
+        if unwritten:
+            self._stderr.write(
+                f"kerno-otel: audit: {unwritten} records could not be written to {self.live} "
+                "before shutdown\n"
+            )
+            ok = False
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        return ok
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    # -- the thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        pending_since: float | None = None  # when the oldest unsynced write happened
+        while True:
+            with self._cond:
+                while not self._items and not self._stopping:
+                    if pending_since is not None:
+                        if self._flush_wanted:
+                            break
+                        timeout = pending_since + self._interval - time.monotonic()
+                        if timeout <= 0:
+                            break
+                    else:
+                        timeout = None
+                    self._idle = True
+                    self._cond.wait(timeout)
+                    self._idle = False
+                batch, self._items = self._items, []
+                self._queued = 0
+                self.counters.queue_depth = 0
+                flush_wanted, self._flush_wanted = self._flush_wanted, False
+                stopping = self._stopping
+                if batch:
+                    self._cond.notify_all()  # room for blocked emitters
+            wrote = self._write_batch(batch)
+            if wrote and pending_since is None:
+                pending_since = time.monotonic()
+            with self._cond:
+                written = self._written
+            if self._fsync == "never":
+                self._mark_durable(written)
+                pending_since = None
+            elif pending_since is not None and (
+                self._fsync == "always"
+                or flush_wanted
+                or stopping
+                or time.monotonic() - pending_since >= self._interval
+            ):
+                self._sync()
+                self._mark_durable(written)
+                pending_since = None
+            elif pending_since is None:
+                self._mark_durable(written)  # rotations only, or dropped lines
+            if stopping and not batch:
+                with self._cond:
+                    if not self._items:
+                        return
+
+    def _mark_durable(self, written: int) -> None:
+        with self._cond:
+            if written > self._durable:
+                self._durable = written
+                self._cond.notify_all()
+
+    def _write_batch(self, batch: list[bytes | _Rotate]) -> bool:
+        """Write runs of lines between rotation commands; True when bytes reached the file."""
+        wrote = False
+        run: list[bytes] = []
+        for item in batch:
+            if type(item) is bytes:
+                run.append(item)
+                continue
+            if run:
+                wrote |= self._write_lines(run)
+                run = []
+            assert isinstance(item, _Rotate)
+            self._do_rotate(item.name)
+        if run:
+            wrote |= self._write_lines(run)
+        return wrote
+
+    def _write_lines(self, lines: list[bytes]) -> bool:
+        data = b"\n".join(lines) + b"\n"
+        ok = self._write_all(data, len(lines))
+        with self._cond:
+            self._written += len(lines)
+        if ok:
+            self.counters.records_written += len(lines)
+            if self._echo is not None:
+                try:
+                    self._echo.write(data.decode("utf-8"))
+                    self._echo.flush()
+                except (OSError, ValueError):
+                    pass
+        return ok
+
+    def _write_all(self, data: bytes, count: int) -> bool:
+        """Append ``data`` whole, following ``on_write_error``; False when it was dropped."""
+        backoff = 0.05
+        while True:
+            before = self._size
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(self._fd, view) :]
+                self._size = before + len(data)
+                if self._failed is not None:
+                    self._stderr.write(f"kerno-otel: audit: writing to {self.live} works again\n")
+                    self._failed = None
+                return True
+            except OSError as exc:
+                self.counters.write_errors += 1
+                # Never leave half a batch behind: cut back to the last whole line.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, before)
+                reason = errno.errorcode.get(exc.errno or 0, "EIO")
+                message = f"{reason} ({exc.strerror})"
+                if self._on_write_error == "exit":
+                    self._stderr.write(
+                        f"kerno-otel: audit: cannot write to {self.live}: {message}; "
+                        "on_write_error is 'exit': stopping\n"
+                    )
+                    self._stderr.flush()
+                    self._exit(74)  # EX_IOERR
+                    return False
+                if self._on_write_error == "drop":
+                    with self._cond:
+                        first = self._first_seq + self._written
+                        self._losses.append(WriteLoss(count, first, first + count - 1, reason))
+                    self.counters.dropped("write_error", count)
+                    self._stderr.write(
+                        f"kerno-otel: audit: cannot write to {self.live}: {message}; "
+                        f"dropped {count} records (on_write_error: drop)\n"
+                    )
+                    return False
+                now = time.monotonic()
+                if self._failed is None or now - self._last_alarm >= 10:
+                    self._stderr.write(
+                        f"kerno-otel: audit: cannot write to {self.live}: {message}; "
+                        "retrying, emitters will block (on_write_error: block)\n"
+                    )
+                    self._last_alarm = now
+                self._failed = message
+                if self._stopping and backoff >= 2.0:
+                    return False  # close() gives up; it reports the unwritten count
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def _sync(self) -> None:
+        start = time.perf_counter()
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self.counters.write_errors += 1
+            self._stderr.write(f"kerno-otel: audit: fsync of {self.live} failed: {exc.strerror}\n")
+            return
+        took = time.perf_counter() - start
+        self.counters.fsyncs += 1
+        self.counters.fsync_seconds_total += took
+        self.counters.fsync_seconds_max = max(self.counters.fsync_seconds_max, took)
+
+    def _do_rotate(self, name: str) -> None:
+        self._sync()
+        os.close(self._fd)
+        target = self.live.parent / name
+        os.rename(self.live, target)
+        self._fd = _files.open_append(self.live)
+        self._size = 0
+        _files.fsync_directory(self.live.parent)
+        self.counters.rotations += 1
+        if self._compressor is not None:
+            self._compressor.submit(target, self._retention)
+        else:
+            self._retention()
+
+    def _retention(self) -> None:
+        if self._max_backups or self._max_age_days:
+            _files.apply_retention(self.live, self._max_backups, self._max_age_days, time.time())
+
+
+class _Compressor:
+    """Compresses rotated files one at a time, off the writer thread."""
+
+    def __init__(self, stderr: TextIO) -> None:
+        self._stderr = stderr
+        self._cond = threading.Condition()
+        self._jobs: list[tuple[Path, Callable[[], None]]] = []
+        self._busy = False
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="kerno-audit-gzip", daemon=True)
+        self._thread.start()
+
+    def submit(self, path: Path, then: Callable[[], None]) -> None:
+        with self._cond:
+            self._jobs.append((path, then))
+            self._cond.notify()
+
+    def close(self, timeout: float | None) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs and not self._stop:
+                    self._cond.wait()
+                if not self._jobs:
+                    return
+                path, then = self._jobs.pop(0)
+            try:
+                _files.compress(path)
+                then()
+            except OSError as exc:
+                self._stderr.write(f"kerno-otel: audit: cannot compress {path}: {exc}\n")

@@ -1,0 +1,342 @@
+"""The ``kerno-otel`` command line: a thin click layer that parses, calls the library and renders.
+
+Data goes to stdout, diagnostics and progress to stderr. Exit codes: 0 success,
+1 the thing checked is bad, 2 a usage or configuration error. User errors are one
+``Error: ...`` line; ``KERNO_OTEL_DEBUG=1`` shows the traceback of unexpected ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import stat
+import sys
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any, cast
+
+import click
+import orjson
+
+from kerno_otel import __version__
+from kerno_otel._schema import (
+    RECORD,
+    RecordValidator,
+    SchemaSet,
+    reference_check,
+    reference_validator,
+    schema_file,
+)
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_STDIN_NAME = "<stdin>"
+_PROGRESS_EVERY = 4096  # lines between progress refreshes: keeps rich off the hot loop
+
+Check = Callable[[Mapping[str, Any]], str | None]
+
+
+class UserError(click.ClickException):
+    """A usage or configuration error: one ``Error: ...`` line on stderr, exit 2."""
+
+    exit_code = 2
+
+
+class _Main(click.Group):
+    """The top-level group: turns unexpected exceptions into one line unless debugging."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except BrokenPipeError:
+            # `kerno-otel audit validate big.jsonl | head`: the reader left; so do we.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(1)
+        except Exception as e:
+            if os.environ.get("KERNO_OTEL_DEBUG") == "1":
+                raise
+            raise click.ClickException(f"{type(e).__name__}: {e}") from e
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kerno-otel", help="Show the version and exit.")
+def main() -> None:
+    """kerno-otel: a compliance-grade audit log built on OpenTelemetry.
+
+    Set KERNO_OTEL_DEBUG=1 to see tracebacks of unexpected errors.
+    """
+
+
+@main.group()
+def audit() -> None:
+    """Check and inspect audit logs."""
+
+
+@main.group()
+def schema() -> None:
+    """The published audit record schemas (JSON Schema 2020-12)."""
+
+
+# --- audit validate --------------------------------------------------------------------------
+
+
+@audit.command()
+@click.argument("files", nargs=-1, required=True, metavar="FILE...", help="Audit log files.")
+@click.option(
+    "--reference",
+    is_flag=True,
+    help="Validate with python-jsonschema, the reference implementation (slower), "
+    "instead of the fast jsonschema-rs validator.",
+)
+@click.option("--silent", is_flag=True, help="Do not show a progress bar, even on a terminal.")
+def validate(files: tuple[str, ...], reference: bool, silent: bool) -> None:
+    """Check every line of FILE... against the audit record schema.
+
+    Prints FILE:LINE: reason for each bad line (the reason names the event type,
+    the JSON pointer and the rule broken, never the value), then a summary on
+    stderr. "-" reads standard input; gzip files (.gz) are read transparently.
+    Exits 0 when every line is valid, 1 when any is not.
+    """
+    for name in files:
+        _check_readable(name)
+    schemas = SchemaSet.builtin()
+    check: Check
+    if reference:
+        validator = reference_validator(schemas)
+        check = lambda record: reference_check(validator, record)  # noqa: E731
+    else:
+        check = RecordValidator(schemas).check
+
+    lines = invalid = 0
+    show_progress = not silent and sys.stderr.isatty()
+    with _Progress(show_progress) as progress:
+        for name in files:
+            display = _STDIN_NAME if name == "-" else name
+            with _open_log(name) as (stream, raw):
+                progress.start(display, raw)
+                for lineno, reason in _line_results(stream, check):
+                    lines += 1
+                    if reason is not None:
+                        invalid += 1
+                        click.echo(f"{display}:{lineno}: {reason}")
+                    if lines % _PROGRESS_EVERY == 0:
+                        progress.update()
+                progress.update()
+    files_word = "file" if len(files) == 1 else "files"
+    lines_word = "line" if lines == 1 else "lines"
+    verdict = f"{invalid:,} invalid" if invalid else "all valid"
+    summary = f"checked {lines:,} {lines_word} in {len(files):,} {files_word}: {verdict}"
+    click.echo(summary, err=True)
+    sys.exit(1 if invalid else 0)
+
+
+def _check_readable(name: str) -> None:
+    """Fail before any output when an input cannot be opened (exit 2, one line)."""
+    if name == "-":
+        return
+    try:
+        with open(name, "rb"):
+            pass
+    except OSError as e:
+        raise UserError(f"{name}: {e.strerror}") from None
+
+
+@contextlib.contextmanager
+def _open_log(name: str) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
+    """(lines to read, the underlying file: for progress) of a plain or gzip log."""
+    try:
+        raw: IO[bytes] = (
+            sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115
+        )
+    except OSError as e:
+        raise UserError(f"{name}: {e.strerror}") from None
+    try:
+        # Sniff gzip too: a compressed log piped in, or renamed, is still read.
+        magic = raw.peek(2)[:2] if isinstance(raw, io.BufferedReader) else b""
+        if name.endswith(".gz") or magic == _GZIP_MAGIC:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                yield cast(IO[bytes], stream), raw
+        else:
+            yield raw, raw
+    finally:
+        if name != "-":
+            raw.close()
+
+
+def _line_results(stream: IO[bytes], check: Check) -> Iterator[tuple[int, str | None]]:
+    """(line number, None or the reason it is bad) for every line of ``stream``."""
+    lineno = 0
+    try:
+        for lineno, line in enumerate(stream, 1):
+            if line.endswith(b"\n"):
+                yield lineno, _line_reason(line[:-1], check)
+            elif _line_reason(line, check) is None:
+                yield lineno, "missing final newline"
+            else:
+                # What a crash mid-write leaves; the writer sets it aside on start.
+                yield lineno, "torn last line (no final newline)"
+    except EOFError:
+        yield lineno + 1, "gzip data truncated"
+    except (gzip.BadGzipFile, zlib.error):
+        yield lineno + 1, "not valid gzip data"
+
+
+_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number"}
+
+
+def _line_reason(line: bytes, check: Check) -> str | None:
+    """Why one line (without its newline) is not a valid record; None when it is."""
+    if not line.strip():
+        return "empty line"
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as e:
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as u:
+            return f"not valid UTF-8 (byte {u.start + 1})"
+        # The position only: the parser's message may quote the line.
+        return f"not valid JSON (column {e.colno})"
+    if not isinstance(record, dict):
+        kind = "null" if record is None else "boolean" if isinstance(record, bool) else None
+        return f"not a JSON object ({kind or _JSON_TYPES.get(type(record), 'value')})"
+    return check(record)
+
+
+class _Progress:
+    """A rich progress bar on stderr, or nothing at all."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._bar: Any = None
+        self._task: Any = None
+        self._raw: IO[bytes] | None = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self._bar = Progress(console=Console(stderr=True), transient=True)
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def start(self, name: str, raw: IO[bytes]) -> None:
+        """A new bar for one input: by bytes when its size is known, else by lines."""
+        if self._bar is None:
+            return
+        if self._task is not None:
+            self._bar.stop_task(self._task)
+        try:
+            info = os.fstat(raw.fileno())
+            total = info.st_size if stat.S_ISREG(info.st_mode) and info.st_size else None
+        except (OSError, ValueError, io.UnsupportedOperation):
+            total = None
+        self._raw = raw if total else None
+        self._task = self._bar.add_task(name, total=total)
+
+    def update(self) -> None:
+        if self._bar is None:
+            return
+        if self._raw is not None:
+            self._bar.update(self._task, completed=self._raw.tell())
+        else:
+            self._bar.update(self._task, advance=_PROGRESS_EVERY)
+
+
+# --- schema ------------------------------------------------------------------------------------
+
+
+@schema.command()
+@click.argument(
+    "directory",
+    type=click.Path(path_type=Path),
+    help="Directory to write into (created if needed).",
+)
+def export(directory: Path) -> None:
+    """Write the published schema files into DIRECTORY and list the files written.
+
+    Give the directory to any JSON Schema 2020-12 validator: record.schema.json
+    refers to the others by relative $ref.
+    """
+    try:
+        written = SchemaSet.builtin().export(directory)
+    except OSError as e:
+        raise UserError(f"{e.filename or directory}: {e.strerror}") from None
+    for path in written:
+        click.echo(str(path))
+
+
+@schema.command()
+@click.argument("type_name", metavar="[TYPE]", required=False, help="An event type, e.g. ai.call.")
+def show(type_name: str | None) -> None:
+    """Print the record schema, or the details schema of event type TYPE, as JSON."""
+    schemas = SchemaSet.builtin()
+    if type_name is None:
+        name = RECORD
+    elif type_name in schemas.types():
+        name = schema_file(type_name)
+    else:
+        known = ", ".join(schemas.types())
+        raise UserError(f"unknown event type {type_name!r} (known: {known})")
+    click.echo(json.dumps(schemas.documents()[name], indent=2, ensure_ascii=False))
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    metavar="FILE",
+    help="Config file (default: $KERNO_CONFIG, /etc/kerno/kerno.yaml, ./kerno.yaml, "
+    "else the embedded defaults).",
+)
+@click.option(
+    "--duration",
+    metavar="DURATION",
+    help="Stop after this long (e.g. 30s, 5m); default: run until SIGTERM or SIGINT.",
+)
+@click.option(
+    "--print-path",
+    is_flag=True,
+    help="Print the audit log's file path (from the config) on stdout and exit.",
+)
+def run(config_path: str | None, duration: str | None, print_path: bool) -> None:
+    """Run the daemon: open the audit stream and keep it until stopped.
+
+    SIGTERM and SIGINT stop it cleanly, with everything flushed to disk.
+    """
+    from kerno_otel._config import ConfigError, load_config, parse_duration
+    from kerno_otel._daemon import run as run_daemon
+    from kerno_otel._files import AuditFileError
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+    if print_path:
+        click.echo(config.audit.file_path)
+        return
+    seconds = None
+    if duration is not None:
+        try:
+            seconds = parse_duration(duration)
+        except ValueError as e:
+            raise UserError(f"--duration: {e}") from None
+    try:
+        code = run_daemon(config, duration=seconds, stderr=sys.stderr)
+    except (AuditFileError, ValueError) as e:
+        raise UserError(str(e)) from None
+    sys.exit(code)

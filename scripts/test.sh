@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The README's test command: install the package with its test extras into the
+# active Python environment, lint, type-check and run the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install --quiet -e '.[test]'
+ruff check kerno_otel tests benchmarks scripts
+mypy
+set +e
+python -m pytest -q "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+    echo "pytest collected no tests: treating that as a failure" >&2
+    exit 1
+fi
+exit "$rc"

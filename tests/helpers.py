@@ -1,0 +1,29 @@
+"""Shared test helpers: read a whole log stream back in order."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from kerno_otel._files import rotated_files
+
+
+def stream_lines(live: Path) -> list[bytes]:
+    """Every line of the stream (rotated files oldest first, then the live file), no newlines."""
+    lines: list[bytes] = []
+    for path in [*rotated_files(live), live]:
+        if not path.exists():
+            continue
+        data = (
+            gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+        )
+        assert data == b"" or data.endswith(b"\n"), f"{path} does not end with a newline"
+        lines.extend(data.splitlines())
+    return lines
+
+
+def stream_records(live: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in stream_lines(live)]
