@@ -194,7 +194,9 @@ _S_PATH: Final = re.compile(rf"/(?:{_ROOTS.lower()})/[^{_NWS}\[\]\"']")
 _S_EMAIL: Final = re.compile(r"@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2}")
 _S_IP6: Final = re.compile(r":[0-9a-f]{1,4}:[0-9a-f]{1,4}:[0-9a-f]{1,4}:")
 _S_IP4: Final = re.compile(r"\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]")
-_S_PID: Final = re.compile(r"pid[=: ]")
+# A digit must follow (as in the substitution): "pid=[REDACTED:pid]" is not suspect,
+# so a redacted string does not pay for a second round.
+_S_PID: Final = re.compile(rf"pid[=: ]{_WS}*[0-9]")
 _S_PROC: Final = re.compile(r"/proc/[0-9]")
 
 
@@ -588,6 +590,8 @@ def _scrub_text(text: str, counts: dict[str, int], rules: _Rules) -> str:
         if text == before:
             return text
         bits = _suspects(text.lower())
+        if not bits and not rules.extra:
+            return text
     # Still changing: replacements keep making new matches of their neighbours
     # (only contrived input does this). Nothing of it is worth the risk.
     counts[last] = counts.get(last, 0) + 1

@@ -15,6 +15,7 @@ seq range lost is kept for the processor to record as ``audit.loss``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import os
@@ -27,6 +28,10 @@ from pathlib import Path
 from typing import TextIO
 
 from kerno_otel import _files
+
+#: The writer wakes for this many queued lines, or after ``_GATHER_S`` of the first.
+_WAKE_BATCH = 2048
+_GATHER_S = 0.010
 
 
 @dataclass
@@ -102,14 +107,16 @@ class Writer:
         self._exit = exit_process
 
         self._cond = threading.Condition(threading.Lock())
-        self._items: list[bytes | _Rotate] = []
-        self._queued = 0  # lines in _items
+        # A deque: producers append and the writer pops without taking _cond
+        # (both are atomic under the GIL); _cond is only for sleeping and waking.
+        self._items: collections.deque[bytes | _Rotate] = collections.deque()
         self._enqueued = 0  # lines ever put
         self._written = 0  # lines ever written (or dropped by policy)
         self._durable = 0  # lines ever made durable (per the fsync policy)
         self._first_seq = first_seq  # seq of the first line this writer is given
         self._flush_wanted = False
         self._idle = False
+        self._first_put = 0.0
         self._stopping = False
         self._losses: list[WriteLoss] = []
         self._last_alarm = 0.0
@@ -127,34 +134,46 @@ class Writer:
 
     def reserve(self, n: int, block: bool) -> bool:
         """Wait for room for ``n`` lines; False (at once) when full and ``block`` is False."""
+        if len(self._items) + n <= self._capacity:
+            return True
+        if not block:
+            return False
         with self._cond:
-            if self._queued + n <= self._capacity:
-                return True
-            if not block:
-                return False
             self.counters.blocked_emits += 1
-            while self._queued + n > self._capacity and not self._stopping:
+            while len(self._items) + n > self._capacity and not self._stopping:
                 self._flush_wanted = True  # a full queue is worth writing now
                 self._cond.notify_all()
                 self._cond.wait(0.5)
             return True
 
     def put(self, line: bytes) -> int:
-        """Queue one line (no newline); returns its ticket for :meth:`wait_durable`."""
-        with self._cond:
-            self._items.append(line)
-            self._queued += 1
-            self._enqueued += 1
+        """Queue one line (no newline); returns its ticket for :meth:`wait_durable`.
+
+        Called with the processor's lock held, so there is one producer at a time.
+        """
+        items = self._items
+        items.append(line)
+        self._enqueued += 1
+        queued = len(items)
+        if queued == 1:
+            self._first_put = time.monotonic()
             if self._idle:
-                self._cond.notify_all()
-            return self._enqueued
+                self._wake()
+        elif queued == _WAKE_BATCH and self._idle:
+            self._wake()
+        return self._enqueued
 
     def rotate(self, name: str) -> None:
         """Queue a rotation: lines queued before go to the old file, lines after to the new."""
+        self._items.append(_Rotate(name))
+        if len(self._items) == 1:
+            self._first_put = time.monotonic()
+        if self._idle:
+            self._wake()
+
+    def _wake(self) -> None:
         with self._cond:
-            self._items.append(_Rotate(name))
-            if self._idle:
-                self._cond.notify_all()
+            self._cond.notify_all()
 
     def take_losses(self) -> list[WriteLoss]:
         """Write losses not yet recorded; the caller records them as ``audit.loss``."""
@@ -214,7 +233,7 @@ class Writer:
 
     @property
     def queued(self) -> int:
-        return self._queued
+        return len(self._items)
 
     # -- the thread ----------------------------------------------------------------
 
@@ -222,21 +241,10 @@ class Writer:
         pending_since: float | None = None  # when the oldest unsynced write happened
         while True:
             with self._cond:
-                while not self._items and not self._stopping:
-                    if pending_since is not None:
-                        if self._flush_wanted:
-                            break
-                        timeout = pending_since + self._interval - time.monotonic()
-                        if timeout <= 0:
-                            break
-                    else:
-                        timeout = None
-                    self._idle = True
-                    self._cond.wait(timeout)
-                    self._idle = False
-                batch, self._items = self._items, []
-                self._queued = 0
-                self.counters.queue_depth = 0
+                self._wait_for_work(pending_since)
+                items = self._items
+                batch = [items.popleft() for _ in range(len(items))]
+                self.counters.queue_depth = len(batch)
                 flush_wanted, self._flush_wanted = self._flush_wanted, False
                 stopping = self._stopping
                 if batch:
@@ -264,6 +272,37 @@ class Writer:
                 with self._cond:
                     if not self._items:
                         return
+
+    def _wait_for_work(self, pending_since: float | None) -> None:
+        """Sleep (holding ``_cond``) until there is a batch worth writing or an fsync due.
+
+        Lines are gathered for up to ``_GATHER_S`` (or ``_WAKE_BATCH`` lines) so
+        a busy stream costs one wake-up per batch, not one per line: every wake-up
+        is a GIL hand-off that the emitting threads pay for.
+        """
+        while not self._stopping:
+            # Set before looking at the queue: a producer that appends after the
+            # look sees it and wakes us (see put).
+            self._idle = True
+            now = time.monotonic()
+            timeout: float | None = None
+            queued = len(self._items)
+            if queued:
+                if queued >= _WAKE_BATCH or self._flush_wanted or self._fsync == "always":
+                    break
+                due = self._first_put + _GATHER_S
+                if now >= due:
+                    break
+                timeout = due - now
+            if pending_since is not None:
+                if self._flush_wanted:
+                    break
+                due = pending_since + self._interval
+                if now >= due:
+                    break
+                timeout = due - now if timeout is None else min(timeout, due - now)
+            self._cond.wait(timeout)
+        self._idle = False
 
     def _mark_durable(self, written: int) -> None:
         with self._cond:
