@@ -223,7 +223,7 @@ class AuditProcessor(LogRecordProcessor):
         type_name = record["type"]
         with self._lock:
             details = record["details"]
-            if isinstance(details, Mapping):
+            if type(details) is dict or isinstance(details, Mapping):
                 record["details"] = self._redactor.redact_details(str(type_name), details)
             problem = self._validator.check_built(record)
             if self._closed or self._writer is None:

@@ -1,0 +1,100 @@
+"""``kerno-otel run``: a real process, stopped by its deadline or by SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+
+def env_for(log: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNO_")}
+    env["KERNO_AUDIT_FILE_PATH"] = str(log)
+    return env
+
+
+def test_run_with_a_deadline(tmp_path: Path) -> None:
+    log = tmp_path / "audit" / "kerno-audit.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "kerno_otel", "run", "--duration", "0.2s"],
+        capture_output=True,
+        text=True,
+        env=env_for(log),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"kerno-otel: audit log {log}\n"
+        "kerno-otel: stopped (deadline); 1 records written, 0 dropped\n"
+    )
+    records = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+    assert [r["type"] for r in records] == ["audit.start"]
+
+
+def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
+    log = tmp_path / "kerno-audit.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kerno_otel", "run"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_for(log),
+        cwd=tmp_path,
+    )
+    assert proc.stderr is not None
+    assert proc.stderr.readline() == f"kerno-otel: audit log {log}\n"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    assert proc.stderr.read() == "kerno-otel: stopped (SIGTERM); 1 records written, 0 dropped\n"
+
+
+def test_print_path_and_config_errors(tmp_path: Path) -> None:
+    log = tmp_path / "kerno-audit.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "kerno_otel", "run", "--print-path"],
+        capture_output=True,
+        text=True,
+        env=env_for(log),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"{log}\n", "")
+
+    config = tmp_path / "kerno.yaml"
+    config.write_text("audit:\n  on_overflow: explode\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "kerno_otel", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env_for(log),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"Error: {config}:2: audit.on_overflow: expected one of block, drop, got 'explode'\n"
+    )
+
+
+def test_symlinked_log_is_a_usage_error(tmp_path: Path) -> None:
+    target = tmp_path / "target.jsonl"
+    target.write_bytes(b"")
+    log = tmp_path / "kerno-audit.jsonl"
+    log.symlink_to(target)
+    result = subprocess.run(
+        [sys.executable, "-m", "kerno_otel", "run", "--duration", "0.1s"],
+        capture_output=True,
+        text=True,
+        env=env_for(log),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"Error: {log}: is a symbolic link; refusing to write the audit log through it\n"
+    )
