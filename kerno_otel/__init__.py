@@ -4,4 +4,22 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+# Defined before the imports below: the modules read it.
+from kerno_otel._auditlog import AuditLog
+from kerno_otel._catalogue import EventType
+from kerno_otel._config import AuditConfig, CheckpointConfig, Config, ConfigError, load_config
+from kerno_otel._files import AuditFileError
+from kerno_otel._redact import RedactionRule
+
+__all__ = [
+    "AuditConfig",
+    "AuditFileError",
+    "AuditLog",
+    "CheckpointConfig",
+    "Config",
+    "ConfigError",
+    "EventType",
+    "RedactionRule",
+    "__version__",
+    "load_config",
+]
