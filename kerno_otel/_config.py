@@ -66,17 +66,162 @@ class AuditConfig:
     queue_size: int = 65_536
 
 
+#: The other sections of DESIGN.md with their embedded defaults. A key's type is
+#: its default's (None: a string or nothing); unknown keys are refused.
+SECTION_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
+    "otlp": {
+        "enabled": False,
+        "endpoint": "http://127.0.0.1:4317",
+        "protocol": "grpc",
+        "headers": {},
+        "timeout": "10s",
+        "compression": None,
+        "certificate_file": None,
+        "client_key_file": None,
+        "client_certificate_file": None,
+        "batch_size": 512,
+    },
+    "plugins": {"enabled": None, "disabled": [], "strict": False},
+    "http": {
+        "enabled": True,
+        "listen": "127.0.0.1:9090",
+        "bearer_token": None,
+        "bearer_token_file": None,
+        "tls_cert_file": None,
+        "tls_key_file": None,
+        "client_ca_file": None,
+    },
+    "doctor": {
+        "duration": "30s",
+        "interval": "60s",
+        "sinks": ["log"],
+        "thresholds": {
+            "syscall_p99_warning_ns": 100_000_000,
+            "syscall_p99_critical_ns": 500_000_000,
+            "tcp_retransmit_pct": 2.0,
+            "oom_memory_pct": 90.0,
+            "disk_p99_warning_ns": 50_000_000,
+            "disk_p99_critical_ns": 200_000_000,
+            "sched_delay_warning_ns": 5_000_000,
+            "sched_delay_critical_ns": 20_000_000,
+            "fd_growth_per_sec": 10.0,
+        },
+    },
+    "ai": {
+        "enabled": False,
+        "provider": None,
+        "model": None,
+        "api_key": None,
+        "endpoint": None,
+        "max_tokens": 1024,
+        "temperature": 0.2,
+        "cache_ttl": "5m",
+        "rate_limit_per_minute": 10,
+        "privacy_mode": "summary",
+        "proxy": None,
+        "ca_cert_file": None,
+        "timeout": "30s",
+    },
+    "bpf": {
+        "enabled": True,
+        "programs": [
+            "syscall_latency",
+            "tcp_monitor",
+            "disk_io",
+            "sched_delay",
+            "fd_track",
+            "oom_track",
+        ],
+    },
+}
+
+_SECTION_CHOICES: Final[dict[str, tuple[Any, ...]]] = {
+    "otlp.protocol": ("grpc", "http"),
+    "otlp.compression": (None, "gzip"),
+    "ai.provider": (None, "anthropic", "openai", "ollama"),
+    "ai.privacy_mode": ("full", "redacted", "summary"),
+}
+_SECTION_DURATIONS: Final = frozenset(
+    {"otlp.timeout", "doctor.duration", "doctor.interval", "ai.cache_ttl", "ai.timeout"}
+)
+
+#: Keys whose values never appear in output (reload diffs, ``--json`` dumps).
+SECRET_KEYS: Final = frozenset({"http.bearer_token", "ai.api_key", "otlp.headers"})
+MASK: Final = "***"
+
+#: Keys a reload applies at once; every other change waits for a restart.
+LIVE_PREFIXES: Final = ("doctor.", "ai.", "http.bearer_token", "audit.stderr")
+
+
 @dataclass(frozen=True)
 class Config:
-    """The whole configuration: the typed sections this package owns, the rest raw.
+    """The whole configuration: the typed ``audit`` section and every other section.
 
-    Sections owned by plugins (named after the plugin) and those whose typed
-    form lands with later features are kept in ``sections`` as plain dicts.
+    Sections of DESIGN.md are checked key by key and filled with their
+    defaults; a plugin's own section (named after the plugin) is kept as the
+    file gave it, for the plugin to check.
     """
 
     audit: AuditConfig = field(default_factory=AuditConfig)
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str | None = None
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        """One section: defaults merged with the file and environment."""
+        if name in self.sections:
+            return self.sections[name]
+        return SECTION_DEFAULTS.get(name, {})
+
+    def flat(self) -> dict[str, Any]:
+        """Every key as ``section.key`` -> value (nested mappings flattened), secrets masked."""
+        out: dict[str, Any] = {}
+        for f in fields(AuditConfig):
+            value = getattr(self.audit, f.name)
+            if f.name == "checkpoint":
+                for sub in fields(CheckpointConfig):
+                    out[f"audit.checkpoint.{sub.name}"] = getattr(value, sub.name)
+            elif f.name == "redaction":
+                out["audit.redaction"] = [(r.kind, r.pattern) for r in value]
+            else:
+                out[f"audit.{f.name}"] = value
+        names = set(SECTION_DEFAULTS) | set(self.sections)
+        for name in sorted(names):
+            _flatten(name, self.section(name), out)
+        for key in out:
+            if key in SECRET_KEYS and out[key]:
+                out[key] = MASK
+        return out
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, Mapping) and value and f"{prefix}" not in SECRET_KEYS:
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}", item, out)
+    else:
+        out[prefix] = list(value) if isinstance(value, tuple) else value
+
+
+def diff(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
+    """(key, before, after) for every key that differs; secrets masked."""
+    a, b = old.flat(), new.flat()
+    changed = []
+    for key in sorted(set(a) | set(b)):
+        before, after = a.get(key), b.get(key)
+        if before != after:
+            changed.append((key, before, after))
+    # A secret that changed still reads "***" -> "***": compare the raw values too.
+    for key in sorted(SECRET_KEYS):
+        section, _, name = key.partition(".")
+        if old.section(section).get(name) != new.section(section).get(name) and not any(
+            c[0] == key for c in changed
+        ):
+            changed.append((key, MASK, MASK))
+    return changed
+
+
+def is_live(key: str) -> bool:
+    """Whether a change of ``key`` can be applied without a restart."""
+    return key.startswith(LIVE_PREFIXES)
 
 
 _CHOICES: Final[dict[str, tuple[str, ...]]] = {
@@ -176,8 +321,8 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             if value is None:
                 value = {}
             if not isinstance(value, dict):
-                where = f"{file}:{lines.get(str(section), 1)}"
-                raise ConfigError(f"{where}: {section}: a section must be a mapping")
+                at = f"{file}:{lines.get(str(section), 1)}"
+                raise ConfigError(f"{at}: {section}: a section must be a mapping")
             raw[str(section)] = dict(value)
 
     def in_file(key: str) -> str:
@@ -186,9 +331,121 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
 
     sources: dict[str, str] = {}
     _apply_env(raw, env, sources)
-    audit = _audit_section(raw.get("audit", {}), lambda key: sources.get(key) or in_file(key))
-    others = {k: v for k, v in raw.items() if k != "audit"}
+    _apply_section_env(raw, env, sources)
+
+    def where(key: str) -> str:
+        return sources.get(key) or in_file(key)
+
+    audit = _audit_section(raw.get("audit", {}), where)
+    others: dict[str, Mapping[str, Any]] = {}
+    for section, value in raw.items():
+        if section == "audit":
+            continue
+        known = section in SECTION_DEFAULTS
+        others[section] = _section(section, value, where) if known else value
+    for section, defaults in SECTION_DEFAULTS.items():
+        others.setdefault(section, _copy(defaults))
     return Config(audit=audit, sections=others, source=str(file) if file is not None else None)
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return list(value)
+    return value
+
+
+def _apply_section_env(
+    raw: dict[str, Any], env: Mapping[str, str], sources: dict[str, str]
+) -> None:
+    """``KERNO_HTTP_LISTEN=…`` and the like, for the sections of :data:`SECTION_DEFAULTS`.
+
+    ``KERNO_CONFIG``, ``KERNO_AUDIT_*`` and ``KERNO_OTEL_*`` (the plugin
+    allow-list, debug switch) are not section keys.
+    """
+    for var, text in env.items():
+        if not var.startswith("KERNO_") or var.startswith(("KERNO_AUDIT_", "KERNO_OTEL_")):
+            continue
+        if var == "KERNO_CONFIG":
+            continue
+        rest = var[len("KERNO_") :].lower()
+        section = next((n for n in SECTION_DEFAULTS if rest.startswith(n + "_")), None)
+        if section is None:
+            continue  # a plugin's section, or not ours: plugins read their own env
+        key = rest[len(section) + 1 :]
+        if key not in SECTION_DEFAULTS[section]:
+            raise ConfigError(f"{var}: unknown {section} key {key!r}")
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raw[section] = {}
+        raw[section][key] = _env_value(text)
+        sources[f"{section}.{key}"] = var
+
+
+def _section(name: str, value: Mapping[str, Any], where: Any) -> dict[str, Any]:
+    defaults = SECTION_DEFAULTS[name]
+    out: dict[str, Any] = _copy(defaults)
+    for key, item in value.items():
+        dotted = f"{name}.{key}"
+        if key not in defaults:
+            raise ConfigError(
+                f"{where(dotted)}: unknown key (known: {', '.join(sorted(defaults))})"
+            )
+        try:
+            out[key] = _check_value(dotted, defaults[key], item)
+        except ValueError as exc:
+            raise ConfigError(f"{where(dotted)}: {exc}") from None
+    return out
+
+
+def _check_value(dotted: str, default: Any, value: Any) -> Any:
+    if dotted in _SECTION_CHOICES:
+        if value not in _SECTION_CHOICES[dotted]:
+            shown = ", ".join(str(c) for c in _SECTION_CHOICES[dotted] if c is not None)
+            raise ValueError(f"expected one of {shown}, got {value!r}")
+        return value
+    if dotted in _SECTION_DURATIONS:
+        parse_duration(value)
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError("expected true or false")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError("expected a whole number >= 0")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a number, got {value!r}")
+        return float(value)
+    if isinstance(default, list) or (dotted == "plugins.enabled"):
+        if value is None and dotted == "plugins.enabled":
+            return None
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError("expected a list of names")
+        return value
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise ValueError("expected a mapping")
+        if dotted == "doctor.thresholds":
+            out = dict(default)
+            for key, item in value.items():
+                if key not in default:
+                    raise ValueError(
+                        f"unknown threshold {key!r} (known: {', '.join(sorted(default))})"
+                    )
+                if isinstance(item, bool) or not isinstance(item, int | float) or item < 0:
+                    raise ValueError(f"{key}: expected a number >= 0")
+                out[key] = item
+            return out
+        return {str(k): str(v) for k, v in value.items()}
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    return value
 
 
 def _apply_env(raw: dict[str, Any], env: Mapping[str, str], sources: dict[str, str]) -> None:

@@ -48,7 +48,9 @@ def test_audit_section_from_yaml(tmp_path: Path) -> None:
     assert config.audit.rotate_interval == 86400.0
     assert config.audit.compress is True
     assert config.audit.checkpoint == CheckpointConfig(every_records=100, every_seconds=300.0)
-    assert config.sections == {"doctor": {"interval": "30s"}}
+    assert config.section("doctor")["interval"] == "30s"
+    assert config.section("doctor")["duration"] == "30s"  # the embedded default
+    assert config.section("http")["listen"] == "127.0.0.1:9090"
     assert config.source == str(path)
 
 
@@ -157,3 +159,57 @@ def test_parse_duration(text: object, seconds: float) -> None:
 def test_parse_duration_rejects() -> None:
     with pytest.raises(ValueError, match="expected a duration"):
         parse_duration("soon")
+
+
+def test_other_sections_are_checked_and_defaulted(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "http:\n  listen: 127.0.0.1:0\n  bearer_token: s3cret\n"
+        "doctor:\n  thresholds:\n    tcp_retransmit_pct: 5\n"
+        "acme:\n  anything: [1, 2]\n",
+    )
+    config = load_config(path, env={"KERNO_AI_PRIVACY_MODE": "redacted"})
+    assert config.section("http")["listen"] == "127.0.0.1:0"
+    assert config.section("doctor")["thresholds"]["tcp_retransmit_pct"] == 5
+    assert config.section("doctor")["thresholds"]["oom_memory_pct"] == 90.0
+    assert config.section("ai")["privacy_mode"] == "redacted"
+    assert config.section("acme") == {"anything": [1, 2]}
+    assert config.section("bpf")["enabled"] is True
+    flat = config.flat()
+    assert flat["http.bearer_token"] == "***"
+    assert flat["doctor.thresholds.tcp_retransmit_pct"] == 5
+
+
+def test_section_errors_name_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "http:\n  enabled: yes please\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert str(info.value) == f"{path}:2: http.enabled: expected true or false"
+    path = write(tmp_path, "otlp:\n  protocol: carrier-pigeon\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert str(info.value) == (
+        f"{path}:2: otlp.protocol: expected one of grpc, http, got 'carrier-pigeon'"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, ""), env={"KERNO_HTTP_LISTN": "x"})
+    assert str(info.value) == "KERNO_HTTP_LISTN: unknown http key 'listn'"
+
+
+def test_diff_masks_secrets_and_marks_live_keys(tmp_path: Path) -> None:
+    from kerno_otel._config import diff, is_live
+
+    old = load_config(write(tmp_path, "http:\n  bearer_token: one\n"), env={})
+    new = load_config(
+        write(
+            tmp_path,
+            "http:\n  bearer_token: two\ndoctor:\n  interval: 10s\naudit:\n  max_size_mb: 5\n",
+        ),
+        env={},
+    )
+    assert diff(old, new) == [
+        ("audit.max_size_mb", 100.0, 5.0),
+        ("doctor.interval", "60s", "10s"),
+        ("http.bearer_token", "***", "***"),
+    ]
+    assert [is_live(k) for k, _, _ in diff(old, new)] == [False, True, True]

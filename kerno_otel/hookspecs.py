@@ -1,0 +1,191 @@
+"""The plugin contract: every hook a kerno-otel plugin can implement, and when it is called.
+
+A plugin is a module (or object) registered under the ``kerno_otel.plugins``
+entry-point group whose functions carry ``@kerno_otel.hookimpl``::
+
+    # pyproject.toml of the plugin's distribution
+    [project.entry-points."kerno_otel.plugins"]
+    acme = "acme_kerno.plugin"
+
+    # acme_kerno/plugin.py
+    from kerno_otel import EventType, hookimpl
+
+    @hookimpl
+    def register_event_types(register):
+        register(EventType("acme.export", "acme/exporter", schema={...}))
+
+Hooks that collect things take a ``register`` callback; a plugin calls it once
+per thing it contributes. A hook that raises does not stop the daemon: the
+error becomes a ``plugin.error`` audit record and one line on stderr (or, with
+``plugins.strict: true``, a failed start). See docs/plugins.md for a runnable
+example of every hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from kerno_otel._auditlog import AuditLog
+    from kerno_otel._catalogue import EventType
+    from kerno_otel._config import Config
+    from kerno_otel._redact import RedactionRule
+
+#: The pluggy project name; hook implementations are marked with :data:`hookimpl`.
+PROJECT = "kerno_otel"
+#: The entry-point group plugins register under (first-party ones too).
+ENTRY_POINT_GROUP = "kerno_otel.plugins"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@dataclass(frozen=True)
+class Route:
+    """An HTTP route a plugin serves on the daemon's server (behind its bearer token).
+
+    ``handler`` gets the request path (with query) and returns (status, content
+    type, body). It runs on a server thread and must not block for long.
+    """
+
+    path: str
+    handler: Callable[[str], tuple[int, str, bytes]]
+    #: Whether the route needs the bearer token (health probes do not).
+    authenticated: bool = True
+
+
+@dataclass(frozen=True)
+class ConfigDiff:
+    """What a reload changed, by dotted key (``doctor.interval``, ``http.bearer_token``)."""
+
+    changed: tuple[str, ...]
+    #: Changed keys that took effect at once.
+    applied: tuple[str, ...]
+    #: Changed keys that only take effect after a restart.
+    restart_required: tuple[str, ...]
+    #: (key, before, after) for every changed key, secrets already masked.
+    changes: tuple[tuple[str, Any, Any], ...]
+
+
+@dataclass
+class DaemonContext:
+    """What the daemon hands its plugins: the audit log, the config, and a way to stop.
+
+    ``config`` is replaced on a successful reload; a plugin's own section is
+    ``context.section("<plugin name>")``.
+    """
+
+    audit: AuditLog
+    config: Config
+    request_stop: Callable[[str], None]
+    #: Anything plugins want to share with each other, by plugin name.
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        """The config section ``name`` (a plugin's own section is named after it)."""
+        return self.config.section(name)
+
+
+# --- contributions ---------------------------------------------------------------------------
+
+
+@hookspec
+def register_event_types(register: Callable[[EventType], None]) -> None:
+    """Contribute audit event types, each with its ``details`` JSON Schema.
+
+    Called once at start-up, before the audit log opens. A contributed type is
+    validated like a built-in one and published by ``kerno-otel schema export``.
+    A name that clashes with a built-in type or another plugin's is an error.
+    """
+
+
+@hookspec
+def register_redaction_rules(register: Callable[[RedactionRule], None]) -> None:
+    """Contribute extra redaction rules (applied to every record, after the defaults).
+
+    Called once at start-up, before the audit log opens.
+    """
+
+
+@hookspec
+def register_sources(register: Callable[[str, Any], None]) -> None:
+    """Contribute signal sources for the doctor: ``register(name, source)``.
+
+    Called once at start-up. The source interface is fixed by the doctor
+    (``kerno_otel.doctor``, not yet released); until then the daemon lists
+    registered sources but does not run them.
+    """
+
+
+@hookspec
+def register_doctor_rules(register: Callable[[str, Any], None]) -> None:
+    """Contribute doctor rules: ``register(name, rule)``. Interface: see register_sources."""
+
+
+@hookspec
+def register_sinks(register: Callable[[str, Any], None]) -> None:
+    """Contribute finding sinks: ``register(name, sink)``. Interface: see register_sources."""
+
+
+@hookspec
+def register_ai_providers(register: Callable[[str, Any], None]) -> None:
+    """Contribute LLM providers for the analyzer: ``register(name, provider)``."""
+
+
+@hookspec
+def register_http_routes(register: Callable[[Route], None]) -> None:
+    """Contribute routes to the daemon's HTTP server (see :class:`Route`)."""
+
+
+# --- the daemon's life -----------------------------------------------------------------------
+
+
+@hookspec
+def daemon_startup(context: DaemonContext) -> None:
+    """The daemon has opened the audit log and loaded every plugin; start your work.
+
+    Called once, in plugin registration order. Threads a plugin starts here
+    must stop in :func:`daemon_shutdown`.
+    """
+
+
+@hookspec
+def daemon_shutdown(context: DaemonContext, reason: str, uptime_s: float) -> None:
+    """The daemon is stopping (``reason``: ``signal``, ``request`` or ``error``).
+
+    Called once, before the audit log is flushed and closed: a plugin may still
+    emit records here.
+    """
+
+
+@hookspec
+def daemon_panic(context: DaemonContext, exception_type: str, panic_digest: str) -> None:
+    """An unhandled exception is ending the daemon.
+
+    ``panic_digest`` is ``sha256:<hex>`` of the traceback; the traceback itself
+    only goes to stderr, never into the audit log. The daemon exits non-zero
+    after this hook (and :func:`daemon_shutdown` is not called).
+    """
+
+
+@hookspec
+def config_reload(
+    context: DaemonContext,
+    old: Config,
+    new: Config | None,
+    diff: ConfigDiff | None,
+    source: str,
+    path: str,
+    uid: int,
+    error: str | None,
+) -> None:
+    """A reload was asked for (``source``: ``SIGHUP``, ``file`` or ``env``).
+
+    On success ``new`` and ``diff`` are set and ``context.config`` is already
+    ``new``; apply what your plugin can apply live. On failure ``new`` and
+    ``diff`` are None, ``error`` says why, and the old config stays in force.
+    """
