@@ -10,6 +10,7 @@ from kerno_otel._catalogue import EventType
 from kerno_otel._config import AuditConfig, CheckpointConfig, Config, ConfigError, load_config
 from kerno_otel._files import AuditFileError
 from kerno_otel._redact import RedactionRule
+from kerno_otel.hookspecs import hookimpl
 
 __all__ = [
     "AuditConfig",
@@ -21,5 +22,6 @@ __all__ = [
     "EventType",
     "RedactionRule",
     "__version__",
+    "hookimpl",
     "load_config",
 ]

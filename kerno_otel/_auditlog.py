@@ -7,7 +7,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from types import TracebackType
 from typing import Any, TextIO
@@ -176,6 +176,20 @@ class AuditLog:
         counters = asdict(self._processor.counters)
         counters["redactions"] = dict(self.redactor.counts)
         return counters
+
+    @property
+    def on_checkpoint(self) -> list[Callable[[dict[str, Any]], None]]:
+        """Callbacks given each signed checkpoint's ``details`` as it is written.
+
+        The hook for shipping checkpoints off-host (the OTLP forwarder); see
+        :attr:`kerno_otel._processor.AuditProcessor.on_checkpoint` for the rules.
+        """
+        return self._processor.on_checkpoint
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (readiness probes read this)."""
+        return self._closed
 
     @property
     def event_types(self) -> Mapping[str, EventType]:

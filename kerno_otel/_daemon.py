@@ -1,45 +1,239 @@
-"""The daemon's skeleton: open the audit log, wait for a signal or a deadline, close cleanly.
+"""The daemon: config, plugins, the audit log, signals, reloads and panics, in one loop.
 
-What runs inside (plugins, sources, doctor cycles, HTTP) arrives with the
-plugin framework; today ``kerno-otel run`` keeps an audit stream open and
-closes it with everything flushed on SIGTERM/SIGINT.
+Signals are taken synchronously (``sigtimedwait``) on the main thread, with
+SIGTERM/SIGINT/SIGHUP blocked in every thread: that gives each reload the uid
+of whoever sent the SIGHUP, and no handler ever runs in the middle of an
+audit write. An unhandled exception anywhere (main loop or any thread)
+becomes ``daemon.panic``: the traceback goes to stderr, only its SHA-256
+digest into the log, and the process exits 70.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import signal
 import threading
-from types import FrameType
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import asdict
 from typing import TextIO
 
 from kerno_otel._auditlog import AuditLog
-from kerno_otel._config import Config
+from kerno_otel._config import Config, ConfigError, diff, is_live, load_config
+from kerno_otel._plugins import PluginFailure, PluginHost
+from kerno_otel.hookspecs import ConfigDiff, DaemonContext, Route
+
+#: Exit code after a panic (EX_SOFTWARE).
+PANIC_EXIT = 70
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def run(config: Config, *, duration: float | None, stderr: TextIO) -> int:
-    """Run until SIGTERM/SIGINT (or ``duration`` seconds); returns the exit code."""
-    stop = threading.Event()
-    received: list[str] = []
+def traceback_digest(exc: BaseException) -> tuple[str, str]:
+    """(the traceback text, ``sha256:<hex>`` of it)."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return text, "sha256:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        received.append(signal.Signals(signum).name)
-        stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        log = AuditLog(config.audit, stderr=stderr)
-        stderr.write(f"kerno-otel: audit log {config.audit.file_path}\n")
+class Daemon:
+    """One run of ``kerno-otel run``."""
+
+    def __init__(
+        self,
+        config_path: str | None,
+        *,
+        stderr: TextIO,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._config_path = config_path
+        self._stderr = stderr
+        self._env = os.environ if env is None else env
+        self.config: Config = load_config(config_path, self._env)
+        self.host = PluginHost(self.config.section("plugins"), self._env, stderr)
+        self._stop_reason: str | None = None
+        self._thread_panic: BaseException | None = None
+        self._started = time.monotonic()
+
+    def _record_failures(self, log: AuditLog, failures: list[PluginFailure]) -> None:
+        for failure in failures:
+            log.emit(
+                "plugin.error",
+                details={
+                    "plugin": failure.plugin,
+                    "distribution": failure.distribution,
+                    "version": failure.version,
+                    "hook": failure.hook,
+                    "error_type": failure.error_type,
+                    "error_digest": failure.error_digest,
+                },
+                outcome="failure",
+            )
+
+    def request_stop(self, reason: str = "request") -> None:
+        """Ask the main loop to stop (from a plugin or another thread)."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+
+    def run(self, duration: float | None = None) -> int:
+        """Run until a signal, ``request_stop`` or ``duration`` seconds; the exit code."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        previous_hook = threading.excepthook
+        threading.excepthook = self._on_thread_exception
         try:
-            stop.wait(duration)
+            return self._run(duration)
+        finally:
+            threading.excepthook = previous_hook
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+
+    def _run(self, duration: float | None) -> int:
+        self.host.load()
+        event_types = self.host.event_types()
+        rules = self.host.redaction_rules()
+        log = AuditLog(
+            self.config.audit, event_types=event_types, redaction_rules=rules, stderr=self._stderr
+        )
+        self._stderr.write(f"kerno-otel: audit log {self.config.audit.file_path}\n")
+        self._stderr.flush()
+        for info in self.host.plugins:
+            log.emit(
+                "plugin.load",
+                details={
+                    "plugin": info.name,
+                    "distribution": info.distribution,
+                    "version": info.version,
+                    "hooks": info.hooks,
+                },
+            )
+        self._record_failures(log, self.host.failures)
+        routes = [args[0] for _, args in self.host.collect("register_http_routes")]
+        context = DaemonContext(
+            audit=log,
+            config=self.config,
+            request_stop=self.request_stop,
+            state={
+                "plugins": [asdict(p) for p in self.host.plugins],
+                "http.routes": [r for r in routes if isinstance(r, Route)],
+            },
+        )
+        try:
+            self._record_failures(log, self.host.call("daemon_startup", context=context))
+            self._loop(context, log, duration)
+            if self._thread_panic is not None:
+                raise self._thread_panic
+            uptime = time.monotonic() - self._started
+            reason = self._stop_reason or "request"
+            self._record_failures(
+                log,
+                self.host.call("daemon_shutdown", context=context, reason=reason, uptime_s=uptime),
+            )
+            log.close()
+            stats = log.stats()
+            self._stderr.write(
+                f"kerno-otel: stopped ({reason}); {stats['records_written']} records written, "
+                f"{sum(stats['records_dropped'].values())} dropped\n"
+            )
+            return 0
+        except Exception as exc:
+            return self._panic(context, log, exc)
+
+    def _loop(self, context: DaemonContext, log: AuditLog, duration: float | None) -> None:
+        deadline = None if duration is None else time.monotonic() + duration
+        while self._stop_reason is None and self._thread_panic is None:
+            timeout = 0.2
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._stop_reason = "request"
+                    break
+                timeout = min(timeout, left)
+            info = signal.sigtimedwait(_SIGNALS, timeout)
+            if info is None:
+                continue
+            if info.si_signo == signal.SIGHUP:
+                self.reload(context, log, source="SIGHUP", uid=info.si_uid)
+            else:
+                self._stop_reason = "signal"
+                self._stderr.write(
+                    f"kerno-otel: {signal.Signals(info.si_signo).name} received, stopping\n"
+                )
+
+    def reload(self, context: DaemonContext, log: AuditLog, *, source: str, uid: int) -> bool:
+        """Re-read the config; apply it if valid, else keep the old one. Records either way."""
+        old = self.config
+        path = old.source or (self._config_path or "")
+        try:
+            new = load_config(self._config_path, self._env)
+        except ConfigError as exc:
+            self._stderr.write(f"kerno-otel: reload refused, old config kept: {exc}\n")
+            failures = self.host.call(
+                "config_reload",
+                context=context,
+                old=old,
+                new=None,
+                diff=None,
+                source=source,
+                path=path,
+                uid=uid,
+                error=str(exc),
+            )
+            self._record_failures(log, failures)
+            return False
+        changes = diff(old, new)
+        keys = tuple(key for key, _, _ in changes)
+        result = ConfigDiff(
+            changed=keys,
+            applied=tuple(k for k in keys if is_live(k)),
+            restart_required=tuple(k for k in keys if not is_live(k)),
+            changes=tuple(changes),
+        )
+        self.config = new
+        context.config = new
+        self._stderr.write(
+            f"kerno-otel: config reloaded ({len(result.applied)} applied, "
+            f"{len(result.restart_required)} need a restart)\n"
+        )
+        failures = self.host.call(
+            "config_reload",
+            context=context,
+            old=old,
+            new=new,
+            diff=result,
+            source=source,
+            path=new.source or path,
+            uid=uid,
+            error=None,
+        )
+        self._record_failures(log, failures)
+        return True
+
+    def _on_thread_exception(self, args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None and self._thread_panic is None:
+            self._thread_panic = args.exc_value
+
+    def _panic(self, context: DaemonContext, log: AuditLog, exc: BaseException) -> int:
+        text, digest = traceback_digest(exc)
+        self._stderr.write(text)
+        self._stderr.write(f"kerno-otel: panic ({type(exc).__name__}); digest {digest}\n")
+        try:
+            self.host.call(
+                "daemon_panic",
+                context=context,
+                exception_type=type(exc).__name__,
+                panic_digest=digest,
+            )
         finally:
             log.close()
-        stats = log.stats()
-        why = received[0] if received else "deadline"
-        stderr.write(
-            f"kerno-otel: stopped ({why}); {stats['records_written']} records written, "
-            f"{sum(stats['records_dropped'].values())} dropped\n"
-        )
-        return 0
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        return PANIC_EXIT
+
+
+def run(
+    config_path: str | None,
+    *,
+    duration: float | None,
+    stderr: TextIO,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """``kerno-otel run``: the exit code. Config and plugin errors raise (the CLI shows them)."""
+    return Daemon(config_path, stderr=stderr, env=env).run(duration)

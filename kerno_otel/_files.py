@@ -93,12 +93,11 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Create ``path`` (must not exist) 0600 with ``data``, durably."""
-    fd = os.open(
-        path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE
-    )
+def write_private(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Create ``path`` (must not exist) with ``data`` and exactly ``mode`` (0600), durably."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
+        os.fchmod(fd, mode)  # the umask must not change what we promise
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
@@ -246,6 +245,58 @@ def repair_and_resume(live: Path, now_ns: int) -> ResumePoint:
     if last is None:
         return ResumePoint(None, None, size, torn)
     return ResumePoint(last[0], last[1], size, torn)
+
+
+def _first_line(path: Path) -> bytes | None:
+    try:
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rb") as handle:
+                line = handle.readline()
+        else:
+            with open(path, "rb") as handle:
+                line = handle.readline()
+    except (OSError, EOFError):
+        return None
+    return line[:-1] if line.endswith(b"\n") else None
+
+
+def stream_of_line(line: bytes) -> str | None:
+    """The stream id a file's first line tells: its own hash at seq 0, else ``details.stream``."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    if record.get("seq") == 0:
+        return line_hash(line)
+    details = record.get("details")
+    stream = details.get("stream") if isinstance(details, dict) else None
+    return stream if isinstance(stream, str) else None
+
+
+def find_stream_id(live: Path) -> str | None:
+    """The id of ``live``'s stream: the ``line_hash`` of its seq-0 line.
+
+    Every file of a stream starts with either that line or an ``audit.rotate``
+    carrying the id in ``details.stream``, so the first line of the live file
+    (or of the newest rotated one) is enough. Streams written before the id
+    existed are found by their seq-0 line in the oldest rotated file; None when
+    nothing tells.
+    """
+    candidates = [live, *reversed(rotated_files(live))]
+    for path in candidates:
+        line = _first_line(path)
+        if line is not None:
+            found = stream_of_line(line)
+            if found is not None:
+                return found
+            break
+    for path in rotated_files(live)[:1]:
+        line = _first_line(path)
+        if line is not None and line.startswith(b'{"v":"1","seq":0,'):
+            return line_hash(line)
+    return None
 
 
 def _read_whole(path: Path) -> bytes:

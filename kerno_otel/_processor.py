@@ -9,6 +9,12 @@ reported on stderr and replaced by an ``audit.loss`` record naming its type and
 the failing rule (never its values). A full queue blocks the emitter
 (``on_overflow: block``) or, with ``drop``, the record is counted and an
 ``audit.loss`` with the count follows as soon as there is room.
+
+With ``audit.checkpoint.key_file`` set, the processor also writes signed
+``audit.checkpoint`` records (issue 5): every ``every_records`` records, every
+``every_seconds`` even when nothing else was written (an unsealed quiet interval
+is what let truncation pass unnoticed in systemd's CVE-2023-31438), before each
+rotation and at shutdown.
 """
 
 from __future__ import annotations
@@ -16,15 +22,18 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+import orjson
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 
 from kerno_otel import _files
 from kerno_otel._chain import GENESIS, Chain, Timestamps
-from kerno_otel._config import AuditConfig
+from kerno_otel._checkpoints import Signer, read_sidecar, sidecar_path
+from kerno_otel._config import AuditConfig, ConfigError
+from kerno_otel._keys import KeyFileError, load_private
 from kerno_otel._redact import Redactor
 from kerno_otel._schema import RecordValidator
 from kerno_otel._writer import Counters, Writer
@@ -77,6 +86,18 @@ class AuditProcessor(LogRecordProcessor):
         self._dropped: dict[str, int] = {}
         self._writer: Writer | None = None
         self._closed = False
+        self._signer: Signer | None = None
+        #: The stream id: ``line_hash`` of the stream's seq-0 line (see docs/audit-schema.md).
+        self.stream_id: str | None = None
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._timer: threading.Thread | None = None
+        self._timer_stop = threading.Event()
+        #: Called with each checkpoint's ``details`` (a dict) right after it is queued,
+        #: under the processor's lock: the hook for shipping checkpoints off-host (the
+        #: OTLP forwarder). A callback must be quick, must not emit audit events, and
+        #: an exception it raises is reported on stderr and otherwise ignored.
+        self.on_checkpoint: list[Callable[[dict[str, Any]], None]] = []
 
     # -- life ---------------------------------------------------------------------
 
@@ -84,7 +105,9 @@ class AuditProcessor(LogRecordProcessor):
         """Open or resume the stream: repair a torn tail, start the writer, write ``audit.start``.
 
         Raises :class:`kerno_otel._files.AuditFileError` when the file cannot be
-        used safely (a symlink, a directory, a last line that is not a record).
+        used safely (a symlink, a directory, a last line that is not a record), and
+        :class:`kerno_otel._config.ConfigError` naming ``audit.checkpoint.key_file``
+        when the signing key cannot be loaded.
         """
         now = time.time_ns()
         probe = {
@@ -107,11 +130,25 @@ class AuditProcessor(LogRecordProcessor):
         if problem is not None:
             # check_built trusts the resource (and our own fields) checked here, once per stream.
             raise ValueError(f"cannot start the audit stream: {problem}")
+        checkpoint = self.config.checkpoint
+        if checkpoint.key_file:
+            try:
+                self._signer = Signer(load_private(checkpoint.key_file))
+            except KeyFileError as exc:
+                raise ConfigError(f"audit.checkpoint.key_file: {exc}") from None
         _files.ensure_directory(self._live.parent)
         point = _files.repair_and_resume(self._live, now)
+        sidecar_fd = None
+        if self._signer is not None:
+            sidecar_fd = _files.open_append(sidecar_path(self._live))
         fd = _files.open_append(self._live)
         if point.last_seq is not None and point.last_hash is not None:
             self._chain = Chain(point.last_seq + 1, point.last_hash)
+            # A stream written before stream ids existed, whose seq-0 file is gone, is
+            # named after the line where its checkpoints begin (then carried onwards).
+            self.stream_id = (
+                _files.find_stream_id(self._live) or self._sidecar_stream() or point.last_hash
+            )
         self._file_bytes = point.live_size
         self._file_opened_ns = now
         self._writer = Writer(
@@ -128,6 +165,7 @@ class AuditProcessor(LogRecordProcessor):
             echo=self._stderr if self.config.stderr else None,
             stderr=self._stderr,
             counters=self.counters,
+            sidecar_fd=sidecar_fd,
         )
         self._writer.start()
         with self._lock:
@@ -146,17 +184,49 @@ class AuditProcessor(LogRecordProcessor):
                     },
                     severity="WARN",
                 )
-            self._submit_internal(
-                "audit.start",
-                {
-                    "file": self._live.name,
-                    "resumed": point.last_seq is not None,
-                    "last_seq": point.last_seq,
-                    "last_hash": point.last_hash,
-                    "fsync": self.config.fsync,
-                    "version": self._version,
-                },
+            start: dict[str, Any] = {
+                "file": self._live.name,
+                "resumed": point.last_seq is not None,
+                "last_seq": point.last_seq,
+                "last_hash": point.last_hash,
+                "fsync": self.config.fsync,
+                "version": self._version,
+            }
+            if self.stream_id is not None:
+                start["stream"] = self.stream_id
+            self._submit_internal("audit.start", start)
+            self._last_checkpoint = time.monotonic()
+        if self._signer is not None:
+            self._timer = threading.Thread(
+                target=self._checkpoint_timer, name="kerno-audit-checkpoint", daemon=True
             )
+            self._timer.start()
+
+    def _sidecar_stream(self) -> str | None:
+        """The stream id of the last checkpoint in the checkpoints file, if any."""
+        path = sidecar_path(self._live)
+        found = None
+        try:
+            for _, item in read_sidecar(path):
+                if item is not None and isinstance(item.get("stream"), str):
+                    found = item["stream"]
+        except OSError:
+            return None
+        return found
+
+    def _checkpoint_timer(self) -> None:
+        """Seal every ``every_seconds``, whether or not anything was written meanwhile."""
+        every = self.config.checkpoint.every_seconds
+        wait = every
+        while not self._timer_stop.wait(wait):
+            with self._lock:
+                if self._closed:
+                    return
+                due = self._last_checkpoint + every
+                if time.monotonic() >= due:
+                    self._checkpoint_locked()
+                    due = self._last_checkpoint + every
+                wait = max(0.001, due - time.monotonic())
 
     # -- the OTel side --------------------------------------------------------------
 
@@ -207,12 +277,16 @@ class AuditProcessor(LogRecordProcessor):
 
     def shutdown(self) -> None:
         """Flush, stop the writer thread and close the file. Safe twice."""
+        self._timer_stop.set()
+        if self._timer is not None and self._timer is not threading.current_thread():
+            self._timer.join()
         with self._lock:
             if self._closed or self._writer is None:
                 self._closed = True
                 return
-            self._closed = True
             self._record_losses()
+            self._checkpoint_locked()
+            self._closed = True
             writer = self._writer
         writer.close()
 
@@ -258,7 +332,35 @@ class AuditProcessor(LogRecordProcessor):
         self._file_bytes += len(line) + 1
         if self._file_bytes >= self._max_bytes:
             self._rotate_locked("size")
+        if self._signer is not None:
+            self._count_for_checkpoint()
         return ticket
+
+    def _count_for_checkpoint(self) -> None:
+        self._since_checkpoint += 1
+        if self._since_checkpoint >= self.config.checkpoint.every_records:
+            self._checkpoint_locked()
+
+    def _checkpoint_locked(self) -> None:
+        """Sign (stream, seq, hash, ts, key id) of the last line written and append the
+        checkpoint to the log and to the checkpoints file. Under the lock."""
+        signer = self._signer
+        last_seq = self._chain.last_seq
+        if signer is None or self.stream_id is None or last_seq is None or self._writer is None:
+            return
+        details = signer.sign(
+            self.stream_id, last_seq, self._chain.prev, self._ts.format(time.time_ns())
+        )
+        self._submit_internal("audit.checkpoint", details, rotate=False, checkpoint=True)
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        for callback in self.on_checkpoint:
+            try:
+                callback(dict(details))
+            except Exception as exc:
+                self._stderr.write(
+                    f"kerno-otel: audit: an on_checkpoint callback failed: {type(exc).__name__}\n"
+                )
 
     def _rotate_locked(self, reason: str) -> None:
         writer = self._writer
@@ -269,21 +371,22 @@ class AuditProcessor(LogRecordProcessor):
             now += 1000
             name = _files.rotated_name(self._live, now)
         self._last_rotated = name
+        # Seal the old file before it is renamed: its last line is then a checkpoint.
+        self._checkpoint_locked()
         last_seq, last_hash = self._chain.last_seq, self._chain.prev
         writer.rotate(name)
         self._file_bytes = 0
         self._file_opened_ns = now
-        self._submit_internal(
-            "audit.rotate",
-            {
-                "old_file": name,
-                "new_file": self._live.name,
-                "last_seq": last_seq if last_seq is not None else 0,
-                "last_hash": last_hash,
-                "reason": reason,
-            },
-            rotate=False,
-        )
+        details: dict[str, Any] = {
+            "old_file": name,
+            "new_file": self._live.name,
+            "last_seq": last_seq if last_seq is not None else 0,
+            "last_hash": last_hash,
+            "reason": reason,
+        }
+        if self.stream_id is not None:
+            details["stream"] = self.stream_id
+        self._submit_internal("audit.rotate", details, rotate=False)
 
     def _reject(self, type_name: str, problem: str) -> None:
         self.counters.validation_failures += 1
@@ -341,8 +444,13 @@ class AuditProcessor(LogRecordProcessor):
         severity: str = "INFO",
         outcome: str = "success",
         rotate: bool = True,
+        checkpoint: bool = False,
     ) -> None:
-        """The writer's own records: same stages, already under the lock, always room."""
+        """The writer's own records: same stages, already under the lock, always room.
+
+        A checkpoint's details are ours alone (hashes, base64, a timestamp) and
+        signed: redacting them could only corrupt the signature, so they skip it.
+        """
         record: dict[str, Any] = {
             "v": "1",
             "seq": 0,
@@ -351,7 +459,7 @@ class AuditProcessor(LogRecordProcessor):
             "actor": _WRITER_ACTOR,
             "severity": severity,
             "outcome": outcome,
-            "details": self._redactor.redact_details(type_name, details),
+            "details": details if checkpoint else self._redactor.redact_details(type_name, details),
             "resource": self._resource,
             "prev": GENESIS,
         }
@@ -363,10 +471,17 @@ class AuditProcessor(LogRecordProcessor):
         writer = self._writer
         assert writer is not None
         line = self._chain.seal(record)
-        writer.put(line)
+        if checkpoint:
+            writer.put_checkpoint(line, orjson.dumps(details))
+        else:
+            writer.put(line)
+        if self.stream_id is None and record["seq"] == 0:
+            self.stream_id = self._chain.prev
         self._file_bytes += len(line) + 1
         if rotate and self._file_bytes >= self._max_bytes:
             self._rotate_locked("size")
+        if self._signer is not None and not checkpoint and rotate:
+            self._count_for_checkpoint()
 
 
 def _type_name_ok(name: str) -> bool:

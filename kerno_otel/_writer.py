@@ -61,6 +61,14 @@ class _Rotate:
 
 
 @dataclass(frozen=True)
+class _Checkpoint:
+    """An ``audit.checkpoint`` line; ``sidecar`` goes to the checkpoints file once it is durable."""
+
+    line: bytes
+    sidecar: bytes
+
+
+@dataclass(frozen=True)
 class WriteLoss:
     """Lines the writer had to drop (``on_write_error: drop``): how many, which seqs, why."""
 
@@ -90,6 +98,7 @@ class Writer:
         stderr: TextIO | None = None,
         counters: Counters | None = None,
         exit_process: Callable[[int], None] = os._exit,
+        sidecar_fd: int | None = None,
     ) -> None:
         self.live = live
         self._fd = fd
@@ -105,11 +114,12 @@ class Writer:
         self._stderr = stderr if stderr is not None else sys.stderr
         self.counters = counters if counters is not None else Counters()
         self._exit = exit_process
+        self._sidecar_fd = sidecar_fd
 
         self._cond = threading.Condition(threading.Lock())
         # A deque: producers append and the writer pops without taking _cond
         # (both are atomic under the GIL); _cond is only for sleeping and waking.
-        self._items: collections.deque[bytes | _Rotate] = collections.deque()
+        self._items: collections.deque[bytes | _Rotate | _Checkpoint] = collections.deque()
         self._enqueued = 0  # lines ever put
         self._written = 0  # lines ever written (or dropped by policy)
         self._durable = 0  # lines ever made durable (per the fsync policy)
@@ -160,6 +170,20 @@ class Writer:
             if self._idle:
                 self._wake()
         elif queued == _WAKE_BATCH and self._idle:
+            self._wake()
+        return self._enqueued
+
+    def put_checkpoint(self, line: bytes, sidecar: bytes) -> int:
+        """Queue an ``audit.checkpoint`` line; ``sidecar`` (one JSON line, no newline) is
+        appended to the checkpoints file, fsynced, once the log line is durable, so the
+        checkpoints file never vouches for more than the log holds. Returns the ticket.
+        """
+        items = self._items
+        items.append(_Checkpoint(line, sidecar))
+        self._enqueued += 1
+        if len(items) == 1:
+            self._first_put = time.monotonic()
+        if self._idle:
             self._wake()
         return self._enqueued
 
@@ -229,6 +253,9 @@ class Writer:
             ok = False
         with contextlib.suppress(OSError):
             os.close(self._fd)
+        if self._sidecar_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._sidecar_fd)
         return ok
 
     @property
@@ -310,13 +337,21 @@ class Writer:
                 self._durable = written
                 self._cond.notify_all()
 
-    def _write_batch(self, batch: list[bytes | _Rotate]) -> bool:
+    def _write_batch(self, batch: list[bytes | _Rotate | _Checkpoint]) -> bool:
         """Write runs of lines between rotation commands; True when bytes reached the file."""
         wrote = False
         run: list[bytes] = []
         for item in batch:
             if type(item) is bytes:
                 run.append(item)
+                continue
+            if isinstance(item, _Checkpoint):
+                run.append(item.line)
+                landed = self._write_lines(run)
+                wrote |= landed
+                run = []
+                if landed:
+                    self._write_sidecar(item.sidecar)
                 continue
             if run:
                 wrote |= self._write_lines(run)
@@ -393,6 +428,25 @@ class Writer:
                     return False  # close() gives up; it reports the unwritten count
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+
+    def _write_sidecar(self, data: bytes) -> None:
+        """Append one checkpoint to the checkpoints file after making the log line durable."""
+        if self._sidecar_fd is None:
+            return
+        if self._fsync != "never":
+            self._sync()
+        try:
+            payload = memoryview(data + b"\n")
+            while payload:
+                payload = payload[os.write(self._sidecar_fd, payload) :]
+            if self._fsync != "never":
+                os.fsync(self._sidecar_fd)
+        except OSError as exc:
+            self.counters.write_errors += 1
+            self._stderr.write(
+                f"kerno-otel: audit: cannot write the checkpoints file of {self.live}: "
+                f"{exc.strerror}\n"
+            )
 
     def _sync(self) -> None:
         start = time.perf_counter()

@@ -17,12 +17,13 @@ import sys
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
 import click
 import orjson
 
 from kerno_otel import __version__
+from kerno_otel._reading import STDIN_NAME, check_readable, open_log
 from kerno_otel._schema import (
     RECORD,
     RecordValidator,
@@ -32,11 +33,21 @@ from kerno_otel._schema import (
     schema_file,
 )
 
-_GZIP_MAGIC = b"\x1f\x8b"
-_STDIN_NAME = "<stdin>"
+_STDIN_NAME = STDIN_NAME
 _PROGRESS_EVERY = 4096  # lines between progress refreshes: keeps rich off the hot loop
 
 Check = Callable[[Mapping[str, Any]], str | None]
+
+
+def _schemas() -> SchemaSet:
+    """The published schema set: built-ins plus the event types of the plugins that load."""
+    from kerno_otel._config import ConfigError
+    from kerno_otel._plugins import PluginLoadError, load_with_schemas
+
+    try:
+        return load_with_schemas(None, os.environ, sys.stderr)[1]
+    except (ConfigError, PluginLoadError) as e:
+        raise UserError(str(e)) from None
 
 
 class UserError(click.ClickException):
@@ -105,7 +116,7 @@ def validate(files: tuple[str, ...], reference: bool, silent: bool) -> None:
     """
     for name in files:
         _check_readable(name)
-    schemas = SchemaSet.builtin()
+    schemas = _schemas()
     check: Check
     if reference:
         validator = reference_validator(schemas)
@@ -138,35 +149,21 @@ def validate(files: tuple[str, ...], reference: bool, silent: bool) -> None:
 
 def _check_readable(name: str) -> None:
     """Fail before any output when an input cannot be opened (exit 2, one line)."""
-    if name == "-":
-        return
     try:
-        with open(name, "rb"):
-            pass
+        check_readable(name)
     except OSError as e:
         raise UserError(f"{name}: {e.strerror}") from None
 
 
 @contextlib.contextmanager
 def _open_log(name: str) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
-    """(lines to read, the underlying file: for progress) of a plain or gzip log."""
-    try:
-        raw: IO[bytes] = (
-            sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115
-        )
-    except OSError as e:
-        raise UserError(f"{name}: {e.strerror}") from None
-    try:
-        # Sniff gzip too: a compressed log piped in, or renamed, is still read.
-        magic = raw.peek(2)[:2] if isinstance(raw, io.BufferedReader) else b""
-        if name.endswith(".gz") or magic == _GZIP_MAGIC:
-            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
-                yield cast(IO[bytes], stream), raw
-        else:
-            yield raw, raw
-    finally:
-        if name != "-":
-            raw.close()
+    """:func:`kerno_otel._reading.open_log`, with an unopenable file as a usage error."""
+    with contextlib.ExitStack() as stack:
+        try:
+            streams = stack.enter_context(open_log(name))
+        except OSError as e:
+            raise UserError(f"{name}: {e.strerror}") from None
+        yield streams
 
 
 def _line_results(stream: IO[bytes], check: Check) -> Iterator[tuple[int, str | None]]:
@@ -245,6 +242,15 @@ class _Progress:
         self._raw = raw if total else None
         self._task = self._bar.add_task(name, total=total)
 
+    def track(self, name: str, total: int) -> None:
+        """A bar for work measured in units known up front (verify: bytes of all files)."""
+        if self._bar is not None:
+            self._task = self._bar.add_task(name, total=total)
+
+    def advance_to(self, done: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done)
+
     def update(self) -> None:
         if self._bar is None:
             return
@@ -252,6 +258,124 @@ class _Progress:
             self._bar.update(self._task, completed=self._raw.tell())
         else:
             self._bar.update(self._task, advance=_PROGRESS_EVERY)
+
+
+# --- audit verify ------------------------------------------------------------------------------
+
+
+@audit.command()
+@click.argument(
+    "paths", nargs=-1, required=True, metavar="PATH...", help="Log files or directories."
+)
+@click.option(
+    "--key",
+    "key_path",
+    metavar="PUB",
+    help="The checkpoint public key (PEM); without it signatures and truncation are not checked.",
+)
+@click.option(
+    "--checkpoints",
+    "checkpoints_path",
+    metavar="FILE",
+    help="The checkpoints file, e.g. the off-host copy (default: <live file>.checkpoints).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of lines.")
+@click.option("--silent", is_flag=True, help="Do not show a progress bar, even on a terminal.")
+def verify(
+    paths: tuple[str, ...],
+    key_path: str | None,
+    checkpoints_path: str | None,
+    as_json: bool,
+    silent: bool,
+) -> None:
+    """Check that the stream in PATH... is whole: chain, seq, checkpoints, truncation.
+
+    PATH is the live file, rotated files (plain or .gz) or a directory holding
+    them (its *.jsonl and *.jsonl.gz files); files are put in chain order, not
+    name order. Prints FILE:LINE: seq N:
+    KIND: explanation per problem, then a summary on stderr (with --json: one JSON
+    object on stdout). Kinds: modified, inserted, deleted, reordered, truncated,
+    file-missing, bad-signature, unknown-key, torn-line. Exits 0 only when intact,
+    1 when damaged, 2 on usage errors.
+    """
+    from kerno_otel._keys import KeyFileError, load_public
+    from kerno_otel._verify import VerifyError
+    from kerno_otel._verify import verify as verify_log
+
+    public = None
+    if key_path is not None:
+        try:
+            public = load_public(key_path)
+        except KeyFileError as e:
+            raise UserError(f"--key: {e}") from None
+    if checkpoints_path is not None and not os.path.isfile(checkpoints_path):
+        raise UserError(f"--checkpoints: {checkpoints_path}: No such file")
+    show_progress = not silent and sys.stderr.isatty()
+    with _Progress(show_progress) as progress:
+
+        def advance(done: int, total: int) -> None:
+            if done == 0:
+                progress.track("verify", total)
+            else:
+                progress.advance_to(done)
+
+        try:
+            report = verify_log(
+                paths, public_key=public, checkpoints=checkpoints_path, progress=advance
+            )
+        except VerifyError as e:
+            raise UserError(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(report.to_json(), ensure_ascii=False))
+    else:
+        for p in report.problems:
+            seq = "?" if p.seq is None else p.seq
+            click.echo(f"{p.file}:{p.line}: seq {seq}: {p.kind}: {p.explanation}")
+    for note in report.not_checked:
+        click.echo(f"not checked: {note}", err=True)
+    files_word = "file" if len(report.files) == 1 else "files"
+    verdict = "intact" if report.intact else f"{len(report.problems):,} problems"
+    click.echo(
+        f"verified {report.records:,} records in {len(report.files):,} {files_word}, "
+        f"{report.checkpoints_checked:,} checkpoints: {verdict}",
+        err=True,
+    )
+    sys.exit(0 if report.intact else 1)
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """Signing keys for audit checkpoints."""
+
+
+@keys.command()
+@click.argument(
+    "directory",
+    type=click.Path(path_type=Path),
+    help="Directory to write the key pair into (created 0700 if needed).",
+)
+def generate(directory: Path) -> None:
+    """Generate an Ed25519 key pair for signed checkpoints in DIRECTORY.
+
+    The private key (PKCS8 PEM, 0600) goes in audit.checkpoint.key_file; the public
+    key (PEM, 0644) is what reviewers give to `audit verify --key`. Existing files
+    are never overwritten.
+    """
+    from kerno_otel._keys import KeyFileError
+    from kerno_otel._keys import generate as generate_keys
+
+    try:
+        pair = generate_keys(directory)
+    except KeyFileError as e:
+        raise UserError(str(e)) from None
+    except OSError as e:
+        raise UserError(f"{e.filename or directory}: {e.strerror}") from None
+    click.echo(f"key id: {pair.key_id}")
+    click.echo(f"private key: {pair.private_path}")
+    click.echo(f"public key: {pair.public_path}")
 
 
 # --- schema ------------------------------------------------------------------------------------
@@ -270,7 +394,7 @@ def export(directory: Path) -> None:
     refers to the others by relative $ref.
     """
     try:
-        written = SchemaSet.builtin().export(directory)
+        written = _schemas().export(directory)
     except OSError as e:
         raise UserError(f"{e.filename or directory}: {e.strerror}") from None
     for path in written:
@@ -281,7 +405,7 @@ def export(directory: Path) -> None:
 @click.argument("type_name", metavar="[TYPE]", required=False, help="An event type, e.g. ai.call.")
 def show(type_name: str | None) -> None:
     """Print the record schema, or the details schema of event type TYPE, as JSON."""
-    schemas = SchemaSet.builtin()
+    schemas = _schemas()
     if type_name is None:
         name = RECORD
     elif type_name in schemas.types():
@@ -321,6 +445,7 @@ def run(config_path: str | None, duration: str | None, print_path: bool) -> None
     from kerno_otel._config import ConfigError, load_config, parse_duration
     from kerno_otel._daemon import run as run_daemon
     from kerno_otel._files import AuditFileError
+    from kerno_otel._plugins import PluginLoadError
 
     try:
         config = load_config(config_path)
@@ -336,7 +461,48 @@ def run(config_path: str | None, duration: str | None, print_path: bool) -> None
         except ValueError as e:
             raise UserError(f"--duration: {e}") from None
     try:
-        code = run_daemon(config, duration=seconds, stderr=sys.stderr)
-    except (AuditFileError, ValueError) as e:
+        code = run_daemon(config_path, duration=seconds, stderr=sys.stderr)
+    except (AuditFileError, ConfigError, PluginLoadError) as e:
         raise UserError(str(e)) from None
     sys.exit(code)
+
+
+# --- plugins -----------------------------------------------------------------------------------
+
+
+@main.command("plugins")
+@click.option("--config", "config_path", metavar="FILE", help="Config file (as for run).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def plugins_command(config_path: str | None, as_json: bool) -> None:
+    """List the plugins that load: name, distribution, version, hooks and event types.
+
+    Plugins that fail to load are reported on stderr (one line each) and in the
+    JSON output under "failures".
+    """
+    from dataclasses import asdict
+
+    from kerno_otel._config import ConfigError
+    from kerno_otel._plugins import PluginLoadError, load_with_schemas
+
+    try:
+        host, _ = load_with_schemas(config_path, os.environ, sys.stderr)
+    except (ConfigError, PluginLoadError) as e:
+        raise UserError(str(e)) from None
+    if as_json:
+        failures = [{k: v for k, v in asdict(f).items() if k != "message"} for f in host.failures]
+        document = {"plugins": [asdict(p) for p in host.plugins], "failures": failures}
+        click.echo(json.dumps(document, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "distribution", "version", "hooks", "event types")
+    for info in host.plugins:
+        table.add_row(
+            info.name,
+            info.distribution,
+            info.version,
+            ", ".join(info.hooks),
+            ", ".join(info.event_types) or "-",
+        )
+    Console(soft_wrap=True).print(table)

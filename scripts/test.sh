@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet -e '.[test]'
-ruff check kerno_otel tests benchmarks scripts
+ruff check kerno_otel plugins tests benchmarks scripts docs/examples
 mypy
 set +e
 python -m pytest -q "$@"

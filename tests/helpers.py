@@ -27,3 +27,21 @@ def stream_lines(live: Path) -> list[bytes]:
 
 def stream_records(live: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in stream_lines(live)]
+
+
+def fake_distribution(site: Path, name: str, version: str, modules: dict[str, str]) -> None:
+    """A minimal installed distribution under ``site`` (put it on PYTHONPATH).
+
+    importlib.metadata finds ``*.dist-info`` directories on sys.path, so the
+    entry points in it load exactly as a pip-installed plugin's would, without
+    touching the test environment.
+    """
+    site.mkdir(parents=True, exist_ok=True)
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = ["[kerno_otel.plugins]"]
+    for module, source in modules.items():
+        (site / f"{module}.py").write_text(source)
+        lines.append(f"{module.removeprefix('kerno_test_')} = {module}")
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")

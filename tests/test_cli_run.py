@@ -14,6 +14,7 @@ import orjson
 def env_for(log: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KERNO_")}
     env["KERNO_AUDIT_FILE_PATH"] = str(log)
+    env["KERNO_OTEL_PLUGINS"] = ""  # the bare daemon; tests/test_daemon.py covers plugins
     return env
 
 
@@ -31,7 +32,7 @@ def test_run_with_a_deadline(tmp_path: Path) -> None:
     assert result.stdout == ""
     assert result.stderr == (
         f"kerno-otel: audit log {log}\n"
-        "kerno-otel: stopped (deadline); 1 records written, 0 dropped\n"
+        "kerno-otel: stopped (request); 1 records written, 0 dropped\n"
     )
     records = [orjson.loads(line) for line in log.read_bytes().splitlines()]
     assert [r["type"] for r in records] == ["audit.start"]
@@ -50,7 +51,10 @@ def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
     assert proc.stderr.readline() == f"kerno-otel: audit log {log}\n"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
-    assert proc.stderr.read() == "kerno-otel: stopped (SIGTERM); 1 records written, 0 dropped\n"
+    assert proc.stderr.read() == (
+        "kerno-otel: SIGTERM received, stopping\n"
+        "kerno-otel: stopped (signal); 1 records written, 0 dropped\n"
+    )
 
 
 def test_print_path_and_config_errors(tmp_path: Path) -> None:

@@ -1,0 +1,43 @@
+"""The verify benchmark runs end to end and prints its numbers as one JSON line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_bench_verify_small_run(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "bench_verify.py"),
+            "--records",
+            "3000",
+            "--max-size-mb",
+            "0.5",
+            "--out",
+            str(tmp_path / "bench"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    numbers = json.loads(result.stdout.splitlines()[-1])
+    assert set(numbers) == {
+        "records",
+        "files",
+        "bytes",
+        "checkpoints",
+        "build_seconds",
+        "verify_seconds",
+        "verify_rps",
+        "sha256sum_seconds",
+        "ratio",
+    }
+    assert numbers["records"] >= 3000
+    assert numbers["files"] >= 2
+    assert numbers["ratio"] > 0

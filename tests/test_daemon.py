@@ -1,0 +1,343 @@
+"""The daemon as a real process: plugins, signals, reloads, panics, failing plugins."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from helpers import fake_distribution, stream_lines
+
+from kerno_otel._chain import check_chain
+
+CRASHER = """
+import threading
+from kerno_otel.hookspecs import hookimpl
+
+@hookimpl
+def daemon_startup(context):
+    def boom():
+        raise RuntimeError("boom: password=hunter2 at /home/alice/x")
+    threading.Timer(0.3, boom).start()
+"""
+
+BROKEN = """
+from kerno_otel.hookspecs import hookimpl
+
+@hookimpl
+def daemon_startup(context):
+    raise ValueError("this plugin is broken")
+"""
+
+BAD_IMPORT = "raise ImportError('missing dependency')\n"
+
+
+class Daemon:
+    """A ``kerno-otel run`` child process and its audit log."""
+
+    def __init__(self, tmp: Path, config: str, plugins: str, site: Path | None = None) -> None:
+        self.log = tmp / "log" / "kerno-audit.jsonl"
+        self.config = tmp / "kerno.yaml"
+        self.config.write_text(f"audit:\n  file_path: {self.log}\n" + config)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KERNO_")}
+        env["KERNO_OTEL_PLUGINS"] = plugins
+        if site is not None:
+            env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])])
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kerno_otel", "run", "--config", str(self.config)],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp,
+        )
+        assert self.proc.stderr is not None
+        self.stderr_lines: list[str] = []
+        self.expect("kerno-otel: audit log ")
+
+    def expect(self, prefix: str, timeout: float = 20) -> str:
+        """Read stderr lines until one starts with ``prefix``."""
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.stderr_lines.append(line)
+            if line.startswith(prefix):
+                return line
+        raise AssertionError(f"no {prefix!r} on stderr; got {self.stderr_lines!r}")
+
+    def records(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in stream_lines(self.log)]
+
+    def wait_for(self, type_name: str, count: int = 1, timeout: float = 20) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [r for r in self._flushed() if r["type"] == type_name]
+            if len(found) >= count:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"{count} {type_name} records not seen")
+
+    def _flushed(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        data = self.log.read_bytes()
+        return [orjson.loads(line) for line in data.splitlines() if line.endswith(b"}")]
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=30)
+        assert self.proc.stderr is not None
+        self.stderr_lines.extend(self.proc.stderr.readlines())
+        return code
+
+
+@pytest.fixture
+def started() -> Iterator[list[Daemon]]:
+    daemons: list[Daemon] = []
+    yield daemons
+    for daemon in daemons:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+            daemon.proc.wait()
+
+
+def validate(log: Path) -> None:
+    files = sorted(str(p) for p in log.parent.glob("kerno-audit*.jsonl*"))
+    result = subprocess.run(
+        [sys.executable, "-m", "kerno_otel", "audit", "validate", *files],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert check_chain(stream_lines(log)) == []
+
+
+def test_start_and_sigterm(tmp_path: Path, started: list[Daemon]) -> None:
+    daemon = Daemon(tmp_path, "", "lifecycle")
+    started.append(daemon)
+    daemon.wait_for("daemon.start")
+    assert daemon.stop() == 0
+    records = daemon.records()
+    assert [r["type"] for r in records] == [
+        "audit.start",
+        "plugin.load",
+        "daemon.start",
+        "daemon.stop",
+    ]
+    assert records[1]["details"] == {
+        "plugin": "lifecycle",
+        "distribution": "kerno-otel",
+        "version": "0.1.0",
+        "hooks": ["config_reload", "daemon_panic", "daemon_shutdown", "daemon_startup"],
+    }
+    assert (
+        records[2]["details"]["config_path"]
+        == str(tmp_path).split("/")[0] + "/" + str(tmp_path).split("/")[1]
+    )
+    assert records[2]["details"]["plugins"] == [{"name": "lifecycle", "version": "0.1.0"}]
+    assert records[3]["details"]["reason"] == "signal"
+    assert records[3]["details"]["uptime_s"] > 0
+    validate(daemon.log)
+
+
+def test_sighup_reload_records_the_diff(tmp_path: Path, started: list[Daemon]) -> None:
+    daemon = Daemon(tmp_path, "doctor:\n  interval: 60s\n", "lifecycle")
+    started.append(daemon)
+    daemon.wait_for("daemon.start")
+    daemon.config.write_text(
+        f"audit:\n  file_path: {daemon.log}\n  max_size_mb: 50\n"
+        "doctor:\n  interval: 15s\nhttp:\n  bearer_token: n3w-secret-value\n"
+    )
+    daemon.proc.send_signal(signal.SIGHUP)
+    reload = daemon.wait_for("config.reload")[0]
+    assert reload["actor"] == "config/SIGHUP"
+    assert reload["outcome"] == "success"
+    details = reload["details"]
+    assert details["source"] == "SIGHUP"
+    assert details["uid"] == os.getuid()
+    assert details["changed_fields"] == [
+        "audit.max_size_mb",
+        "doctor.interval",
+        "http.bearer_token",
+    ]
+    assert details["applied"] == ["doctor.interval", "http.bearer_token"]
+    assert details["restart_required"] == ["audit.max_size_mb"]
+    assert details["changes"] == [
+        {"field": "audit.max_size_mb", "before": 100.0, "after": 50.0},
+        {"field": "doctor.interval", "before": "60s", "after": "15s"},
+        {"field": "http.bearer_token", "before": None, "after": "***"},
+    ]
+    assert "n3w-secret-value" not in daemon.log.read_text()
+
+    # An invalid file changes nothing and says why.
+    daemon.config.write_text(f"audit:\n  file_path: {daemon.log}\ndoctor:\n  interval: soon\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    failed = daemon.wait_for("config.reload", 2)[1]
+    assert failed["outcome"] == "failure"
+    assert failed["details"]["changed_fields"] == []
+    assert failed["details"]["error"] == (
+        f"{daemon.config}:4: doctor.interval: expected a duration like 30s, 5m or 24h"
+    )
+    # ... and the old (reloaded) config is still the one in force: the next
+    # valid reload diffs against it.
+    daemon.config.write_text(
+        f"audit:\n  file_path: {daemon.log}\n  max_size_mb: 50\n"
+        "doctor:\n  interval: 20s\nhttp:\n  bearer_token: n3w-secret-value\n"
+    )
+    daemon.proc.send_signal(signal.SIGHUP)
+    third = daemon.wait_for("config.reload", 3)[2]
+    assert third["details"]["changes"] == [
+        {"field": "doctor.interval", "before": "15s", "after": "20s"}
+    ]
+    assert daemon.stop() == 0
+    validate(daemon.log)
+
+
+def test_panic_digest_and_no_traceback_in_the_log(tmp_path: Path, started: list[Daemon]) -> None:
+    site = tmp_path / "site"
+    fake_distribution(site, "kerno-test-crash", "1.0", {"kerno_test_crash": CRASHER})
+    daemon = Daemon(tmp_path, "", "lifecycle,crash", site)
+    started.append(daemon)
+    code = daemon.proc.wait(timeout=30)
+    assert daemon.proc.stderr is not None
+    daemon.stderr_lines.extend(daemon.proc.stderr.readlines())
+    stderr = "".join(daemon.stderr_lines)
+    assert code == 70
+    assert "Traceback (most recent call last)" in stderr
+    assert "RuntimeError: boom" in stderr
+    panic = [r for r in daemon.records() if r["type"] == "daemon.panic"]
+    assert len(panic) == 1
+    assert panic[0]["details"]["exception_type"] == "RuntimeError"
+    digest = panic[0]["details"]["panic_digest"]
+    assert f"digest {digest}" in stderr
+    text = daemon.log.read_text()
+    assert "Traceback" not in text and "boom" not in text and "hunter2" not in text
+    validate(daemon.log)
+
+
+def test_a_failing_plugin_does_not_stop_the_daemon(tmp_path: Path, started: list[Daemon]) -> None:
+    site = tmp_path / "site"
+    fake_distribution(
+        site,
+        "kerno-test-bad",
+        "2.0",
+        {"kerno_test_broken": BROKEN, "kerno_test_noimport": BAD_IMPORT},
+    )
+    daemon = Daemon(tmp_path, "", "lifecycle,broken,noimport", site)
+    started.append(daemon)
+    daemon.wait_for("daemon.start")
+    time.sleep(0.3)
+    assert daemon.proc.poll() is None  # still running
+    assert daemon.stop() == 0
+    errors = [r["details"] for r in daemon.records() if r["type"] == "plugin.error"]
+    assert [(e["plugin"], e["hook"], e["error_type"], e["distribution"]) for e in errors] == [
+        ("noimport", "load", "ImportError", "kerno-test-bad"),
+        ("broken", "daemon_startup", "ValueError", "kerno-test-bad"),
+    ]
+    stderr = "".join(daemon.stderr_lines)
+    assert (
+        "kerno-otel: plugin 'broken' (kerno-test-bad 2.0) failed in daemon_startup: "
+        "ValueError: this plugin is broken\n"
+    ) in stderr
+    validate(daemon.log)
+
+
+def test_strict_plugins_fail_the_start(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    fake_distribution(site, "kerno-test-bad", "2.0", {"kerno_test_noimport": BAD_IMPORT})
+    config = tmp_path / "kerno.yaml"
+    config.write_text(f"audit:\n  file_path: {tmp_path / 'a.jsonl'}\nplugins:\n  strict: true\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNO_")}
+    env["KERNO_OTEL_PLUGINS"] = "noimport"
+    env["PYTHONPATH"] = str(site)
+    result = subprocess.run(
+        [sys.executable, "-m", "kerno_otel", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "Error: plugin 'noimport' failed in load: ImportError: missing dependency "
+        "(plugins.strict is on)"
+    )
+
+
+def test_metrics_behind_the_token_in_a_real_daemon(tmp_path: Path, started: list[Daemon]) -> None:
+    import http.client
+
+    daemon = Daemon(
+        tmp_path,
+        "http:\n  listen: 127.0.0.1:0\n  bearer_token: t0ken-for-tests\n",
+        "auth,lifecycle",
+    )
+    started.append(daemon)
+    line = daemon.expect("kerno-otel: http listening on ")
+    host, _, port = line.split()[-1].rpartition(":")
+
+    def get(path: str, token: str | None) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        body = response.read()
+        conn.close()
+        return response.status, body
+
+    assert get("/metrics", None)[0] == 401
+    assert get("/metrics", "wrong")[0] == 401
+    status, body = get("/metrics", "t0ken-for-tests")
+    assert status == 200
+    assert b"# TYPE kerno_otel_records_written_total counter" in body
+    assert get("/healthz", None) == (200, b"ok\n")
+    assert get("/readyz", None) == (200, b"ready\n")
+    assert daemon.stop() == 0
+    failures = [r["details"] for r in daemon.records() if r["type"] == "auth.failure"]
+    assert [(f["endpoint"], f["reason"], f["remote_ip"]) for f in failures] == [
+        ("/metrics", "token_missing", "[REDACTED:ip]"),
+        ("/metrics", "token_mismatch", "[REDACTED:ip]"),
+    ]
+    assert "t0ken-for-tests" not in daemon.log.read_text()
+    validate(daemon.log)
+
+
+def test_a_flood_of_bad_requests_is_folded(tmp_path: Path, started: list[Daemon]) -> None:
+    import http.client
+
+    daemon = Daemon(
+        tmp_path,
+        "http:\n  listen: 127.0.0.1:0\n  bearer_token: t0ken-for-tests\n"
+        "auth:\n  failure_interval: 1s\n",
+        "auth,lifecycle",
+    )
+    started.append(daemon)
+    line = daemon.expect("kerno-otel: http listening on ")
+    host, _, port = line.split()[-1].rpartition(":")
+    total = 10_000
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    for i in range(total):  # bounded, loopback only
+        token = {"Authorization": "Bearer nope"} if i % 2 else {}
+        conn.request("GET", "/metrics", headers=token)
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 401
+    conn.close()
+    assert daemon.stop() == 0
+    failures = [r["details"] for r in daemon.records() if r["type"] == "auth.failure"]
+    assert len(failures) <= 2 * 2 * 30  # 2 reasons, at most 2 records per 1 s window
+    by_reason = {"token_missing": 0, "token_mismatch": 0}
+    for f in failures:
+        by_reason[f["reason"]] += 1 + f["suppressed"]
+    assert by_reason == {"token_missing": total // 2, "token_mismatch": total // 2}
+    validate(daemon.log)
