@@ -150,7 +150,7 @@ SECRET_KEYS: Final = frozenset({"http.bearer_token", "ai.api_key", "otlp.headers
 MASK: Final = "***"
 
 #: Keys a reload applies at once; every other change waits for a restart.
-LIVE_PREFIXES: Final = ("doctor.", "ai.", "http.bearer_token", "audit.stderr")
+LIVE_PREFIXES: Final = ("doctor.", "ai.", "http.bearer_token")
 
 
 @dataclass(frozen=True)

@@ -297,9 +297,14 @@ class AuditProcessor(LogRecordProcessor):
         type_name = record["type"]
         with self._lock:
             details = record["details"]
+            problem: str | None = None
             if type(details) is dict or isinstance(details, Mapping):
-                record["details"] = self._redactor.redact_details(str(type_name), details)
-            problem = self._validator.check_built(record)
+                try:
+                    record["details"] = self._redactor.redact_details(str(type_name), details)
+                except ValueError as exc:  # nesting too deep or a cycle: say which, not what
+                    problem = f"{type_name}: /details: cannot be redacted ({exc})"
+            if problem is None:
+                problem = self._validator.check_built(record)
             if self._closed or self._writer is None:
                 self.counters.dropped("closed")
                 self._stderr.write(

@@ -334,7 +334,9 @@ def verify(
     for note in report.not_checked:
         click.echo(f"not checked: {note}", err=True)
     files_word = "file" if len(report.files) == 1 else "files"
-    verdict = "intact" if report.intact else f"{len(report.problems):,} problems"
+    count = len(report.problems)
+    noun = "problem" if count == 1 else "problems"
+    verdict = "intact" if report.intact else f"{count:,} {noun}"
     click.echo(
         f"verified {report.records:,} records in {len(report.files):,} {files_word}, "
         f"{report.checkpoints_checked:,} checkpoints: {verdict}",

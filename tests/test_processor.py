@@ -335,3 +335,18 @@ def test_kill_9_mid_write_then_resume(tmp_path: Path) -> None:
     assert aside.exists() and aside.stat().st_size == last["bytes"]
     assert stat.S_IMODE(aside.stat().st_mode) == 0o600
     assert records[-1]["details"]["plugin"] == "final"
+
+
+def test_details_that_cannot_be_redacted_become_audit_loss(tmp_path: Path) -> None:
+    err = io.StringIO()
+    cfg = config(tmp_path)
+    cyclic: dict[str, object] = {"plugin": "x", "distribution": "d", "version": "1"}
+    cyclic["hooks"] = [cyclic]
+    with AuditLog(cfg, stderr=err) as log:
+        log.emit("plugin.load", details=cyclic)
+    records = stream_records(Path(cfg.file_path))
+    assert [r["type"] for r in records] == ["audit.start", "audit.loss"]
+    assert records[1]["details"]["rule"].startswith("plugin.load: /details: cannot be redacted (")
+    assert "record rejected, not written: plugin.load: /details: cannot be redacted" in (
+        err.getvalue()
+    )
