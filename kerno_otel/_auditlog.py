@@ -26,7 +26,8 @@ from kerno_otel._processor import (
     AuditProcessor,
 )
 from kerno_otel._redact import RedactionRule, Redactor
-from kerno_otel._schema import RecordValidator, SchemaSet
+from kerno_otel._schema import SchemaSet
+from kerno_otel._validate import RecordValidator
 
 _SEVERITY_NUMBER = {
     "TRACE": SeverityNumber.TRACE,

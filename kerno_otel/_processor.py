@@ -35,7 +35,7 @@ from kerno_otel._checkpoints import Signer, read_sidecar, sidecar_path
 from kerno_otel._config import AuditConfig, ConfigError
 from kerno_otel._keys import KeyFileError, load_private
 from kerno_otel._redact import Redactor
-from kerno_otel._schema import RecordValidator
+from kerno_otel._validate import RecordValidator
 from kerno_otel._writer import Counters, Writer
 
 #: Attribute names of the OTLP mapping (DESIGN.md): every field but type,

@@ -24,14 +24,8 @@ import orjson
 
 from kerno_otel import __version__
 from kerno_otel._reading import STDIN_NAME, check_readable, open_log
-from kerno_otel._schema import (
-    RECORD,
-    RecordValidator,
-    SchemaSet,
-    reference_check,
-    reference_validator,
-    schema_file,
-)
+from kerno_otel._schema import RECORD, SchemaSet, schema_file
+from kerno_otel._validate import RecordValidator, reference_check, reference_validator
 
 _STDIN_NAME = STDIN_NAME
 _PROGRESS_EVERY = 4096  # lines between progress refreshes: keeps rich off the hot loop

@@ -25,7 +25,8 @@ from kerno_otel_plugins._auth_limiter import OVERFLOW_IP, FailureLimiter
 
 from kerno_otel._auditlog import AuditLog
 from kerno_otel._config import AuditConfig, Config, load_config
-from kerno_otel._schema import RecordValidator, SchemaSet
+from kerno_otel._schema import SchemaSet
+from kerno_otel._validate import RecordValidator
 from kerno_otel.hookspecs import ConfigDiff, DaemonContext, Route
 
 REPO = Path(__file__).resolve().parent.parent

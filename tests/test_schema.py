@@ -25,15 +25,13 @@ from kerno_otel._schema import (
     BASE_URI,
     COMMON,
     RECORD,
-    RecordValidator,
     SchemaSet,
     common_document,
     dumps,
     record_document,
-    reference_check,
-    reference_validator,
     schema_file,
 )
+from kerno_otel._validate import RecordValidator, reference_check, reference_validator
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA_DIR = REPO / "schemas" / "kerno-audit" / "v1"
