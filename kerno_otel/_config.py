@@ -138,12 +138,14 @@ SECTION_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
 _SECTION_CHOICES: Final[dict[str, tuple[Any, ...]]] = {
     "otlp.protocol": ("grpc", "http"),
     "otlp.compression": (None, "gzip"),
-    "ai.provider": (None, "anthropic", "openai", "ollama"),
     "ai.privacy_mode": ("full", "redacted", "summary"),
 }
 _SECTION_DURATIONS: Final = frozenset(
     {"otlp.timeout", "doctor.duration", "doctor.interval", "ai.cache_ttl", "ai.timeout"}
 )
+
+# ai.provider is any name: anthropic, openai, ollama, or one a plugin registers
+# (the analyzer checks it when it builds the provider).
 
 #: Keys whose values never appear in output (reload diffs, ``--json`` dumps).
 SECRET_KEYS: Final = frozenset({"http.bearer_token", "ai.api_key", "otlp.headers"})

@@ -115,6 +115,11 @@ class Daemon:
             state={
                 "plugins": [asdict(p) for p in self.host.plugins],
                 "http.routes": [r for r in routes if isinstance(r, Route)],
+                # What the doctor plugin cycles over (kerno_otel.doctor factories and rules).
+                "doctor.sources": self.host.named("register_sources"),
+                "doctor.rules": self.host.named("register_doctor_rules"),
+                "doctor.sinks": self.host.named("register_sinks"),
+                "ai.providers": self.host.named("register_ai_providers"),
             },
         )
         try:

@@ -247,7 +247,8 @@ def repair_and_resume(live: Path, now_ns: int) -> ResumePoint:
     return ResumePoint(last[0], last[1], size, torn)
 
 
-def _first_line(path: Path) -> bytes | None:
+def first_line(path: Path) -> bytes | None:
+    """The first whole line of ``path`` (plain or ``.gz``, no newline); None when it has none."""
     try:
         if path.name.endswith(".gz"):
             with gzip.open(path, "rb") as handle:
@@ -286,14 +287,14 @@ def find_stream_id(live: Path) -> str | None:
     """
     candidates = [live, *reversed(rotated_files(live))]
     for path in candidates:
-        line = _first_line(path)
+        line = first_line(path)
         if line is not None:
             found = stream_of_line(line)
             if found is not None:
                 return found
             break
     for path in rotated_files(live)[:1]:
-        line = _first_line(path)
+        line = first_line(path)
         if line is not None and line.startswith(b'{"v":"1","seq":0,'):
             return line_hash(line)
     return None

@@ -172,8 +172,13 @@ class PluginHost:
         caller = getattr(self.pm.hook, hook)
         new: list[PluginFailure] = []
         # pluggy would call the last registered first; we keep registration order
-        # (entry-point names, sorted), which get_hookimpls() returns.
-        for impl in caller.get_hookimpls():
+        # (entry-point names, sorted), which get_hookimpls() returns, except that
+        # tryfirst/trylast keep pluggy's meaning (the otlp plugin's daemon_shutdown
+        # is trylast: it ships what the other plugins' shutdown hooks wrote).
+        impls = sorted(
+            caller.get_hookimpls(), key=lambda i: 0 if i.tryfirst else 2 if i.trylast else 1
+        )
+        for impl in impls:
             args = {name: kwargs[name] for name in impl.argnames}
             try:
                 impl.function(**args)

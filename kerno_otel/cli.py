@@ -502,3 +502,152 @@ def plugins_command(config_path: str | None, as_json: bool) -> None:
             ", ".join(info.event_types) or "-",
         )
     Console(soft_wrap=True).print(table)
+
+
+# --- doctor ------------------------------------------------------------------------------------
+
+
+@main.command("doctor")
+@click.option("--config", "config_path", metavar="FILE", help="Config file (as for run).")
+@click.option(
+    "--duration",
+    metavar="DURATION",
+    help="How long to sample signals (1s to 5m; default: doctor.duration, 30s).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["pretty", "json"]),
+    default="pretty",
+    show_default=True,
+    help="A table, or one JSON object on stdout.",
+)
+@click.option("--exit-code", is_flag=True, help="Exit 1 when any finding is WARNING or CRITICAL.")
+@click.option(
+    "--ai/--no-ai",
+    default=None,
+    help="Ask the analyzer plugin to explain the findings (default: ai.enabled).",
+)
+def doctor_command(
+    config_path: str | None,
+    duration: str | None,
+    output: str,
+    exit_code: bool,
+    ai: bool | None,
+) -> None:
+    """Run one diagnosis cycle and print its findings.
+
+    Samples the sources for DURATION, runs the rules, sends WARNING and
+    CRITICAL findings to the sinks of doctor.sinks, and records each send as a
+    finding.emit audit record, exactly like a cycle of the daemon. Findings
+    are printed redacted.
+    """
+    from kerno_otel._config import ConfigError
+    from kerno_otel._files import AuditFileError
+    from kerno_otel._plugins import PluginLoadError
+    from kerno_otel.doctor import diagnose
+
+    try:
+        result, path = diagnose(
+            config_path,
+            duration=duration,
+            env=os.environ,
+            stderr=sys.stderr,
+            analyzer=_doctor_analyzer(ai),
+        )
+    except (AuditFileError, ConfigError, PluginLoadError) as e:
+        raise UserError(str(e)) from None
+    for note in result.notes:
+        click.echo(f"kerno-otel: doctor: {note}", err=True)
+    if output == "json":
+        click.echo(json.dumps(_doctor_json(result), ensure_ascii=False, default=str))
+    else:
+        _doctor_pretty(result)
+    sent = len(result.deliveries)
+    failed = sum(1 for d in result.deliveries if not d.delivered)
+    click.echo(
+        f"{result.cycle_id}: {len(result.findings)} findings, {sent} sent"
+        + (f" ({failed} not delivered)" if failed else "")
+        + f"; audit log {path}",
+        err=True,
+    )
+    sys.exit(1 if exit_code and result.alerting else 0)
+
+
+def _doctor_analyzer(ai: bool | None) -> Callable[[Any, Any], Any]:
+    """The analyzer plugin's ``build(audit_log, config)``, when it is installed and wanted."""
+
+    def make(log: Any, config: Any) -> Any:
+        from kerno_otel._plugins import allowed
+
+        wanted = ai if ai is not None else bool(config.section("ai").get("enabled"))
+        if not wanted or not allowed("analyzer", config.section("plugins"), os.environ):
+            return None
+        if ai and not config.section("ai").get("enabled"):
+            # --ai asks for the analyzer for this run, whatever ai.enabled says.
+            import dataclasses
+
+            sections = {**config.sections, "ai": {**config.section("ai"), "enabled": True}}
+            config = dataclasses.replace(config, sections=sections)
+        try:
+            # The core never imports a plugin at import time; this one is optional.
+            import importlib
+
+            build = importlib.import_module("kerno_otel_plugins.analyzer").build
+        except (ImportError, AttributeError):
+            return None
+        return build(log, config)
+
+    return make
+
+
+def _doctor_json(result: Any) -> dict[str, Any]:
+    analysis = result.analysis
+    return {
+        "cycle_id": result.cycle_id,
+        "window_s": round(result.window_s, 3),
+        "findings": [
+            {"rule": f.rule, "severity": f.severity, "title": f.title, "evidence": f.evidence}
+            for f in result.redacted
+        ],
+        "deliveries": [
+            {
+                "rule": d.rule,
+                "severity": d.severity,
+                "sink": d.sink,
+                "payload_hash": d.payload_hash,
+                "delivered": d.delivered,
+                **({"error": d.error} if d.error else {}),
+            }
+            for d in result.deliveries
+        ],
+        "absent": result.not_measured,
+        "analysis": None
+        if analysis is None
+        else {
+            "text": analysis.text,
+            "provider": analysis.provider,
+            "model": analysis.model,
+            "cache": analysis.cache,
+            "fallback": analysis.fallback,
+        },
+    }
+
+
+def _doctor_pretty(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    styles = {"CRITICAL": "bold red", "WARNING": "yellow", "INFO": "dim"}
+    order = {"CRITICAL": 0, "WARNING": 1, "INFO": 2}
+    table = Table("severity", "rule", "finding", "evidence", title=result.cycle_id)
+    for f in sorted(result.redacted, key=lambda f: order.get(f.severity, 3)):
+        evidence = ", ".join(f"{k}={v}" for k, v in f.evidence.items())
+        table.add_row(Text(f.severity, style=styles.get(f.severity, "")), f.rule, f.title, evidence)
+    # Piped output is not cut to 80 columns: titles and evidence stay whole for grep.
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+    console.print(table)
+    if result.analysis is not None:
+        console.print(Text(f"analysis ({result.analysis.provider}/{result.analysis.model}):"))
+        console.print(Text(result.analysis.text))

@@ -56,6 +56,4 @@ class Analysis:
 class Analyzer(Protocol):
     """Turns a cycle's findings into an explanation; records an ``ai.call`` per call."""
 
-    def analyze(
-        self, cycle_id: str, findings: Sequence[Finding], signals: Signals
-    ) -> Analysis: ...
+    def analyze(self, cycle_id: str, findings: Sequence[Finding], signals: Signals) -> Analysis: ...

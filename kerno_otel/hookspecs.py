@@ -113,22 +113,33 @@ def register_redaction_rules(register: Callable[[RedactionRule], None]) -> None:
 
 @hookspec
 def register_sources(register: Callable[[str, Any], None]) -> None:
-    """Contribute signal sources for the doctor: ``register(name, source)``.
+    """Contribute signal sources for the doctor: ``register(name, factory)``.
 
-    Called once at start-up. The source interface is fixed by the doctor
-    (``kerno_otel.doctor``, not yet released); until then the daemon lists
-    registered sources but does not run them.
+    ``factory(config)`` returns a :class:`kerno_otel.doctor.Source` (``begin()``
+    at the start of a window, ``end(begun, window_s) -> Signals`` at its end), or
+    None when the source cannot work on this host. Called once at start-up; the
+    factory is called for every cycle.
     """
 
 
 @hookspec
 def register_doctor_rules(register: Callable[[str, Any], None]) -> None:
-    """Contribute doctor rules: ``register(name, rule)``. Interface: see register_sources."""
+    """Contribute doctor rules: ``register(name, rule)``.
+
+    A rule is a :class:`kerno_otel.doctor.Rule`: ``rule(RuleInput)`` returns the
+    findings (:class:`kerno_otel.findings.Finding`) for the cycle's signals; when
+    its signals are absent, one INFO finding saying so.
+    """
 
 
 @hookspec
 def register_sinks(register: Callable[[str, Any], None]) -> None:
-    """Contribute finding sinks: ``register(name, sink)``. Interface: see register_sources."""
+    """Contribute finding sinks: ``register(name, factory)``.
+
+    ``factory(config)`` returns a :class:`kerno_otel.doctor.Sink` (``render`` a
+    finding to bytes once, ``deliver`` those bytes); it may raise ConfigError
+    naming a key of its section. ``doctor.sinks`` picks the sinks by name.
+    """
 
 
 @hookspec

@@ -1,0 +1,389 @@
+"""The analyzer plugin: explains a cycle's findings with an LLM; every call is an ``ai.call``.
+
+``build(audit, config)`` gives the doctor an :class:`kerno_otel.findings.Analyzer`.
+With ``ai.enabled`` and an ``ai.provider`` it asks that provider (Anthropic,
+OpenAI or compatible, Ollama, or one a plugin registered through
+``register_ai_providers``), within ``ai.privacy_mode``, answering repeated
+finding sets from a cache and holding to ``ai.rate_limit_per_minute``; when the
+provider fails, is rate-limited or none is configured, a deterministic template
+writes the analysis instead. Each call — cache hits, rate-limited skips and
+errors included — becomes exactly one ``ai.call`` record, which never holds the
+prompt or the response (docs/analyzer.md). With no provider configured, or no
+WARNING/CRITICAL finding to explain, nothing leaves the host and no ``ai.call``
+is written.
+
+In the daemon the analyzer lives in ``context.state["analyzer"]`` (the same
+object across reloads: ``ai.*`` changes are applied to it live); providers
+contributed by plugins are read from ``context.state["ai.providers"]`` (name ->
+provider, as ``register_ai_providers`` collected them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
+
+from kerno_otel._config import Config, parse_duration
+from kerno_otel.findings import Analysis, Finding, Signals
+from kerno_otel.hookspecs import DaemonContext, hookimpl
+from kerno_otel_plugins._ai_prompt import (
+    SYSTEM_PROMPT,
+    PrivacyMode,
+    cache_key,
+    render_prompt,
+    template_text,
+)
+from kerno_otel_plugins._ai_providers import (
+    BUILTIN_PROVIDERS,
+    DEFAULT_MODELS,
+    AIProvider,
+    ProviderError,
+    make_builtin,
+)
+
+if TYPE_CHECKING:
+    from kerno_otel._auditlog import AuditLog
+
+__all__ = ["NAME", "AIAnalyzer", "AIProvider", "ProviderError", "build"]
+
+#: Stable plugin name (the entry point's name).
+NAME: Final = "analyzer"
+#: Where the daemon's analyzer lives in ``DaemonContext.state``.
+STATE_KEY: Final = "analyzer"
+#: Where plugin-contributed providers are expected in ``DaemonContext.state``.
+PROVIDERS_KEY: Final = "ai.providers"
+#: Provider and model named in an Analysis written by the template with no provider configured.
+TEMPLATE: Final = "template"
+#: ``error`` texts are short fixed phrases; anything longer is cut.
+_MAX_ERROR: Final = 120
+
+
+class TokenBucket:
+    """``per_minute`` calls a minute, in bursts of at most ``per_minute``; 0 means no limit."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float]) -> None:
+        self._capacity = float(per_minute)
+        self._rate = per_minute / 60.0
+        self._tokens = float(per_minute)
+        self._clock = clock
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        """Take one token; False when none is left (the call must not be made)."""
+        if self._capacity <= 0:
+            return True
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._rate)
+            self._last = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return True
+            return False
+
+
+class ResponseCache:
+    """Answers by ``rule:severity`` set, each kept ``ttl`` seconds (0 disables the cache)."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: dict[tuple[str, ...], tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ...]) -> str | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= self._clock():
+                del self._entries[key]
+                return None
+            return entry[1]
+
+    def put(self, key: tuple[str, ...], text: str) -> None:
+        if self._ttl <= 0:
+            return
+        with self._lock:
+            now = self._clock()
+            # Expired entries go at each insert, so the cache holds at most a TTL's worth.
+            for old in [k for k, (expires, _) in self._entries.items() if expires <= now]:
+                del self._entries[old]
+            self._entries[key] = (now + self._ttl, text)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """Everything one ``ai`` section decides; swapped whole on a reload."""
+
+    section: Mapping[str, Any]
+    provider: AIProvider | None
+    provider_name: str
+    model: str
+    max_tokens: int
+    temperature: float
+    privacy_mode: PrivacyMode
+    cache: ResponseCache
+    bucket: TokenBucket
+
+
+def _seconds(value: Any, default: float) -> float:
+    # load_config has checked these keys; a Config built in code may hold anything.
+    try:
+        return max(parse_duration(value), 0.0) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _whole(value: Any, default: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return default
+    return value
+
+
+def _number(value: Any, default: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return default
+    return float(value)
+
+
+def _setup(
+    section: Mapping[str, Any],
+    providers: Mapping[str, Any],
+    env: Mapping[str, str],
+    clock: Callable[[], float],
+) -> _Setup:
+    name = section.get("provider")
+    provider: AIProvider | None = None
+    if section.get("enabled") and isinstance(name, str) and name:
+        # Built-in names always mean the built-in: a plugin cannot take over "anthropic".
+        if name in BUILTIN_PROVIDERS:
+            provider = make_builtin(name, section, env)
+        elif name in providers:
+            provider = cast(AIProvider, providers[name])
+    if provider is None:
+        name = TEMPLATE
+    model = (
+        section.get("model")
+        or DEFAULT_MODELS.get(str(name))
+        or getattr(provider, "default_model", None)
+        or ("default" if provider is not None else TEMPLATE)
+    )
+    mode = section.get("privacy_mode") or "summary"
+    if mode not in ("full", "redacted", "summary"):
+        mode = "summary"
+    return _Setup(
+        section=dict(section),
+        provider=provider,
+        provider_name=str(name),
+        model=str(model),
+        max_tokens=_whole(section.get("max_tokens"), 0) or 1024,
+        temperature=_number(section.get("temperature"), 0.2),
+        privacy_mode=cast(PrivacyMode, mode),
+        cache=ResponseCache(_seconds(section.get("cache_ttl"), 300.0), clock),
+        bucket=TokenBucket(_whole(section.get("rate_limit_per_minute"), 10), clock),
+    )
+
+
+def _close(provider: object) -> None:
+    close = getattr(provider, "close", None)
+    if callable(close):
+        # Best effort: a provider that fails to close must not break a reload.
+        with contextlib.suppress(Exception):
+            close()
+
+
+class AIAnalyzer:
+    """The :class:`kerno_otel.findings.Analyzer` the analyzer plugin builds.
+
+    Thread-safe: the cache and the rate limit are locked, and a reload swaps
+    the whole setup at once (a call in flight finishes with the old one).
+    """
+
+    def __init__(
+        self,
+        audit: AuditLog,
+        config: Config,
+        *,
+        providers: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.audit = audit
+        self._providers = dict(providers or {})
+        self._env = env if env is not None else os.environ
+        self._clock = clock
+        self._setup = _setup(config.section("ai"), self._providers, self._env, clock)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a provider is configured (False: template only, no ``ai.call``)."""
+        return self._setup.provider is not None
+
+    @property
+    def provider_name(self) -> str:
+        return self._setup.provider_name
+
+    def reconfigure(self, config: Config) -> bool:
+        """Apply a new ``ai`` section; True when it changed (cache and rate limit start afresh)."""
+        section = config.section("ai")
+        if dict(section) == self._setup.section:
+            return False
+        old = self._setup
+        self._setup = _setup(section, self._providers, self._env, self._clock)
+        if old.provider is not None and old.provider_name in BUILTIN_PROVIDERS:
+            _close(old.provider)
+        return True
+
+    def close(self) -> None:
+        """Close the built-in provider's HTTP client. Safe to call twice."""
+        if self._setup.provider_name in BUILTIN_PROVIDERS:
+            _close(self._setup.provider)
+
+    def analyze(self, cycle_id: str, findings: Sequence[Finding], signals: Signals) -> Analysis:
+        """One analysis for the cycle; never raises (the template answers instead)."""
+        setup = self._setup
+        if setup.provider is None:
+            return Analysis(template_text(findings), TEMPLATE, TEMPLATE, "miss", True)
+        if not any(f.severity in ("WARNING", "CRITICAL") for f in findings):
+            # Nothing to explain: a healthy cycle sends nothing anywhere (and so records
+            # no ai.call); the template says so.
+            return Analysis(template_text(findings), TEMPLATE, TEMPLATE, "miss", True)
+        started = time.perf_counter()
+        key = cache_key(findings)
+        cached = setup.cache.get(key)
+        if cached is not None:
+            self._record(setup, cycle_id, started, cache="hit")
+            return Analysis(cached, setup.provider_name, setup.model, "hit", False)
+        if not setup.bucket.take():
+            self._record(setup, cycle_id, started, error="rate limited")
+            return self._fallback(setup, findings)
+        prompt_size = 0
+        redactions: dict[str, int] = {}
+        try:
+            prompt = render_prompt(findings, signals, setup.privacy_mode)
+            if setup.privacy_mode != "full":
+                # summary holds no free-text evidence by construction; the redactor is a
+                # second line of defence there (a title quoting a path, a pid as a number).
+                prompt, redactions = self.audit.redactor.redact_text(prompt)
+            prompt_size = len(SYSTEM_PROMPT.encode()) + len(prompt.encode())
+            text, tokens_in, tokens_out = setup.provider.complete(
+                prompt, SYSTEM_PROMPT, setup.model, setup.max_tokens, setup.temperature
+            )
+            if not text.strip():
+                raise ProviderError("bad response: empty text")
+        except ProviderError as exc:
+            error = " ".join(str(exc).split())[:_MAX_ERROR] or "provider error"
+            self._record(setup, cycle_id, started, prompt_size, redactions=redactions, error=error)
+            return self._fallback(setup, findings)
+        except Exception as exc:
+            # A third-party provider's own exception: its class name only, never its text.
+            error = f"provider raised {type(exc).__name__}"[:_MAX_ERROR]
+            self._record(setup, cycle_id, started, prompt_size, redactions=redactions, error=error)
+            return self._fallback(setup, findings)
+        setup.cache.put(key, text)
+        self._record(
+            setup,
+            cycle_id,
+            started,
+            prompt_size,
+            len(text.encode()),
+            tokens=(tokens_in, tokens_out),
+            redactions=redactions,
+        )
+        return Analysis(text, setup.provider_name, setup.model, "miss", False)
+
+    @staticmethod
+    def _fallback(setup: _Setup, findings: Sequence[Finding]) -> Analysis:
+        return Analysis(template_text(findings), setup.provider_name, setup.model, "miss", True)
+
+    def _record(
+        self,
+        setup: _Setup,
+        cycle_id: str,
+        started: float,
+        prompt_size: int = 0,
+        response_size: int = 0,
+        *,
+        cache: Literal["hit", "miss"] = "miss",
+        tokens: tuple[int, int] = (0, 0),
+        redactions: Mapping[str, int] | None = None,
+        error: str | None = None,
+    ) -> None:
+        details: dict[str, Any] = {
+            "provider": setup.provider_name,
+            "model": setup.model,
+            "cache": cache,
+            "tokens": {"input": max(0, int(tokens[0])), "output": max(0, int(tokens[1]))},
+            "prompt_size": prompt_size,
+            "response_size": response_size,
+            "redactions": dict(sorted((redactions or {}).items())),
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "privacy_mode": setup.privacy_mode,
+            "cycle_id": cycle_id,
+        }
+        if error is not None:
+            details["error"] = error
+        # Telemetry never raises into the doctor (emit itself does not for a bad record).
+        with contextlib.suppress(Exception):
+            self.audit.emit(
+                "ai.call",
+                details=details,
+                outcome="failure" if error is not None else "success",
+                severity="WARN" if error is not None else None,
+            )
+
+
+def build(
+    audit: AuditLog,
+    config: Config,
+    *,
+    providers: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> AIAnalyzer:
+    """The analyzer for ``config``'s ``ai`` section, recording its calls in ``audit``.
+
+    ``providers`` are plugin-contributed providers by name (what
+    ``register_ai_providers`` collected); ``env`` is where ``KERNO_AI_API_KEY``
+    is read (default ``os.environ``). Never raises for a bad ``ai`` section:
+    unusable settings make every call fail, audited, with the template answering.
+    """
+    return AIAnalyzer(audit, config, providers=providers, env=env, clock=clock)
+
+
+# --- hooks -------------------------------------------------------------------------------------
+
+
+@hookimpl
+def daemon_startup(context: DaemonContext) -> None:
+    providers = context.state.get(PROVIDERS_KEY)
+    context.state[STATE_KEY] = build(
+        context.audit,
+        context.config,
+        providers=providers if isinstance(providers, Mapping) else None,
+    )
+
+
+@hookimpl
+def config_reload(context: DaemonContext, new: Config | None, error: str | None) -> None:
+    if error is not None or new is None:
+        return
+    analyzer = context.state.get(STATE_KEY)
+    if isinstance(analyzer, AIAnalyzer):
+        analyzer.reconfigure(new)
+    else:
+        daemon_startup(context)
+
+
+@hookimpl
+def daemon_shutdown(context: DaemonContext) -> None:
+    analyzer = context.state.get(STATE_KEY)
+    if isinstance(analyzer, AIAnalyzer):
+        analyzer.close()

@@ -1,0 +1,123 @@
+"""The doctor plugin: kerno's rules, the ``log`` sink, and the daemon's cycle thread.
+
+In the daemon a thread runs a cycle every ``doctor.interval`` (each cycle
+samples for ``doctor.duration``), rebuilding the doctor from
+``context.config`` each time so a reload of ``doctor.*`` applies at the next
+cycle. The analyzer, when a plugin provides one, is looked up in
+``context.state["analyzer"]`` at every cycle. A cycle that fails is one line
+on stderr; the thread goes on.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any, Final, TextIO
+
+from kerno_otel import doctor as engine
+from kerno_otel._config import Config
+from kerno_otel.findings import Analyzer, Finding
+from kerno_otel.hookspecs import DaemonContext, hookimpl
+from kerno_otel_plugins._rules import all_rules
+
+#: Stable plugin name (the entry point's name).
+NAME: Final = "doctor"
+#: Seconds daemon_shutdown waits for a cycle in flight to notice the stop.
+STOP_S: Final = 10.0
+_KEY: Final = "doctor.thread"
+
+
+class LogSink:
+    """One line per finding on stderr: ``kerno-otel: doctor: SEVERITY rule cycle: title (…)``."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+
+    def render(self, finding: Finding, cycle_id: str) -> bytes:
+        evidence = ", ".join(f"{k}={v}" for k, v in finding.evidence.items())
+        line = f"kerno-otel: doctor: {finding.severity} {finding.rule} {cycle_id}: {finding.title}"
+        return (line + (f" ({evidence})" if evidence else "") + "\n").encode()
+
+    def deliver(self, payload: bytes) -> None:
+        stream = self.stream or sys.stderr
+        stream.write(payload.decode())
+        stream.flush()
+
+
+def _log_factory(config: Config) -> LogSink:
+    return LogSink()
+
+
+@hookimpl
+def register_doctor_rules(register: Any) -> None:
+    for name, rule in all_rules():
+        register(name, rule)
+
+
+@hookimpl
+def register_sinks(register: Any) -> None:
+    register("log", _log_factory)
+
+
+class CycleThread:
+    """Runs doctor cycles until stopped."""
+
+    def __init__(self, context: DaemonContext, stderr: TextIO) -> None:
+        self.context = context
+        self.stderr = stderr
+        self.stop_event = threading.Event()
+        self.cycles = 0
+        self._thread = threading.Thread(target=self._run, name="kerno-doctor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = STOP_S) -> None:
+        self.stop_event.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _analyzer(self) -> Analyzer | None:
+        found = self.context.state.get("analyzer")
+        return found if found is not None and hasattr(found, "analyze") else None
+
+    def _run(self) -> None:
+        state = self.context.state
+        while not self.stop_event.is_set():
+            started = time.monotonic()
+            interval = engine.Settings().interval
+            try:
+                doctor = engine.build(
+                    self.context.audit,
+                    self.context.config,
+                    sources=state.get("doctor.sources", {}),
+                    rules=state.get("doctor.rules", {}),
+                    sinks=state.get("doctor.sinks", {}),
+                    analyzer=self._analyzer,
+                )
+                interval = doctor.settings.interval
+                result = doctor.run_cycle(self.stop_event)
+                if result is not None:
+                    self.cycles += 1
+                    for note in result.notes:
+                        self.stderr.write(f"kerno-otel: doctor {result.cycle_id}: {note}\n")
+            except Exception as exc:  # telemetry never raises into the daemon
+                self.stderr.write(
+                    f"kerno-otel: doctor: cycle failed: {type(exc).__name__}: {exc}\n"
+                )
+            self.stop_event.wait(max(interval - (time.monotonic() - started), 0.0))
+
+
+@hookimpl
+def daemon_startup(context: DaemonContext) -> None:
+    thread = CycleThread(context, sys.stderr)
+    context.state[_KEY] = thread
+    thread.start()
+
+
+@hookimpl
+def daemon_shutdown(context: DaemonContext, reason: str, uptime_s: float) -> None:
+    thread = context.state.pop(_KEY, None)
+    if isinstance(thread, CycleThread):
+        thread.stop()

@@ -1,0 +1,212 @@
+"""In-process OTLP log receivers on opentelemetry-proto's generated services, over loopback.
+
+Both keep every request they acknowledged (as received) and can be told to
+fail (gRPC UNAVAILABLE / HTTP 503) for a number of requests or be slow.
+"""
+
+from __future__ import annotations
+
+import gzip
+import ssl
+import threading
+import time
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import grpc
+import orjson
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+
+from kerno_otel._otlp import rebuild_lines
+
+
+class _Behaviour:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: list[ExportLogsServiceRequest] = []
+        self.fail_next = 0  # answer this many requests with an error
+        self.delay = 0.0  # seconds before answering
+        self.failed = 0
+        self.gzipped = 0  # HTTP requests that came gzip-encoded
+
+    def decide(self) -> bool:
+        """True: accept this request; False: answer with an error."""
+        if self.delay:
+            time.sleep(self.delay)
+        with self.lock:
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                self.failed += 1
+                return False
+            return True
+
+    def keep(self, request: ExportLogsServiceRequest) -> None:
+        with self.lock:
+            self.requests.append(request)
+
+    def lines(self) -> list[bytes]:
+        with self.lock:
+            requests = list(self.requests)
+        return [line for request in requests for line in rebuild_lines(request)]
+
+    def seqs(self) -> list[int]:
+        return [orjson.loads(line)["seq"] for line in self.lines()]
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, and its key (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+class GrpcReceiver(_Behaviour):
+    """A ``LogsServiceServicer`` on 127.0.0.1; ``port`` is fixed across stop/start."""
+
+    def __init__(self, port: int = 0, tls: tuple[Path, Path] | None = None) -> None:
+        super().__init__()
+        self.port = port
+        self.tls = tls
+        self._server: grpc.Server | None = None
+
+    def start(self) -> GrpcReceiver:
+        behaviour = self
+
+        class Servicer(logs_service_pb2_grpc.LogsServiceServicer):
+            def Export(
+                self, request: ExportLogsServiceRequest, context: Any
+            ) -> ExportLogsServiceResponse:
+                if not behaviour.decide():
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "try again later")
+                behaviour.keep(request)
+                return ExportLogsServiceResponse()
+
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Servicer(), server)
+        address = f"127.0.0.1:{self.port}"
+        if self.tls is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            cert, key = (path.read_bytes() for path in self.tls)
+            credentials = grpc.ssl_server_credentials([(key, cert)])
+            self.port = server.add_secure_port(address, credentials)
+        server.start()
+        self._server = server
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(grace=None).wait(5)
+            self._server = None
+
+
+class HttpReceiver(_Behaviour):
+    """POST /v1/logs with a protobuf body; answers ``ExportLogsServiceResponse`` or 503."""
+
+    def __init__(self, port: int = 0, tls: tuple[Path, Path] | None = None) -> None:
+        super().__init__()
+        self.port = port
+        self.tls = tls
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> HttpReceiver:
+        behaviour = self
+
+        class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.0: one request per connection, so a stopped receiver is really gone
+            # (no kept-alive connection still answering).
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                    behaviour.gzipped += 1
+                if self.path != "/v1/logs":
+                    self._answer(404, b"")
+                    return
+                if not behaviour.decide():
+                    self._answer(503, b"", {"Retry-After": "0"})
+                    return
+                behaviour.keep(ExportLogsServiceRequest.FromString(body))
+                self._answer(200, ExportLogsServiceResponse().SerializeToString())
+
+            def _answer(self, code: int, body: bytes, extra: dict[str, str] | None = None) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(body)))
+                for key, value in (extra or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/v1/logs"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

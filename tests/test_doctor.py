@@ -1,0 +1,238 @@
+"""The doctor engine: settings, cycle ids, rules, sinks, the analyzer hook, the daemon's cycles."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import stream_records
+from kerno_otel_plugins.doctor import LogSink
+
+from kerno_otel import AuditConfig, AuditLog, ConfigError, load_config
+from kerno_otel._schema import SchemaSet
+from kerno_otel._validate import RecordValidator
+from kerno_otel.doctor import CycleIds, Doctor, RuleInput, Settings, merge, settings
+from kerno_otel.findings import Analysis, Finding, Signals
+
+CYCLE_ID = r"^cycle-[0-9]{8}-[0-9]{6}(-[0-9]+)?$"
+
+
+def config_with(tmp_path: Path, text: str) -> Any:
+    path = tmp_path / "kerno.yaml"
+    path.write_text(text)
+    return load_config(path, env={})
+
+
+# --- settings and ids --------------------------------------------------------------------------
+
+
+def test_duration_defaults_and_bounds(tmp_path: Path) -> None:
+    assert settings(load_config(None, env={})) == Settings(
+        30.0, 60.0, ("log",), settings(load_config(None, env={})).thresholds
+    )
+    assert settings(load_config(None, env={})).thresholds["fd_growth_per_sec"] == 10.0
+    assert settings(load_config(None, env={}), "2s").duration == 2.0
+    with pytest.raises(ConfigError) as info:
+        settings(config_with(tmp_path, "doctor:\n  duration: 10m\n"))
+    assert str(info.value) == "doctor.duration: expected a duration from 1s to 5m, got '10m'"
+    with pytest.raises(ConfigError) as info:
+        settings(load_config(None, env={}), "500ms")
+    assert str(info.value) == "--duration: expected a duration from 1s to 5m, got '500ms'"
+    with pytest.raises(ConfigError) as info:
+        settings(load_config(None, env={}), "soon")
+    assert str(info.value) == "--duration: expected a duration like 30s, 5m or 24h"
+
+
+def test_cycle_ids_are_unique_within_a_second() -> None:
+    ids = CycleIds()
+    now = datetime(2026, 11, 27, 18, 0, 0, 5, tzinfo=UTC)
+    later = datetime(2026, 11, 27, 18, 0, 1, tzinfo=UTC)
+    got = [ids.next(now), ids.next(now), ids.next(now), ids.next(later)]
+    assert got == [
+        "cycle-20261127-180000",
+        "cycle-20261127-180000-1",
+        "cycle-20261127-180000-2",
+        "cycle-20261127-180001",
+    ]
+    live = [CycleIds().next()] + [ids.next() for _ in range(50)]
+    assert len(set(live[1:])) == 50
+    assert all(re.match(CYCLE_ID, i) for i in live)
+
+
+def test_merge_measured_wins_over_absent() -> None:
+    a = Signals(1.0, {"mem.used_pct": 50.0}, frozenset({"syscall.p99_ns"}), {"x": 1})
+    b = Signals(1.0, {"syscall.p99_ns": 5.0}, frozenset({"mem.used_pct", "tcp.rtt_p99_ns"}))
+    merged = merge([a, b], 1.0)
+    assert merged.values == {"mem.used_pct": 50.0, "syscall.p99_ns": 5.0}
+    assert merged.absent == frozenset({"tcp.rtt_p99_ns"})
+    assert merged.context == {"x": 1}
+
+
+# --- cycles ------------------------------------------------------------------------------------
+
+
+class Fixed:
+    def __init__(self, values: dict[str, float]) -> None:
+        self.values = values
+
+    def begin(self) -> int:
+        return 1
+
+    def end(self, begun: int, window_s: float) -> Signals:
+        return Signals(window_s, self.values)
+
+
+class Broken:
+    def begin(self) -> None:
+        raise OSError("cannot read /home/alice/.proc")
+
+    def end(self, begun: None, window_s: float) -> Signals:
+        raise AssertionError("never called")
+
+
+def high_memory(given: RuleInput) -> list[Finding]:
+    used = given.signals.values.get("mem.used_pct", 0.0)
+    return [Finding("high_memory", "CRITICAL", f"memory {used}%")] if used > 90 else []
+
+
+def crashing(given: RuleInput) -> list[Finding]:
+    raise ZeroDivisionError("oops")
+
+
+def summary(given: RuleInput) -> list[Finding]:
+    return [Finding("summary", "INFO", f"{len(given.earlier)} earlier")]
+
+
+summary.runs_last = True  # type: ignore[attr-defined]
+
+
+class FakeAnalyzer:
+    """Records what it was given and writes an ai.call, as the analyzer plugin does."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def analyze(self, cycle_id: str, findings: Sequence[Finding], signals: Signals) -> Analysis:
+        self.calls.append((cycle_id, [f.rule for f in findings]))
+        self.log.emit(
+            "ai.call",
+            cycle_id=cycle_id,
+            details={
+                "provider": "template",
+                "model": "template",
+                "cache": "miss",
+                "tokens": {"input": 0, "output": 0},
+                "prompt_size": 0,
+                "response_size": 0,
+                "redactions": {},
+                "duration_ms": 0.1,
+                "privacy_mode": "summary",
+            },
+        )
+        return Analysis("memory is high", "template", "template", "miss", True)
+
+
+def test_a_cycle_end_to_end(tmp_path: Path) -> None:
+    log_path = tmp_path / "kerno-audit.jsonl"
+    stream = io.StringIO()
+    with AuditLog(AuditConfig(file_path=str(log_path))) as log:
+        analyzer = FakeAnalyzer(log)
+        doctor = Doctor(
+            log,
+            Settings(duration=0.01),
+            sources={"fixed": Fixed({"mem.used_pct": 97.0}), "broken": Broken()},
+            rules={"summary": summary, "high_memory": high_memory, "crashing": crashing},
+            sinks={"log": LogSink(stream)},
+            analyzer=lambda: analyzer,
+        )
+        result = doctor.run_cycle()
+    assert result is not None
+    assert [(f.rule, f.severity, f.title) for f in result.findings] == [
+        ("high_memory", "CRITICAL", "memory 97.0%"),
+        ("crashing", "INFO", "rule failed: ZeroDivisionError"),
+        ("summary", "INFO", "2 earlier"),
+    ]
+    assert result.notes == ["source broken: OSError: cannot read /home/[REDACTED:path]"]
+    assert result.alerting
+    assert stream.getvalue() == (
+        f"kerno-otel: doctor: CRITICAL high_memory {result.cycle_id}: memory 97.0%\n"
+    )
+    assert analyzer.calls == [(result.cycle_id, ["high_memory", "crashing", "summary"])]
+    assert result.analysis is not None and result.analysis.text == "memory is high"
+    records = stream_records(log_path)
+    validator = RecordValidator(SchemaSet.builtin())
+    assert [validator.check(r) for r in records] == [None] * len(records)
+    linked = [r for r in records if r["details"].get("cycle_id") == result.cycle_id]
+    assert [r["type"] for r in linked] == ["finding.emit", "ai.call"]
+    assert linked[0]["details"]["payload_hash"] == (
+        "sha256:" + hashlib.sha256(stream.getvalue().encode()).hexdigest()
+    )
+
+
+def test_a_stopped_cycle_sends_nothing(tmp_path: Path) -> None:
+    stop = threading.Event()
+    stop.set()
+    with AuditLog(AuditConfig(file_path=str(tmp_path / "a.jsonl"))) as log:
+        doctor = Doctor(
+            log,
+            Settings(duration=5.0),
+            sources={"fixed": Fixed({"mem.used_pct": 97.0})},
+            rules={"high_memory": high_memory},
+            sinks={"log": LogSink(io.StringIO())},
+        )
+        assert doctor.run_cycle(stop) is None
+    assert [r["type"] for r in stream_records(tmp_path / "a.jsonl")] == ["audit.start"]
+
+
+# --- the daemon --------------------------------------------------------------------------------
+
+
+def test_the_daemon_runs_cycles_and_audits_them(tmp_path: Path) -> None:
+    log = tmp_path / "log" / "kerno-audit.jsonl"
+    config = tmp_path / "kerno.yaml"
+    # oom_memory_pct 0: every cycle finds oom_imminent, so every cycle sends and records.
+    config.write_text(
+        f"audit:\n  file_path: {log}\n"
+        "doctor:\n  duration: 1s\n  interval: 1s\n  thresholds:\n    oom_memory_pct: 0\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNO_")}
+    env["KERNO_OTEL_PLUGINS"] = "lifecycle,procfs,doctor"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kerno_otel", "run", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.stderr is not None
+    lines = [proc.stderr.readline()]
+    while len([line for line in lines if "doctor: CRITICAL oom_imminent" in line]) < 2:
+        lines.append(proc.stderr.readline())
+        assert lines[-1], "".join(lines)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    records = stream_records(log)
+    emits = [r for r in records if r["type"] == "finding.emit"]
+    assert len(emits) >= 2
+    assert {(r["details"]["rule"], r["details"]["sink"]) for r in emits} == {
+        ("oom_imminent", "log")
+    }
+    ids = [r["details"]["cycle_id"] for r in emits]
+    assert len(set(ids)) == len(ids)
+    types = [r["type"] for r in records]
+    assert types.index("daemon.start") < types.index("finding.emit")
+    assert max(i for i, t in enumerate(types) if t == "finding.emit") < types.index("daemon.stop")
+    validator = RecordValidator(SchemaSet.builtin())
+    assert [validator.check(r) for r in records] == [None] * len(records)

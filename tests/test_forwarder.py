@@ -1,0 +1,481 @@
+"""The OTLP forwarder against real loopback receivers (gRPC and HTTP): nothing lost, ever."""
+
+from __future__ import annotations
+
+import collections
+import io
+import socket
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from helpers import stream_lines
+from otlp_receivers import GrpcReceiver, HttpReceiver, self_signed
+
+from kerno_otel._auditlog import AuditLog
+from kerno_otel._config import AuditConfig, CheckpointConfig, load_config
+from kerno_otel._cursor import Cursor
+from kerno_otel._files import rotated_files
+from kerno_otel._forwarder import Forwarder, ForwarderOptions
+from kerno_otel._keys import generate
+
+Receiver = GrpcReceiver | HttpReceiver
+RECEIVERS = {"grpc": GrpcReceiver, "http": HttpReceiver}
+
+
+@pytest.fixture(params=["grpc", "http"])
+def protocol(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def receiver(protocol: str) -> Iterator[Receiver]:
+    started = RECEIVERS[protocol]().start()
+    yield started
+    started.stop()
+
+
+def options(receiver: Receiver, protocol: str, **overrides: Any) -> ForwarderOptions:
+    values: dict[str, Any] = {
+        "endpoint": receiver.endpoint,
+        "protocol": protocol,
+        "batch_size": 50,
+        "timeout": 2.0,
+        "poll_interval": 0.01,
+        "backoff_initial": 0.05,
+        "backoff_cap": 0.3,
+    }
+    values.update(overrides)
+    return ForwarderOptions(**values)
+
+
+def audit_log(live: Path, **overrides: Any) -> AuditLog:
+    values: dict[str, Any] = {"file_path": str(live), "max_size_mb": 0.02, "compress": True}
+    values.update(overrides)
+    return AuditLog(AuditConfig(**values), stderr=io.StringIO())
+
+
+def emit(log: AuditLog, count: int, start: int = 0) -> None:
+    for i in range(start, start + count):
+        log.emit("bpf.load", details={"program": f"prog{i}", "attach": ["t"], "success": True})
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def counts(seqs: list[int]) -> collections.Counter[int]:
+    return collections.Counter(seqs)
+
+
+def test_every_record_arrives_exactly_once_and_rebuilds_byte_for_byte(
+    tmp_path: Path, protocol: str, receiver: Receiver
+) -> None:
+    """Across rotations and gzip, checkpoints included: the received records are the file."""
+    keys = generate(tmp_path / "keys")
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    log = audit_log(
+        live, checkpoint=CheckpointConfig(key_file=str(keys.private_path), every_records=100)
+    )
+    forwarder = Forwarder(live, options(receiver, protocol))
+    forwarder.start()
+    emit(log, 400)
+    log.close()
+    assert forwarder.wait_caught_up(20)
+    stats = forwarder.stats()
+    assert forwarder.stop()
+    lines = stream_lines(live)
+    assert len(rotated_files(live)) >= 3
+    assert any(b'"type":"audit.checkpoint"' in line for line in lines)
+    assert lines == receiver.lines()
+    assert log.stats()["blocked_emits"] == 0
+    assert (stats["records_sent"], stats["lag_records"], stats["failures"]) == (len(lines), 0, 0)
+    assert stats["last_seq"] == len(lines) - 1
+
+
+def test_outage_across_rotation_and_restart_loses_nothing(tmp_path: Path, protocol: str) -> None:
+    """Receiver down while the log keeps writing and rotating (and gzipping); the forwarder
+    is replaced by a new one from the saved cursor during the outage; receiver back on the
+    same port: every seq arrives, and none twice (every batch it kept was acknowledged)."""
+    live = tmp_path / "kerno-audit.jsonl"
+    receiver = RECEIVERS[protocol]().start()
+    requests = receiver.requests
+    log = audit_log(live)
+    first = Forwarder(live, options(receiver, protocol), stderr=io.StringIO())
+    first.start()
+    emit(log, 100)
+    log.flush()
+    assert first.wait_caught_up(10)
+    acked = len(stream_lines(live)) - 1
+    receiver.stop()
+    emit(log, 250, start=100)
+    log.flush()
+    wait_until(lambda: first.stats()["failures"] >= 1)
+    assert first.stop(5)
+    saved = Cursor.load(Cursor.path_for(live))
+    assert saved.last_seq == acked  # nothing acknowledged during the outage
+    second = Forwarder(live, options(receiver, protocol), stderr=io.StringIO())
+    second.start()
+    emit(log, 50, start=350)
+    time.sleep(0.2)
+    restarted = RECEIVERS[protocol](receiver.port)
+    restarted.requests = requests  # one history across the outage
+    restarted.start()
+    try:
+        log.close()
+        assert second.wait_caught_up(30)
+        assert second.stop()
+    finally:
+        restarted.stop()
+    lines = stream_lines(live)
+    assert len(rotated_files(live)) >= 3
+    assert sorted(restarted.lines(), key=lambda b: orjson.loads(b)["seq"]) == lines
+    assert log.stats()["blocked_emits"] == 0
+
+
+def test_rotation_every_few_lines_with_concurrent_writers_and_a_restart(tmp_path: Path) -> None:
+    """Hundreds of rotations (and gzips) while three threads write and the forwarder is
+    replaced mid-stream: every line arrives, in order, with no warning; the only repeats
+    allowed are the batch in flight when the first forwarder stopped."""
+    live = tmp_path / "kerno-audit.jsonl"
+    receiver = GrpcReceiver().start()
+    log = audit_log(live, max_size_mb=0.002)
+    err = io.StringIO()
+    opts = options(receiver, "grpc", batch_size=7, poll_interval=0.001)
+    forwarder = Forwarder(live, opts, stderr=err)
+    forwarder.start()
+
+    def work(t: int) -> None:
+        for i in range(300):
+            log.emit("bpf.load", details={"program": f"p{t}-{i}", "attach": [], "success": True})
+            if i % 50 == 0:
+                time.sleep(0.001)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.1)
+    assert forwarder.stop()
+    forwarder = Forwarder(live, opts, stderr=err)
+    forwarder.start()
+    for thread in threads:
+        thread.join()
+    log.close()
+    try:
+        assert forwarder.wait_caught_up(30)
+        assert forwarder.stop()
+    finally:
+        receiver.stop()
+    lines = stream_lines(live)
+    assert len(rotated_files(live)) > 100
+    got = receiver.lines()
+    once = list(dict.fromkeys(got))
+    assert once == lines
+    assert len(got) - len(once) <= opts.batch_size
+    assert err.getvalue() == ""
+
+
+def test_only_an_unacknowledged_batch_is_sent_twice(tmp_path: Path) -> None:
+    """The collector got a batch but its answer was lost: that batch, and only it, repeats."""
+    live = tmp_path / "kerno-audit.jsonl"
+    receiver = GrpcReceiver().start()
+    log = audit_log(live, max_size_mb=100)
+    emit(log, 200)
+    log.flush()
+
+    original = receiver.keep
+    lost = {"left": 1}
+
+    def keep_then_lose_the_answer(request: Any) -> None:
+        original(request)
+        if lost["left"] and len(receiver.requests) == 2:
+            lost["left"] = 0
+            raise RuntimeError("the answer never made it back")
+
+    receiver.keep = keep_then_lose_the_answer  # type: ignore[method-assign]
+    forwarder = Forwarder(live, options(receiver, "grpc"), stderr=io.StringIO())
+    forwarder.start()
+    try:
+        log.close()
+        assert forwarder.wait_caught_up(20)
+        assert forwarder.stop()
+    finally:
+        receiver.stop()
+    lines = stream_lines(live)
+    seqs = receiver.seqs()
+    repeated = sorted(seq for seq, n in counts(seqs).items() if n > 1)
+    assert repeated == list(range(50, 100))  # the second batch of 50
+    assert set(seqs) == set(range(len(lines)))
+
+
+def test_errors_then_recovery(tmp_path: Path, protocol: str, receiver: Receiver) -> None:
+    """UNAVAILABLE / HTTP 503 for a while, then the receiver recovers: all there, in order."""
+    live = tmp_path / "kerno-audit.jsonl"
+    receiver.fail_next = 6
+    log = audit_log(live)
+    forwarder = Forwarder(live, options(receiver, protocol), stderr=io.StringIO())
+    forwarder.start()
+    emit(log, 300)
+    log.close()
+    assert forwarder.wait_caught_up(30)
+    assert forwarder.stop()
+    assert receiver.failed == 6
+    assert stream_lines(live) == receiver.lines()
+    assert log.stats()["blocked_emits"] == 0
+
+
+def test_slow_receiver_does_not_block_the_writer(tmp_path: Path, protocol: str) -> None:
+    live = tmp_path / "kerno-audit.jsonl"
+    receiver = RECEIVERS[protocol]().start()
+    receiver.delay = 0.1
+    log = audit_log(live)
+    forwarder = Forwarder(live, options(receiver, protocol), stderr=io.StringIO())
+    forwarder.start()
+    try:
+        started = time.perf_counter()
+        emit(log, 400)
+        log.flush()
+        took = time.perf_counter() - started
+        assert forwarder.stats()["lag_records"] > 0  # the receiver is behind, the writer is not
+        log.close()
+        assert forwarder.wait_caught_up(30)
+        assert forwarder.stop()
+    finally:
+        receiver.stop()
+    assert took < 5.0
+    assert log.stats()["blocked_emits"] == 0
+    assert stream_lines(live) == receiver.lines()
+
+
+def test_cursor_is_private_atomic_and_resumes_without_resending(tmp_path: Path) -> None:
+    live = tmp_path / "kerno-audit.jsonl"
+    receiver = GrpcReceiver().start()
+    log = audit_log(live, max_size_mb=100)
+    emit(log, 120)
+    log.flush()
+    forwarder = Forwarder(live, options(receiver, "grpc"))
+    forwarder.start()
+    assert forwarder.wait_caught_up(10)
+    assert forwarder.stop()
+    path = Cursor.path_for(live)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in live.parent.iterdir() if "cursor" in p.name) == [path.name]
+    saved = orjson.loads(path.read_bytes())
+    lines = stream_lines(live)
+    assert saved["last_seq"] == len(lines) - 1
+    assert saved["offset"] == live.stat().st_size
+    emit(log, 30, start=120)
+    log.close()
+    again = Forwarder(live, options(receiver, "grpc"))
+    again.start()
+    try:
+        assert again.wait_caught_up(10)
+        assert again.stop()
+    finally:
+        receiver.stop()
+    assert stream_lines(live) == receiver.lines()
+
+
+def test_cursor_into_a_deleted_file_resumes_by_seq(tmp_path: Path) -> None:
+    """Retention removed the file the cursor pointed into: continue from the next seq."""
+    live = tmp_path / "kerno-audit.jsonl"
+    receiver = GrpcReceiver().start()
+    log = audit_log(live, compress=False)
+    emit(log, 60)
+    log.flush()
+    forwarder = Forwarder(live, options(receiver, "grpc", batch_size=10))
+    forwarder.start()
+    assert forwarder.wait_caught_up(10)
+    assert forwarder.stop()
+    receiver_seen = len(receiver.lines())
+    emit(log, 100, start=60)
+    log.close()
+    cursor = Cursor.load(Cursor.path_for(live))
+    Cursor("sha256:" + "f" * 64, 12345, cursor.last_seq, cursor.last_hash).save(
+        Cursor.path_for(live)
+    )
+    err = io.StringIO()
+    again = Forwarder(live, options(receiver, "grpc"), stderr=err)
+    again.start()
+    try:
+        assert again.wait_caught_up(10)
+        assert again.stop()
+    finally:
+        receiver.stop()
+    assert "the file the cursor points into is gone" in err.getvalue()
+    assert stream_lines(live) == receiver.lines()
+    assert receiver_seen == cursor.last_seq + 1  # type: ignore[operator]
+
+
+def _dead_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _black_hole() -> tuple[socket.socket, list[socket.socket]]:
+    """A TCP listener that accepts and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+
+    threading.Thread(target=accept, daemon=True).start()
+    return server, accepted
+
+
+@pytest.mark.parametrize("kind", ["refused", "black_hole"])
+def test_dead_collector_never_makes_stop_hang(tmp_path: Path, protocol: str, kind: str) -> None:
+    live = tmp_path / "kerno-audit.jsonl"
+    log = audit_log(live)
+    emit(log, 20)
+    log.close()
+    hole = None
+    if kind == "refused":
+        port = _dead_port()
+    else:
+        hole, accepted = _black_hole()
+        port = hole.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}" + ("/v1/logs" if protocol == "http" else "")
+    forwarder = Forwarder(
+        live,
+        ForwarderOptions(endpoint=endpoint, protocol=protocol, timeout=30.0, poll_interval=0.01),
+        stderr=io.StringIO(),
+    )
+    forwarder.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    forwarder.stop(timeout=2.0)
+    assert time.monotonic() - started < 3.0
+    assert forwarder.stats()["records_sent"] == 0
+    assert Cursor.load(Cursor.path_for(live)) == Cursor()
+    if hole is not None:
+        hole.close()
+        for conn in accepted:
+            conn.close()
+
+
+def test_lag_alarm_on_stderr_rate_limited(tmp_path: Path) -> None:
+    live = tmp_path / "kerno-audit.jsonl"
+    log = audit_log(live)
+    emit(log, 30)
+    log.close()
+    err = io.StringIO()
+    forwarder = Forwarder(
+        live,
+        ForwarderOptions(
+            endpoint=f"http://127.0.0.1:{_dead_port()}",
+            timeout=0.2,
+            backoff_initial=0.05,
+            backoff_cap=0.1,
+            alarm_lag_seconds=0.0,
+            alarm_every_seconds=3600.0,
+        ),
+        stderr=err,
+    )
+    forwarder.start()
+    wait_until(lambda: forwarder.stats()["failures"] >= 3)
+    stats = forwarder.stats()
+    forwarder.stop(2.0)
+    alarms = [line for line in err.getvalue().splitlines() if "forwarding lags" in line]
+    assert len(alarms) == 1
+    assert alarms[0].startswith(f"kerno-otel: otlp: forwarding lags {len(stream_lines(live))} ")
+    assert stats["lag_records"] == len(stream_lines(live))
+    assert stats["lag_seconds"] > 0
+    assert stats["state"] == "retrying"
+
+
+def test_standard_otel_variables_reach_the_exporter(
+    tmp_path: Path, protocol: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the embedded default endpoint, ``OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`` decides."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", receiver.endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=audit")
+    section = dict(load_config(None, {}).section("otlp"), protocol=protocol)
+    opts = ForwarderOptions.from_section(section, poll_interval=0.01)
+    assert opts.endpoint is None
+    live = tmp_path / "kerno-audit.jsonl"
+    log = audit_log(live)
+    emit(log, 10)
+    log.close()
+    forwarder = Forwarder(live, opts)
+    forwarder.start()
+    assert forwarder.wait_caught_up(10)
+    assert forwarder.stop()
+    assert stream_lines(live) == receiver.lines()
+
+
+def test_gzip_compression(tmp_path: Path, protocol: str, receiver: Receiver) -> None:
+    live = tmp_path / "kerno-audit.jsonl"
+    log = audit_log(live)
+    emit(log, 60)
+    log.close()
+    forwarder = Forwarder(live, options(receiver, protocol, compression="gzip"))
+    forwarder.start()
+    assert forwarder.wait_caught_up(10)
+    assert forwarder.stop()
+    assert stream_lines(live) == receiver.lines()
+    if protocol == "http":
+        assert receiver.gzipped == len(receiver.requests)
+
+
+def test_tls_with_the_configured_ca(
+    tmp_path: Path, protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``certificate_file`` is the CA the collector's certificate is checked against, even
+    where ``REQUESTS_CA_BUNDLE`` names the system bundle (requests would let it win)."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    cert, key = self_signed(tmp_path / "tls")
+    receiver = RECEIVERS[protocol](tls=(cert, key)).start()
+    live = tmp_path / "kerno-audit.jsonl"
+    log = audit_log(live)
+    emit(log, 20)
+    log.close()
+    forwarder = Forwarder(live, options(receiver, protocol, certificate_file=str(cert)))
+    forwarder.start()
+    try:
+        assert forwarder.wait_caught_up(10)
+        assert forwarder.stop()
+    finally:
+        receiver.stop()
+    assert stream_lines(live) == receiver.lines()
+
+
+def test_config_values_become_options() -> None:
+    section = {
+        "enabled": True,
+        "endpoint": "https://collector:4317",
+        "protocol": "http",
+        "headers": {"authorization": "Bearer x"},
+        "timeout": "3s",
+        "compression": "gzip",
+        "certificate_file": "/ca.pem",
+        "client_key_file": None,
+        "client_certificate_file": None,
+        "batch_size": 100,
+    }
+    opts = ForwarderOptions.from_section(section)
+    assert (opts.endpoint, opts.protocol, opts.timeout, opts.compression, opts.batch_size) == (
+        "https://collector:4317",
+        "http",
+        3.0,
+        "gzip",
+        100,
+    )
+    assert dict(opts.headers) == {"authorization": "Bearer x"}
