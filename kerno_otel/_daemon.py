@@ -22,7 +22,7 @@ from typing import TextIO
 
 from kerno_otel._auditlog import AuditLog
 from kerno_otel._config import Config, ConfigError, diff, is_live, load_config
-from kerno_otel._plugins import PluginFailure, PluginHost
+from kerno_otel._plugins import PluginFailure, PluginHost, record_failures
 from kerno_otel.hookspecs import ConfigDiff, DaemonContext, Route
 
 #: Exit code after a panic (EX_SOFTWARE).
@@ -57,19 +57,7 @@ class Daemon:
         self._started = time.monotonic()
 
     def _record_failures(self, log: AuditLog, failures: list[PluginFailure]) -> None:
-        for failure in failures:
-            log.emit(
-                "plugin.error",
-                details={
-                    "plugin": failure.plugin,
-                    "distribution": failure.distribution,
-                    "version": failure.version,
-                    "hook": failure.hook,
-                    "error_type": failure.error_type,
-                    "error_digest": failure.error_digest,
-                },
-                outcome="failure",
-            )
+        record_failures(log, failures)
 
     def request_stop(self, reason: str = "request") -> None:
         """Ask the main loop to stop (from a plugin or another thread)."""

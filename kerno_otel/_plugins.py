@@ -286,3 +286,20 @@ def load_with_schemas(
     if types:
         schemas = schemas.with_types({t.name: t for t in types})
     return host, schemas
+
+
+def record_failures(audit: Any, failures: Iterable[PluginFailure]) -> None:
+    """One ``plugin.error`` record per failure (``audit`` is the :class:`AuditLog`)."""
+    for failure in failures:
+        audit.emit(
+            "plugin.error",
+            details={
+                "plugin": failure.plugin,
+                "distribution": failure.distribution,
+                "version": failure.version,
+                "hook": failure.hook,
+                "error_type": failure.error_type,
+                "error_digest": failure.error_digest,
+            },
+            outcome="failure",
+        )

@@ -402,7 +402,7 @@ def diagnose(
     """
     from kerno_otel._auditlog import AuditLog
     from kerno_otel._config import load_config
-    from kerno_otel._plugins import PluginHost
+    from kerno_otel._plugins import PluginHost, record_failures
 
     config = load_config(config_path, env)
     settings(config, duration)  # a bad duration stops us before the log opens
@@ -421,6 +421,9 @@ def diagnose(
             sinks=host.named("register_sinks"),
             duration=duration,
         )
+        # Plugins that failed (loading or registering) are on stderr already; the
+        # log records them too, as the daemon does.
+        record_failures(log, host.failures)
         if analyzer is not None:
             try:
                 doctor.analyzer = analyzer(log, config)

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from helpers import stream_records
+from helpers import fake_distribution, stream_records
 
 from kerno_otel._schema import SchemaSet
 from kerno_otel._validate import RecordValidator
@@ -162,3 +162,34 @@ def test_ai_call_and_finding_emit_share_the_cycle_id(tmp_path: Path) -> None:
     assert linked == ["finding.emit", "ai.call"]
     validator = RecordValidator(SchemaSet.builtin())
     assert [validator.check(r) for r in records] == [None] * len(records)
+
+
+def test_doctor_records_plugin_failures(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    fake_distribution(
+        site, "kerno-test-bad", "2.0", {"kerno_test_noimport": "raise ImportError('nope')\n"}
+    )
+    log = tmp_path / "audit.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNO_")}
+    env.update(
+        KERNO_AUDIT_FILE_PATH=str(log),
+        KERNO_OTEL_PLUGINS="procfs,doctor,noimport",
+        PYTHONPATH=str(site),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "kerno_otel", "doctor", "--duration", "1s", "-o", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        "kerno-otel: plugin 'noimport' (kerno-test-bad 2.0) failed in load: ImportError: nope\n"
+        in result.stderr
+    )
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    errors = [r["details"] for r in records if r["type"] == "plugin.error"]
+    assert [(e["plugin"], e["hook"], e["error_type"]) for e in errors] == [
+        ("noimport", "load", "ImportError")
+    ]
