@@ -58,7 +58,7 @@ def test_daemon_restarted_during_an_outage_loses_nothing(
     )
     started = time.monotonic()
     live, _ = run_daemon(tmp_path, yaml)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # bounded (a hang would be minutes), not a speed check
     err = capsys.readouterr().err  # plugins write to the process's stderr
     written = len(stream_lines(live))
     assert (
