@@ -85,8 +85,6 @@ class Line:
     end: int
 
 
-
-
 def _seq_of(line: bytes) -> int | None:
     try:
         record = orjson.loads(line)

@@ -22,8 +22,12 @@ import pluggy
 from kerno_otel import hookspecs
 from kerno_otel._catalogue import BUILTIN_TYPES, EventType
 from kerno_otel._config import load_config
-from kerno_otel._redact import RedactionRule
+from kerno_otel._redact import RedactionRule, Redactor
 from kerno_otel._schema import SchemaSet
+
+#: Scrubs what plugins' exceptions say before it reaches stderr (default rules only:
+#: plugin rules are not known yet when loading fails).
+_STDERR_REDACTOR = Redactor()
 
 
 class PluginLoadError(Exception):
@@ -142,6 +146,8 @@ class PluginHost:
 
     def _fail(self, info: PluginInfo, hook: str, exc: BaseException) -> None:
         message = str(exc).splitlines()[0][:200] if str(exc) else ""
+        # The exception's text is the plugin's: it may quote a token or an address.
+        message = _STDERR_REDACTOR.redact_text(message)[0]
         failure = PluginFailure(
             info.name,
             info.distribution,

@@ -341,3 +341,23 @@ def test_a_flood_of_bad_requests_is_folded(tmp_path: Path, started: list[Daemon]
         by_reason[f["reason"]] += 1 + f["suppressed"]
     assert by_reason == {"token_missing": total // 2, "token_mismatch": total // 2}
     validate(daemon.log)
+
+
+def test_plugin_error_lines_on_stderr_are_redacted(tmp_path: Path, started: list[Daemon]) -> None:
+    leaky = (
+        "from kerno_otel.hookspecs import hookimpl\n\n"
+        "@hookimpl\n"
+        "def daemon_startup(context):\n"
+        "    raise RuntimeError('cannot reach 10.9.8.7 with token=s3cr3tvalue')\n"
+    )
+    site = tmp_path / "site"
+    fake_distribution(site, "kerno-test-leaky", "1.0", {"kerno_test_leaky": leaky})
+    daemon = Daemon(tmp_path, "", "leaky", site)
+    started.append(daemon)
+    line = daemon.expect("kerno-otel: plugin 'leaky'")
+    assert line == (
+        "kerno-otel: plugin 'leaky' (kerno-test-leaky 1.0) failed in daemon_startup: "
+        "RuntimeError: cannot reach [REDACTED:ip] with token=[REDACTED:secret]\n"
+    )
+    assert daemon.stop() == 0
+    validate(daemon.log)
