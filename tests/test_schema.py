@@ -9,7 +9,6 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import MappingProxyType
@@ -884,18 +883,6 @@ def test_plugin_type_with_prefix_actor() -> None:
 
 
 # --- speed (printed, never asserted) ---------------------------------------------------------
-
-
-def test_measure_check(fast: RecordValidator) -> None:
-    rec = record("ai.call")
-    n = 20_000
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(n):
-            fast.check(rec)
-        best = min(best, (time.perf_counter() - start) / n)
-    print(f"\nRecordValidator.check, typical ai.call: {best * 1e6:.2f} us")
 
 
 # --- docs/audit-schema.md --------------------------------------------------------------------
