@@ -294,20 +294,5 @@ class StreamReader:
 
 def last_seq_on_disk(live: Path) -> int | None:
     """The seq of the stream's last whole line (live file, else the newest rotated one)."""
-    for path in [live, *reversed(_files.rotated_files(live))]:
-        try:
-            if path == live:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    size = os.fstat(fd).st_size
-                    data = _files._read_tail(fd, size)[0] if size else b""
-                finally:
-                    os.close(fd)
-            else:
-                data = _files._read_whole(path)
-        except (OSError, EOFError):
-            continue
-        line = _files._last_line(data)
-        if line is not None:
-            return _seq_of(line)
-    return None
+    found = _files.last_whole_line(live)
+    return _seq_of(found[1]) if found is not None else None

@@ -237,14 +237,46 @@ def repair_and_resume(live: Path, now_ns: int) -> ResumePoint:
         finally:
             os.close(fd)
     if last is None:
-        for older in reversed(rotated_files(live)):
-            line = _last_line(_read_whole(older))
-            if line is not None:
-                last = _describe(older, line)
-                break
+        found = _newest_rotated_line(live)
+        if found is not None:
+            last = _describe(*found)
     if last is None:
         return ResumePoint(None, None, size, torn)
     return ResumePoint(last[0], last[1], size, torn)
+
+
+def _newest_rotated_line(live: Path) -> tuple[Path, bytes] | None:
+    """The last whole line of the newest rotated file that has one, and that file."""
+    for older in reversed(rotated_files(live)):
+        # No skipping an unreadable file: resuming from an older one would reuse seqs.
+        line = _last_line(_read_whole(older))
+        if line is not None:
+            return older, line
+    return None
+
+
+def last_whole_line(live: Path) -> tuple[Path, bytes] | None:
+    """The stream's last whole line (read-only): the live file's, else the newest rotated one's.
+
+    What :func:`repair_and_resume` finds, without repairing anything; a torn
+    tail is simply not a whole line.
+    """
+    try:
+        fd = os.open(live, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            size = os.fstat(fd).st_size
+            line = _last_line(_read_tail(fd, size)[0]) if size else None
+        finally:
+            os.close(fd)
+        if line is not None:
+            return live, line
+    try:
+        return _newest_rotated_line(live)
+    except (OSError, EOFError):
+        return None
 
 
 def first_line(path: Path) -> bytes | None:
