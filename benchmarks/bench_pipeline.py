@@ -133,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         "--config", help="take the audit section from this file (the log still goes under --out)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the previous contents of --out")
+    parser.add_argument(
+        "--pipeline",
+        choices=("process", "thread"),
+        help="audit.pipeline for the run (default: the config's, i.e. process)",
+    )
     args = parser.parse_args(argv)
 
     out: Path = args.out
@@ -141,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     pipeline_dir = out / "pipeline"
     audit = load_config(args.config).audit if args.config else AuditConfig(fsync="batch")
     audit = dataclasses.replace(audit, file_path=str(pipeline_dir / "kerno-audit.jsonl"))
+    if args.pipeline:
+        audit = dataclasses.replace(audit, pipeline=args.pipeline)
     events = sample_events(args.records)
 
     pipe = run_pipeline(events, audit)
@@ -166,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "validation_failures": pipe["validation_failures"],
         "redactions": pipe["redactions"],
         "fsync": audit.fsync,
+        "pipeline": audit.pipeline,
         "max_size_mb": audit.max_size_mb,
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),

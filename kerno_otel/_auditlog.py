@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import socket
 import sys
@@ -28,6 +29,7 @@ from kerno_otel._processor import (
 from kerno_otel._redact import RedactionRule, Redactor
 from kerno_otel._schema import SchemaSet
 from kerno_otel._validate import RecordValidator
+from kerno_otel._worker_client import WorkerProcessor
 
 _SEVERITY_NUMBER = {
     "TRACE": SeverityNumber.TRACE,
@@ -91,14 +93,28 @@ class AuditLog:
         policies = {name: t.policies for name, t in self._types.items()}
         self.redactor = Redactor([*self.config.redaction, *redaction_rules], policies)
         self.resource = dict(resource) if resource is not None else default_resource()
-        self._processor = AuditProcessor(
-            self.config,
-            redactor=self.redactor,
-            validator=RecordValidator(self.schemas),
-            resource=self.resource,
-            version=__version__,
-            stderr=stderr if stderr is not None else sys.stderr,
-        )
+        self._processor: AuditProcessor | WorkerProcessor
+        err = stderr if stderr is not None else sys.stderr
+        if self.config.pipeline == "process":
+            self._processor = WorkerProcessor(
+                self.config,
+                event_types=tuple(extra.values()),
+                redaction_rules=tuple(redaction_rules),
+                validator=RecordValidator(self.schemas),
+                redactor=self.redactor,
+                resource=self.resource,
+                version=__version__,
+                stderr=err,
+            )
+        else:
+            self._processor = AuditProcessor(
+                self.config,
+                redactor=self.redactor,
+                validator=RecordValidator(self.schemas),
+                resource=self.resource,
+                version=__version__,
+                stderr=err,
+            )
         self._processor.open()
         self.provider = LoggerProvider(
             resource=Resource.create(self.resource), shutdown_on_exit=False
@@ -174,7 +190,14 @@ class AuditLog:
 
     def stats(self) -> dict[str, Any]:
         """The pipeline's counters: written, dropped by reason, validation failures, fsyncs…"""
-        counters = asdict(self._processor.counters)
+        processor = self._processor
+        if isinstance(processor, WorkerProcessor):
+            counters = processor.stats()
+            redactions = collections.Counter(counters.get("redactions", {}))
+            redactions.update(self.redactor.counts)  # redact_text calls made here
+            counters["redactions"] = dict(redactions)
+            return counters
+        counters = asdict(processor.counters)
         counters["redactions"] = dict(self.redactor.counts)
         return counters
 

@@ -40,20 +40,23 @@ def line_hash(line: bytes) -> str:
 
 
 class Timestamps:
-    """RFC 3339 UTC with nanoseconds, formatting the date part once per second."""
+    """RFC 3339 UTC with nanoseconds, formatting the date part once per second.
 
-    __slots__ = ("_prefix", "_second")
+    Thread-safe: the cached second and its text are replaced together, as one tuple.
+    """
+
+    __slots__ = ("_cached",)
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        self._cached: tuple[int, str] = (-1, "")
 
     def format(self, ns: int) -> str:
         second, frac = divmod(ns, 1_000_000_000)
-        if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
-            self._second = second
-        return f"{self._prefix}{frac:09d}Z"
+        cached = self._cached
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second)))
+            self._cached = cached
+        return f"{cached[1]}{frac:09d}Z"
 
 
 def parse_ts(ts: str) -> int:

@@ -64,6 +64,9 @@ class AuditConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     #: Records the writer may hold in memory before back-pressure (or drops).
     queue_size: int = 65_536
+    #: Where the stages after the OTel Logger run: ``process`` (a child process of
+    #: our own, so emitters keep their core) or ``thread`` (in this process).
+    pipeline: str = "process"
 
 
 #: The other sections of DESIGN.md with their embedded defaults. A key's type is
@@ -230,6 +233,7 @@ _CHOICES: Final[dict[str, tuple[str, ...]]] = {
     "fsync": ("batch", "always", "never"),
     "on_overflow": ("block", "drop"),
     "on_write_error": ("block", "exit", "drop"),
+    "pipeline": ("process", "thread"),
 }
 
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$")

@@ -8,6 +8,7 @@ it is on the emitting thread's path.
 from __future__ import annotations
 
 import errno
+import fcntl
 import gzip
 import hashlib
 import os
@@ -82,6 +83,38 @@ def open_append(path: Path) -> int:
     if stat.S_IMODE(info.st_mode) != FILE_MODE:
         os.fchmod(fd, FILE_MODE)
     return fd
+
+
+def lock_path(live: Path) -> Path:
+    """The lock file beside the live file: one writer per stream at a time."""
+    return live.with_name(live.name + ".lock")
+
+
+def lock_stream(live: Path, wait_s: float = 30.0) -> int:
+    """Take the stream's writer lock (``flock`` on ``<live>.lock``, 0600); returns its fd.
+
+    Two writers appending to one file would fork the chain. A writer that is
+    finishing (an audit worker whose parent died hands over what it holds) gets
+    ``wait_s`` to let go; then AuditFileError.
+    """
+    path = lock_path(live)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    except OSError as exc:
+        raise _open_error(path, exc) from None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise AuditFileError(
+                    f"{live}: another process is writing this audit log "
+                    f"(it holds {path.name}); waited {wait_s:g}s"
+                ) from None
+            time.sleep(0.05)
 
 
 def fsync_directory(directory: Path) -> None:

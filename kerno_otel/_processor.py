@@ -19,10 +19,11 @@ rotation and at shutdown.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -30,11 +31,13 @@ import orjson
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 
 from kerno_otel import _files
+from kerno_otel._catalogue import BUILTIN_TYPES, EventType
 from kerno_otel._chain import GENESIS, Chain, Timestamps
 from kerno_otel._checkpoints import Signer, read_sidecar, sidecar_path
 from kerno_otel._config import AuditConfig, ConfigError
 from kerno_otel._keys import KeyFileError, load_private
-from kerno_otel._redact import Redactor
+from kerno_otel._redact import RedactionRule, Redactor
+from kerno_otel._schema import SchemaSet
 from kerno_otel._validate import RecordValidator
 from kerno_otel._writer import Counters, Writer
 
@@ -93,6 +96,7 @@ class AuditProcessor(LogRecordProcessor):
         self._last_checkpoint = time.monotonic()
         self._timer: threading.Thread | None = None
         self._timer_stop = threading.Event()
+        self._lock_fd = -1
         #: Called with each checkpoint's ``details`` (a dict) right after it is queued,
         #: under the processor's lock: the hook for shipping checkpoints off-host (the
         #: OTLP forwarder). A callback must be quick, must not emit audit events, and
@@ -137,11 +141,16 @@ class AuditProcessor(LogRecordProcessor):
             except KeyFileError as exc:
                 raise ConfigError(f"audit.checkpoint.key_file: {exc}") from None
         _files.ensure_directory(self._live.parent)
-        point = _files.repair_and_resume(self._live, now)
-        sidecar_fd = None
-        if self._signer is not None:
-            sidecar_fd = _files.open_append(sidecar_path(self._live))
-        fd = _files.open_append(self._live)
+        self._lock_fd = _files.lock_stream(self._live)
+        try:
+            point = _files.repair_and_resume(self._live, now)
+            sidecar_fd = None
+            if self._signer is not None:
+                sidecar_fd = _files.open_append(sidecar_path(self._live))
+            fd = _files.open_append(self._live)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         if point.last_seq is not None and point.last_hash is not None:
             self._chain = Chain(point.last_seq + 1, point.last_hash)
             # A stream written before stream ids existed, whose seq-0 file is gone, is
@@ -234,37 +243,103 @@ class AuditProcessor(LogRecordProcessor):
         """Called by the SDK for every record; never raises into the emitter."""
         lr = log_record.log_record
         attrs = lr.attributes if lr.attributes is not None else {}
-        severity = lr.severity_text or "INFO"
-        record: dict[str, Any] = {
-            "v": "1",
-            "seq": 0,
-            "ts": self._ts.format(lr.timestamp or time.time_ns()),
-            "type": lr.event_name,
-            "actor": attrs.get(ATTR_ACTOR),
-            "severity": severity,
-            "outcome": attrs.get(ATTR_OUTCOME, "unknown"),
-            "details": attrs.get(ATTR_DETAILS),
-            "resource": self._resource,
-        }
-        if lr.trace_id:
-            record["trace_id"] = f"{lr.trace_id:032x}"
-            if lr.span_id:
-                record["span_id"] = f"{lr.span_id:016x}"
-        record["prev"] = GENESIS
-        try:
-            ticket = self._submit(record)
-        except Exception as exc:
-            self.counters.dropped("internal_error")
-            self._stderr.write(
-                f"kerno-otel: audit: internal error on a {lr.event_name!r} record: "
-                f"{type(exc).__name__}\n"
-            )
-            return
-        if ticket is not None and self._always and self._writer is not None:
-            self._writer.wait_durable(ticket)
+        record = self.build_record(
+            lr.timestamp or time.time_ns(),
+            lr.event_name,
+            attrs.get(ATTR_ACTOR),
+            lr.severity_text or "INFO",
+            attrs.get(ATTR_OUTCOME, "unknown"),
+            attrs.get(ATTR_DETAILS),
+            lr.trace_id,
+            lr.span_id,
+        )
+        self.accept(record)
         if isinstance(attrs, dict) and record["details"] is not attrs.get(ATTR_DETAILS):
             # Other processors on this provider see what the file holds, never the raw values.
             attrs[ATTR_DETAILS] = record["details"]
+
+    def build_record(
+        self,
+        ts_ns: int,
+        type_name: Any,
+        actor: Any,
+        severity: str,
+        outcome: Any,
+        details: Any,
+        trace_id: int | None,
+        span_id: int | None,
+    ) -> dict[str, Any]:
+        """The record as the pipeline takes it: keys in line order, ``seq``/``prev`` to fill."""
+        return new_record(
+            self._ts.format(ts_ns),
+            type_name,
+            actor,
+            severity,
+            outcome,
+            details,
+            self._resource,
+            trace_id,
+            span_id,
+        )
+
+    def accept(self, record: dict[str, Any]) -> int | None:
+        """Run one built record through the pipeline; never raises. Its writer ticket or None.
+
+        With ``fsync: always`` it returns once the record is on disk.
+        """
+        try:
+            ticket = self._submit(record)
+        except Exception as exc:
+            self._internal_error(record, exc)
+            return None
+        if ticket is not None and self._always and self._writer is not None:
+            self._writer.wait_durable(ticket)
+        return ticket
+
+    def reject(self, type_name: str, problem: str) -> None:
+        """Record a record refused before it reached this processor (see ``_worker``)."""
+        with self._lock:
+            if self._closed or self._writer is None:
+                self.counters.dropped("closed")
+                return
+            self._reject(type_name, problem)
+
+    def note_dropped(self, types: Mapping[str, int]) -> None:
+        """Record drops made before this processor (a full queue in front of it)."""
+        with self._lock:
+            total = 0
+            for name, count in types.items():
+                self._dropped[name] = self._dropped.get(name, 0) + count
+                total += count
+            self.counters.dropped("queue_full", total)
+            if self._writer is not None and not self._closed:
+                self._record_losses()
+
+    def note_lost(self, count: int) -> None:
+        """Record ``count`` records handed to an audit worker that died before they were
+        confirmed durable (some may have reached the file)."""
+        with self._lock:
+            self.counters.dropped("worker_lost", count)
+            self._submit_internal(
+                "audit.loss",
+                {
+                    "count": count,
+                    "reason": "worker_lost",
+                    "after_seq": self._chain.last_seq,
+                    "types": {},
+                },
+                severity="ERROR",
+                outcome="failure",
+            )
+
+    @property
+    def resource(self) -> dict[str, str]:
+        return self._resource
+
+    @property
+    def enqueued(self) -> int:
+        """Tickets handed out so far: every line this processor queued, its own included."""
+        return self._writer.enqueued if self._writer is not None else 0
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Return once everything emitted before the call is durable (per the fsync policy)."""
@@ -289,32 +364,57 @@ class AuditProcessor(LogRecordProcessor):
             self._closed = True
             writer = self._writer
         writer.close()
+        os.close(self._lock_fd)  # the next writer may start
 
     # -- the pipeline -------------------------------------------------------------
 
+    def accept_many(self, records: list[dict[str, Any]]) -> int | None:
+        """:meth:`accept` for a run of records under one lock; the last ticket or None.
+
+        Never waits for durability (``fsync: always``): the caller asks for a flush.
+        """
+        ticket = None
+        with self._lock:
+            for record in records:
+                try:
+                    ticket = self._submit_locked(record) or ticket
+                except Exception as exc:
+                    self._internal_error(record, exc)
+        return ticket
+
+    def _internal_error(self, record: dict[str, Any], exc: Exception) -> None:
+        self.counters.dropped("internal_error")
+        self._stderr.write(
+            f"kerno-otel: audit: internal error on a {record['type']!r} record: "
+            f"{type(exc).__name__}\n"
+        )
+
     def _submit(self, record: dict[str, Any]) -> int | None:
         """Redact, validate, sequence, chain, encode and queue one record; its ticket or None."""
-        type_name = record["type"]
         with self._lock:
-            details = record["details"]
-            problem: str | None = None
-            if type(details) is dict or isinstance(details, Mapping):
-                try:
-                    record["details"] = self._redactor.redact_details(str(type_name), details)
-                except ValueError as exc:  # nesting too deep or a cycle: say which, not what
-                    problem = f"{type_name}: /details: cannot be redacted ({exc})"
-            if problem is None:
-                problem = self._validator.check_built(record)
-            if self._closed or self._writer is None:
-                self.counters.dropped("closed")
-                self._stderr.write(
-                    f"kerno-otel: audit: a {type_name!r} record was emitted after shutdown\n"
-                )
-                return None
-            if problem is not None:
-                self._reject(str(type_name), problem)
-                return None
-            return self._seal_locked(record)
+            return self._submit_locked(record)
+
+    def _submit_locked(self, record: dict[str, Any]) -> int | None:
+        type_name = record["type"]
+        details = record["details"]
+        problem: str | None = None
+        if type(details) is dict or isinstance(details, Mapping):
+            try:
+                record["details"] = self._redactor.redact_details(str(type_name), details)
+            except ValueError as exc:  # nesting too deep or a cycle: say which, not what
+                problem = f"{type_name}: /details: cannot be redacted ({exc})"
+        if problem is None:
+            problem = self._validator.check_built(record)
+        if self._closed or self._writer is None:
+            self.counters.dropped("closed")
+            self._stderr.write(
+                f"kerno-otel: audit: a {type_name!r} record was emitted after shutdown\n"
+            )
+            return None
+        if problem is not None:
+            self._reject(str(type_name), problem)
+            return None
+        return self._seal_locked(record)
 
     def _seal_locked(self, record: dict[str, Any]) -> int | None:
         writer = self._writer
@@ -487,6 +587,66 @@ class AuditProcessor(LogRecordProcessor):
             self._rotate_locked("size")
         if self._signer is not None and not checkpoint and rotate:
             self._count_for_checkpoint()
+
+
+def new_record(
+    ts: str,
+    type_name: Any,
+    actor: Any,
+    severity: str,
+    outcome: Any,
+    details: Any,
+    resource: Any,
+    trace_id: int | None = None,
+    span_id: int | None = None,
+) -> dict[str, Any]:
+    """A record with its keys in line order (DESIGN.md); ``seq`` and ``prev`` are filled
+    in when it is sealed."""
+    record: dict[str, Any] = {
+        "v": "1",
+        "seq": 0,
+        "ts": ts,
+        "type": type_name,
+        "actor": actor,
+        "severity": severity,
+        "outcome": outcome,
+        "details": details,
+        "resource": resource,
+    }
+    if trace_id:
+        record["trace_id"] = f"{trace_id:032x}"
+        if span_id:
+            record["span_id"] = f"{span_id:016x}"
+    record["prev"] = GENESIS
+    return record
+
+
+def make_processor(
+    config: AuditConfig,
+    *,
+    event_types: Iterable[EventType] = (),
+    redaction_rules: Iterable[RedactionRule] = (),
+    resource: Mapping[str, str],
+    version: str,
+    stderr: TextIO | None = None,
+) -> tuple[AuditProcessor, Redactor]:
+    """An in-process processor (not yet opened) for the built-in types plus ``event_types``,
+    and the redactor it uses."""
+    extra = {t.name: t for t in event_types}
+    types = {**BUILTIN_TYPES, **extra}
+    schemas = SchemaSet.builtin().with_types(extra) if extra else SchemaSet.builtin()
+    redactor = Redactor(
+        [*config.redaction, *redaction_rules], {name: t.policies for name, t in types.items()}
+    )
+    processor = AuditProcessor(
+        config,
+        redactor=redactor,
+        validator=RecordValidator(schemas),
+        resource=resource,
+        version=version,
+        stderr=stderr,
+    )
+    return processor, redactor
 
 
 def _type_name_ok(name: str) -> bool:

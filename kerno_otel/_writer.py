@@ -133,6 +133,8 @@ class Writer:
         self._failed: str | None = None
         self._compressor = _Compressor(self._stderr) if compress else None
         self._thread = threading.Thread(target=self._run, name="kerno-audit-writer", daemon=True)
+        #: Called from the writer thread with the ticket count now durable, each time it grows.
+        self.on_durable: Callable[[int], None] | None = None
 
     # -- emitting side (called under the processor's lock) -------------------------
 
@@ -259,6 +261,16 @@ class Writer:
         return ok
 
     @property
+    def written(self) -> int:
+        """Lines written so far (or dropped by ``on_write_error: drop``)."""
+        return self._written
+
+    @property
+    def enqueued(self) -> int:
+        """Lines ever put (the last ticket handed out)."""
+        return self._enqueued
+
+    @property
     def queued(self) -> int:
         return len(self._items)
 
@@ -333,9 +345,12 @@ class Writer:
 
     def _mark_durable(self, written: int) -> None:
         with self._cond:
-            if written > self._durable:
-                self._durable = written
-                self._cond.notify_all()
+            if written <= self._durable:
+                return
+            self._durable = written
+            self._cond.notify_all()
+        if self.on_durable is not None:
+            self.on_durable(written)
 
     def _write_batch(self, batch: list[bytes | _Rotate | _Checkpoint]) -> bool:
         """Write runs of lines between rotation commands; True when bytes reached the file."""
