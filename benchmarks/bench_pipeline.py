@@ -4,7 +4,9 @@
 
 The pipeline run emits N mixed events (every producer type of the catalogue,
 with strings that need redaction) through ``AuditLog`` — OTel Logger, redact,
-validate, seq, chain, encode, group-commit fsync — and flushes. The baseline
+validate, seq, chain, encode, group-commit fsync — and flushes. With the
+default ``audit.pipeline: process`` the stages after the Logger run in the
+audit worker process; ``--pipeline thread`` runs them on the emitting thread. The baseline
 writes the same events with ``logging`` + ``json.dumps`` + ``RotatingFileHandler``
 (no redaction, no validation, one fsync at the end). The last line printed is
 one JSON object; ``ratio`` is pipeline_rps / baseline_rps.

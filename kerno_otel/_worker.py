@@ -163,7 +163,7 @@ def serve(in_fd: int, out_fd: int) -> int:
     taken = 0  # records taken in
     read = 0  # lines taken in, records and requests
     acked = 0
-    ack_every = max(1, min(4096, processor.config.queue_size // 4))
+    ack_every = max(1, min(512, processor.config.queue_size // 4))
     while True:
         try:
             data = os.read(in_fd, _READ)
@@ -173,9 +173,10 @@ def serve(in_fd: int, out_fd: int) -> int:
             break
         lines = (pending + data).split(b"\n")
         pending = lines.pop()
+        base = read
         read += len(lines)
         batch: list[dict[str, Any]] = []
-        for line in lines:
+        for index, line in enumerate(lines):
             if line[:1] == b"[":  # a record's fields
                 ts_ns, type_name, actor, severity, outcome, details, trace, span = loads(line)
                 batch.append(
@@ -191,6 +192,12 @@ def serve(in_fd: int, out_fd: int) -> int:
                         span,
                     )
                 )
+                if len(batch) >= ack_every:  # a 1 MiB read is ~100 ms of work: ack as we go
+                    accept_many(batch)
+                    taken += len(batch)
+                    batch = []
+                    acked = base + index + 1
+                    acks.send({"read": acked})
                 continue
             if batch:
                 accept_many(batch)
@@ -216,9 +223,9 @@ def serve(in_fd: int, out_fd: int) -> int:
             accept_many(batch)
             taken += len(batch)
         marks.append((processor.enqueued, taken))
-        # Room for the parent to send more (its queue_size bound): every quarter of
-        # the bound, and whenever the pipe is empty, not after every read (each
-        # message costs the emitting process a thread wake-up).
+        # Room for the parent to send more (its queue_size bound): every ack_every
+        # records (a quarter of the bound, at most 512), and whenever the pipe is
+        # empty, not after every line (each message costs the parent a wake-up).
         if read - acked >= ack_every or not select.select([in_fd], [], [], 0)[0]:
             acks.send({"read": read})
             acked = read
