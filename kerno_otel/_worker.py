@@ -1,28 +1,39 @@
-"""The audit worker: a child process that runs the audit processor's stages for its parent.
+"""The audit worker: child processes that run the audit processor's stages for their parent.
 
 ``audit.pipeline: process`` (the default) moves redact → validate → seq → chain
 → encode → write out of the emitting process, so the emitters' threads pay only
-for building a record and handing it over, and the two halves run on two
-cores instead of sharing one interpreter lock. The parent side is
-:class:`kerno_otel._worker_client.WorkerProcessor`.
+for encoding a record's fields and handing them over. The work is split in two
+stages, each a process of its own, so that it is not one interpreter lock's
+worth of work:
 
-The two talk over a pair of anonymous pipes (never a file or socket, so the
-raw values of a record leave the parent only for its own child, which redacts
-them before anything is written), one JSON document per line:
+- the cleaning stage (:func:`clean`) builds each record, redacts and validates
+  it, and passes it on, or passes on a ``reject`` naming the failing rule;
+- the sealing stage (:func:`serve`) assigns ``seq``, chains, encodes, writes,
+  rotates, checkpoints: the :class:`~kerno_otel._processor.AuditProcessor`
+  taking already-clean records.
 
-- parent → worker (the worker's stdin): first ``{"op": "init", ...}``; then a
-  record is an array ``[ts_ns, type, actor, severity, outcome, details,
-  trace_id, span_id]``; anything else is an object with an ``op``: ``flush``,
-  ``stats``, ``reject``, ``dropped``, ``close``.
-- worker → parent (its stdout): ``ready`` or ``error`` once, then ``stderr``
-  (text for the parent's stderr), ``read`` (lines taken in and processed:
-  the parent's ``queue_size`` bound), ``durable`` (how many of the parent's
-  records are on disk), ``flushed``, ``stats``, ``checkpoint`` and ``closed``.
+``serve`` alone (role ``single``) runs every stage; the parent side is
+:class:`kerno_otel._worker_client.WorkerProcessor`. They talk over anonymous
+pipes (never a file or socket: raw values leave the parent only for its own
+child, which redacts them before anything is written), one JSON document per
+line:
 
-The worker ignores SIGINT, SIGTERM, SIGHUP and SIGQUIT: its life follows the
-parent's pipe. At end of input it shuts the processor down in order (final
-checkpoint, fsync), so even a parent killed with SIGKILL leaves every record
-it had handed over written.
+- parent → cleaning stage: first ``{"op": "init", ...}`` (passed on to the
+  sealing stage, which opens the log with it); then a record is an array
+  ``[ts_ns, type, actor, severity, outcome, details, trace_id, span_id]``;
+  anything else is an object with an ``op``: ``flush``, ``stats``,
+  ``reject``, ``dropped``, ``close``.
+- cleaning → sealing stage: a clean record as the record itself
+  (``{"v":"1",...}``), everything else as it came.
+- sealing stage → parent: ``ready`` or ``error`` once, then ``stderr``,
+  ``read`` (lines taken in, one per line the parent sent: its ``queue_size``
+  bound), ``durable`` (how many of the parent's records are on disk),
+  ``flushed``, ``stats``, ``checkpoint`` and ``closed``.
+
+The stages ignore SIGINT, SIGTERM, SIGHUP and SIGQUIT: their life follows the
+parent's pipe. At end of input the sealing stage shuts the processor down in
+order (final checkpoint, fsync), so even a parent killed with SIGKILL leaves
+every record it had handed over written.
 """
 
 from __future__ import annotations
@@ -104,7 +115,12 @@ class _Relay:
 
 
 def serve(in_fd: int, out_fd: int) -> int:
-    """Run the worker until end of input; the exit status."""
+    """Run the sealing stage (or, given raw records, every stage) until end of input.
+
+    Alone it takes the parent's records and runs every stage. As the sealing stage
+    it takes records the cleaning stage (:func:`clean`) already redacted and
+    validated.
+    """
     # Imported here: the module is also imported by the parent for the wire helpers.
     from kerno_otel._chain import Timestamps
     from kerno_otel._processor import make_processor, new_record
@@ -176,6 +192,7 @@ def serve(in_fd: int, out_fd: int) -> int:
         base = read
         read += len(lines)
         batch: list[dict[str, Any]] = []
+        trusted: list[dict[str, Any]] = []
         for index, line in enumerate(lines):
             if line[:1] == b"[":  # a record's fields
                 ts_ns, type_name, actor, severity, outcome, details, trace, span = loads(line)
@@ -199,10 +216,23 @@ def serve(in_fd: int, out_fd: int) -> int:
                     acked = base + index + 1
                     acks.send({"read": acked})
                 continue
+            if line[2:3] == b"v":  # {"v":"1",...}: cleaned by the cleaning stage
+                trusted.append(loads(line))
+                if len(trusted) >= ack_every:
+                    accept_many(trusted, trusted=True)
+                    taken += len(trusted)
+                    trusted = []
+                    acked = base + index + 1
+                    acks.send({"read": acked})
+                continue
             if batch:
                 accept_many(batch)
                 taken += len(batch)
                 batch = []
+            if trusted:
+                accept_many(trusted, trusted=True)
+                taken += len(trusted)
+                trusted = []
             message = loads(line)
             op = message.get("op")
             if op == "flush":
@@ -210,18 +240,28 @@ def serve(in_fd: int, out_fd: int) -> int:
                 ok = processor.force_flush(int(message.get("timeout_ms", 30_000)))
                 acks.send({"flushed": message["id"], "ok": ok, "durable": taken if ok else None})
             elif op == "stats":
-                acks.send({"stats": stats(), "id": message["id"]})
+                counters = stats()
+                for kind, n in message.get("redactions", {}).items():
+                    counters["redactions"][kind] = counters["redactions"].get(kind, 0) + n
+                acks.send({"stats": counters, "id": message["id"]})
             elif op == "reject":
                 processor.reject(str(message["type"]), str(message["problem"]))
+                taken += 1  # one of the parent's records
             elif op == "dropped":
                 processor.note_dropped(message["types"])
             elif op == "close":
                 processor.shutdown()
-                acks.send({"closed": True, "stats": stats(), "durable": taken})
+                counters = stats()
+                for kind, n in message.get("redactions", {}).items():
+                    counters["redactions"][kind] = counters["redactions"].get(kind, 0) + n
+                acks.send({"closed": True, "stats": counters, "durable": taken})
                 return 0
         if batch:
             accept_many(batch)
             taken += len(batch)
+        if trusted:
+            accept_many(trusted, trusted=True)
+            taken += len(trusted)
         marks.append((processor.enqueued, taken))
         # Room for the parent to send more (its queue_size bound): every ack_every
         # records (a quarter of the bound, at most 512), and whenever the pipe is
@@ -232,6 +272,89 @@ def serve(in_fd: int, out_fd: int) -> int:
     # The parent went away without closing: finish the log in order all the same.
     processor.shutdown()
     return 0
+
+
+def clean(in_fd: int, out_fd: int) -> int:
+    """The cleaning stage: redact and validate the parent's records for the sealing stage.
+
+    Every line goes on, in order: a clean record as the record itself, a refused
+    one as a ``reject`` request naming the rule, requests as they came (``stats``
+    and ``close`` with this stage's redaction counts). One line out for each line
+    in, so the sealing stage's ``read`` count is the parent's. At end of input
+    the sealing stage's input ends too.
+    """
+    from kerno_otel._chain import Timestamps
+    from kerno_otel._processor import make_processor, new_record
+
+    first, _, pending = _read_line(in_fd, b"")
+    if first is None:
+        return 0
+    _write_fd(out_fd, first + b"\n")  # the sealing stage opens the log with it
+    init = orjson.loads(first)
+    config = config_from_wire(init["config"])
+    processor, redactor = make_processor(
+        config,
+        event_types=[type_from_wire(t) for t in init["types"]],
+        redaction_rules=[RedactionRule(**r) for r in init["rules"]],
+        resource=init["resource"],
+        version=init["version"],
+    )
+    redact = redactor.redact_details
+    check = processor._validator.check_built
+    resource = processor.resource
+    ts_format = Timestamps().format
+    loads, dumps = orjson.loads, orjson.dumps
+    batch_size = max(1, min(512, config.queue_size // 4))
+    while True:
+        data = os.read(in_fd, _READ)
+        if not data:
+            return 0
+        lines = (pending + data).split(b"\n")
+        pending = lines.pop()
+        out: list[bytes] = []
+        for line in lines:
+            if line[:1] != b"[":
+                message = loads(line)
+                if message.get("op") in ("stats", "close"):
+                    message["redactions"] = dict(redactor.counts)
+                    line = dumps(message)
+                out.append(line)
+                continue
+            ts_ns, type_name, actor, severity, outcome, details, trace, span = loads(line)
+            record = new_record(
+                ts_format(ts_ns),
+                type_name,
+                actor,
+                severity,
+                outcome,
+                details,
+                resource,
+                trace,
+                span,
+            )
+            problem: str | None = None
+            if type(details) is dict:
+                try:
+                    record["details"] = redact(str(type_name), details)
+                except ValueError as exc:  # nesting too deep: say which, not what
+                    problem = f"{type_name}: /details: cannot be redacted ({exc})"
+            if problem is None:
+                problem = check(record)
+            if problem is None:
+                out.append(dumps(record))
+            else:
+                out.append(dumps({"op": "reject", "type": str(type_name), "problem": problem}))
+            if len(out) >= batch_size:  # keep the sealing stage busy as we go
+                _write_fd(out_fd, b"\n".join(out) + b"\n")
+                out = []
+        if out:
+            _write_fd(out_fd, b"\n".join(out) + b"\n")
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _watch_parent(parent: int, writer: Writer) -> None:
@@ -263,12 +386,18 @@ def _read_line(fd: int, pending: bytes) -> tuple[bytes | None, bytes, bytes]:
     return line, b"\n", rest
 
 
-def main() -> int:
+def main(role: str = "single") -> int:
+    """The worker's entry point: ``single`` (every stage), ``clean`` or ``seal``."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, signal.SIG_IGN)
     # A daemon that takes its signals with sigtimedwait has them blocked; the mask is
     # inherited, and nothing here should depend on it.
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    if role == "clean":
+        try:
+            return clean(sys.stdin.fileno(), sys.stdout.fileno())
+        except BrokenPipeError:  # the sealing stage is gone; the parent sees it
+            return 1
     return serve(sys.stdin.fileno(), sys.stdout.fileno())
 
 

@@ -145,6 +145,7 @@ class WorkerProcessor(LogRecordProcessor):
         self._sender: threading.Thread | None = None
         self._ts = Timestamps()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._procs: list[subprocess.Popen[bytes]] = []
         self._fd = -1
         self._acks_fd = -1
 
@@ -156,31 +157,47 @@ class WorkerProcessor(LogRecordProcessor):
         Raises what the worker raised opening the log (AuditFileError,
         ConfigError, ValueError) with its message, or :class:`WorkerError`.
         """
-        to_worker_r, to_worker_w = os.pipe()
-        from_worker_r, from_worker_w = os.pipe()
+        # parent -> cleaning stage -> sealing stage -> files; the sealing stage answers.
+        to_clean_r, to_clean_w = os.pipe()
+        to_seal_r, to_seal_w = os.pipe()
+        acks_r, acks_w = os.pipe()
         root = str(Path(__file__).resolve().parent.parent)
-        code = (
-            f"import sys; sys.path.insert(0, {root!r}); "
-            "from kerno_otel._worker import main; sys.exit(main())"
-        )
+
+        def command(role: str) -> list[str]:
+            return [
+                sys.executable,
+                "-c",
+                f"import sys; sys.path.insert(0, {root!r}); "
+                f"from kerno_otel._worker import main; sys.exit(main({role!r}))",
+            ]
+
+        for fd in (to_clean_w, to_seal_w):
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+        env = _worker_environment()
         try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-c", code],
-                stdin=to_worker_r,
-                stdout=from_worker_w,
-                env=_worker_environment(),
-            )
+            sealer = subprocess.Popen(command("seal"), stdin=to_seal_r, stdout=acks_w, env=env)
+            try:
+                cleaner = subprocess.Popen(
+                    command("clean"), stdin=to_clean_r, stdout=to_seal_w, env=env
+                )
+            except OSError:
+                os.close(to_seal_w)
+                sealer.wait()
+                raise
         except OSError as exc:
-            for fd in (to_worker_r, to_worker_w, from_worker_r, from_worker_w):
-                os.close(fd)
+            for fd in (to_clean_r, to_clean_w, to_seal_r, to_seal_w, acks_r, acks_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
             raise WorkerError(
                 f"cannot start the audit worker ({exc}); set audit.pipeline: thread"
             ) from None
-        os.close(to_worker_r)
-        os.close(from_worker_w)
-        self._fd, self._acks_fd = to_worker_w, from_worker_r
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+        for fd in (to_clean_r, to_seal_r, to_seal_w, acks_w):
+            os.close(fd)
+        #: The cleaning stage first: stopping it stops the intake (tests use that).
+        self._procs = [cleaner, sealer]
+        self._proc = cleaner
+        self._fd, self._acks_fd = to_clean_w, acks_r
         init = {
             "op": "init",
             "config": config_to_wire(self.config),
@@ -198,14 +215,14 @@ class WorkerProcessor(LogRecordProcessor):
                 break
             self._stderr.write(answer["stderr"])  # what opening said (a repaired tail)
         if first is None or "ready" not in answer:
-            self._proc.wait()
-            os.close(self._fd)
+            os.close(self._fd)  # the cleaning stage ends, and with it the sealing stage
+            statuses = [proc.wait() for proc in self._procs]
             os.close(self._acks_fd)
             if first is not None and "error" in answer:
                 error = answer["error"]
                 raise _ERRORS.get(error["kind"], WorkerError)(error["message"])
             raise WorkerError(
-                f"the audit worker exited at start (status {self._proc.returncode}); "
+                f"the audit worker exited at start (status {statuses}); "
                 "see its message above, or set audit.pipeline: thread"
             )
         self._sender = threading.Thread(
@@ -374,15 +391,14 @@ class WorkerProcessor(LogRecordProcessor):
             with self._answered:
                 self._answered.wait_for(lambda: self._closed, timeout=120)
         self._stop_sender()
-        if self._proc is not None:
+        self._close_input()  # end of input: the cleaning stage ends, then the sealing one
+        for proc in self._procs:
             try:
-                self._proc.wait(timeout=30)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self._stderr.write("kerno-otel: audit: the audit worker did not stop; killed\n")
-                self._proc.kill()
-                self._proc.wait()
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+                proc.kill()
+                proc.wait()
 
     # -- talking to the worker ------------------------------------------------------
 
@@ -456,6 +472,13 @@ class WorkerProcessor(LogRecordProcessor):
                     self._buf[:0] = view
                 return
 
+    def _close_input(self) -> None:
+        with self._lock:
+            fd, self._fd = self._fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
     def _stop_sender(self) -> None:
         with self._lock:
             self._sender_stop = True
@@ -487,7 +510,11 @@ class WorkerProcessor(LogRecordProcessor):
                             f"{type(exc).__name__}\n"
                         )
             elif "closed" in message:
-                self._final_stats = message["stats"]
+                # The log is finished; the stages end once this side closes its pipe.
+                with self._answered:
+                    self._final_stats = message["stats"]
+                    self._closed = True
+                    self._answered.notify_all()
             elif "flushed" in message or "stats" in message:
                 ident = message.get("id", message.get("flushed"))
                 with self._answered:
@@ -503,9 +530,17 @@ class WorkerProcessor(LogRecordProcessor):
 
     def _worker_lost(self) -> None:
         """The worker died: count what it had not made durable, go on in this process."""
-        assert self._proc is not None
-        status = self._proc.wait()
-        if status == _EXIT_ON_WRITE_ERROR and self.config.on_write_error == "exit":
+        self._stop_sender()  # it gives back what the worker did not get
+        self._close_input()  # a cleaning stage still running ends
+        statuses = []
+        for proc in self._procs:
+            try:
+                statuses.append(proc.wait(timeout=30))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                statuses.append(proc.wait())
+        status = next((code for code in statuses if code), 0)
+        if _EXIT_ON_WRITE_ERROR in statuses and self.config.on_write_error == "exit":
             self._stderr.write(
                 "kerno-otel: audit: the audit worker stopped on a write error "
                 "(on_write_error: exit); stopping\n"
@@ -513,7 +548,6 @@ class WorkerProcessor(LogRecordProcessor):
             self._exit(_EXIT_ON_WRITE_ERROR)
             return
         how = f"signal {-status}" if status < 0 else f"status {status}"
-        self._stop_sender()  # it gives back what the worker did not get
         with self._lock:
             self._stderr.write(
                 f"kerno-otel: audit: the audit worker stopped unexpectedly ({how}); "
