@@ -398,17 +398,7 @@ class AuditProcessor(LogRecordProcessor):
 
     def _submit_locked(self, record: dict[str, Any], trusted: bool = False) -> int | None:
         type_name = record["type"]
-        details = record["details"]
-        problem: str | None = None
-        if trusted:
-            pass
-        elif type(details) is dict or isinstance(details, Mapping):
-            try:
-                record["details"] = self._redactor.redact_details(str(type_name), details)
-            except ValueError as exc:  # nesting too deep or a cycle: say which, not what
-                problem = f"{type_name}: /details: cannot be redacted ({exc})"
-        if problem is None and not trusted:
-            problem = self._validator.check_built(record)
+        problem = None if trusted else clean_record(record, self._redactor, self._validator)
         if self._closed or self._writer is None:
             self.counters.dropped("closed")
             self._stderr.write(
@@ -623,6 +613,21 @@ def new_record(
             record["span_id"] = f"{span_id:016x}"
     record["prev"] = GENESIS
     return record
+
+
+def clean_record(
+    record: dict[str, Any], redactor: Redactor, validator: RecordValidator
+) -> str | None:
+    """The redact and validate stages on one built record: ``details`` is replaced by
+    its redacted copy; the failing rule (never a value) or None when it may be sealed."""
+    type_name = record["type"]
+    details = record["details"]
+    if type(details) is dict or isinstance(details, Mapping):
+        try:
+            record["details"] = redactor.redact_details(str(type_name), details)
+        except ValueError as exc:  # nesting too deep or a cycle: say which, not what
+            return f"{type_name}: /details: cannot be redacted ({exc})"
+    return validator.check_built(record)
 
 
 def make_processor(

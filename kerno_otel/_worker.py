@@ -12,8 +12,7 @@ worth of work:
   rotates, checkpoints: the :class:`~kerno_otel._processor.AuditProcessor`
   taking already-clean records.
 
-``serve`` alone (role ``single``) runs every stage; the parent side is
-:class:`kerno_otel._worker_client.WorkerProcessor`. They talk over anonymous
+The parent side is :class:`kerno_otel._worker_client.WorkerProcessor`. They talk over anonymous
 pipes (never a file or socket: raw values leave the parent only for its own
 child, which redacts them before anything is written), one JSON document per
 line:
@@ -115,15 +114,10 @@ class _Relay:
 
 
 def serve(in_fd: int, out_fd: int) -> int:
-    """Run the sealing stage (or, given raw records, every stage) until end of input.
-
-    Alone it takes the parent's records and runs every stage. As the sealing stage
-    it takes records the cleaning stage (:func:`clean`) already redacted and
-    validated.
-    """
+    """Run the sealing stage until end of input: it takes the records the cleaning
+    stage (:func:`clean`) already redacted and validated, and every request."""
     # Imported here: the module is also imported by the parent for the wire helpers.
-    from kerno_otel._chain import Timestamps
-    from kerno_otel._processor import make_processor, new_record
+    from kerno_otel._processor import make_processor
 
     acks = _Acks(out_fd)
     pending = b""
@@ -147,9 +141,12 @@ def serve(in_fd: int, out_fd: int) -> int:
         return 0
     acks.send({"ready": True})
 
-    def stats() -> dict[str, Any]:
+    def stats(request: dict[str, Any]) -> dict[str, Any]:
+        """The counters, with the cleaning stage's redactions (carried by ``request``)."""
         counters = asdict(processor.counters)
-        counters["redactions"] = dict(redactor.counts)
+        redactions = collections.Counter(redactor.counts)
+        redactions.update(request.get("redactions", {}))
+        counters["redactions"] = dict(redactions)
         return counters
 
     processor.on_checkpoint.append(lambda details: acks.send({"checkpoint": details}))
@@ -173,8 +170,6 @@ def serve(in_fd: int, out_fd: int) -> int:
             daemon=True,
         ).start()
     accept_many = processor.accept_many
-    ts_format = Timestamps().format
-    resource = processor.resource
     loads = orjson.loads
     taken = 0  # records taken in
     read = 0  # lines taken in, records and requests
@@ -192,47 +187,20 @@ def serve(in_fd: int, out_fd: int) -> int:
         base = read
         read += len(lines)
         batch: list[dict[str, Any]] = []
-        trusted: list[dict[str, Any]] = []
         for index, line in enumerate(lines):
-            if line[:1] == b"[":  # a record's fields
-                ts_ns, type_name, actor, severity, outcome, details, trace, span = loads(line)
-                batch.append(
-                    new_record(
-                        ts_format(ts_ns),
-                        type_name,
-                        actor,
-                        severity,
-                        outcome,
-                        details,
-                        resource,
-                        trace,
-                        span,
-                    )
-                )
+            if line[2:3] == b"v":  # {"v":"1",...}: cleaned by the cleaning stage
+                batch.append(loads(line))
                 if len(batch) >= ack_every:  # a 1 MiB read is ~100 ms of work: ack as we go
-                    accept_many(batch)
+                    accept_many(batch, trusted=True)
                     taken += len(batch)
                     batch = []
                     acked = base + index + 1
                     acks.send({"read": acked})
                 continue
-            if line[2:3] == b"v":  # {"v":"1",...}: cleaned by the cleaning stage
-                trusted.append(loads(line))
-                if len(trusted) >= ack_every:
-                    accept_many(trusted, trusted=True)
-                    taken += len(trusted)
-                    trusted = []
-                    acked = base + index + 1
-                    acks.send({"read": acked})
-                continue
             if batch:
-                accept_many(batch)
+                accept_many(batch, trusted=True)
                 taken += len(batch)
                 batch = []
-            if trusted:
-                accept_many(trusted, trusted=True)
-                taken += len(trusted)
-                trusted = []
             message = loads(line)
             op = message.get("op")
             if op == "flush":
@@ -240,10 +208,7 @@ def serve(in_fd: int, out_fd: int) -> int:
                 ok = processor.force_flush(int(message.get("timeout_ms", 30_000)))
                 acks.send({"flushed": message["id"], "ok": ok, "durable": taken if ok else None})
             elif op == "stats":
-                counters = stats()
-                for kind, n in message.get("redactions", {}).items():
-                    counters["redactions"][kind] = counters["redactions"].get(kind, 0) + n
-                acks.send({"stats": counters, "id": message["id"]})
+                acks.send({"stats": stats(message), "id": message["id"]})
             elif op == "reject":
                 processor.reject(str(message["type"]), str(message["problem"]))
                 taken += 1  # one of the parent's records
@@ -251,17 +216,11 @@ def serve(in_fd: int, out_fd: int) -> int:
                 processor.note_dropped(message["types"])
             elif op == "close":
                 processor.shutdown()
-                counters = stats()
-                for kind, n in message.get("redactions", {}).items():
-                    counters["redactions"][kind] = counters["redactions"].get(kind, 0) + n
-                acks.send({"closed": True, "stats": counters, "durable": taken})
+                acks.send({"closed": True, "stats": stats(message), "durable": taken})
                 return 0
         if batch:
-            accept_many(batch)
+            accept_many(batch, trusted=True)
             taken += len(batch)
-        if trusted:
-            accept_many(trusted, trusted=True)
-            taken += len(trusted)
         marks.append((processor.enqueued, taken))
         # Room for the parent to send more (its queue_size bound): every ack_every
         # records (a quarter of the bound, at most 512), and whenever the pipe is
@@ -284,7 +243,7 @@ def clean(in_fd: int, out_fd: int) -> int:
     the sealing stage's input ends too.
     """
     from kerno_otel._chain import Timestamps
-    from kerno_otel._processor import make_processor, new_record
+    from kerno_otel._processor import clean_record, make_processor, new_record
 
     first, _, pending = _read_line(in_fd, b"")
     if first is None:
@@ -299,8 +258,7 @@ def clean(in_fd: int, out_fd: int) -> int:
         resource=init["resource"],
         version=init["version"],
     )
-    redact = redactor.redact_details
-    check = processor._validator.check_built
+    validator = processor._validator
     resource = processor.resource
     ts_format = Timestamps().format
     loads, dumps = orjson.loads, orjson.dumps
@@ -332,14 +290,7 @@ def clean(in_fd: int, out_fd: int) -> int:
                 trace,
                 span,
             )
-            problem: str | None = None
-            if type(details) is dict:
-                try:
-                    record["details"] = redact(str(type_name), details)
-                except ValueError as exc:  # nesting too deep: say which, not what
-                    problem = f"{type_name}: /details: cannot be redacted ({exc})"
-            if problem is None:
-                problem = check(record)
+            problem = clean_record(record, redactor, validator)
             if problem is None:
                 out.append(dumps(record))
             else:
@@ -386,8 +337,8 @@ def _read_line(fd: int, pending: bytes) -> tuple[bytes | None, bytes, bytes]:
     return line, b"\n", rest
 
 
-def main(role: str = "single") -> int:
-    """The worker's entry point: ``single`` (every stage), ``clean`` or ``seal``."""
+def main(role: str = "seal") -> int:
+    """The worker's entry point: ``clean`` (the cleaning stage) or ``seal``."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, signal.SIG_IGN)
     # A daemon that takes its signals with sigtimedwait has them blocked; the mask is

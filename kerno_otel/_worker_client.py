@@ -46,6 +46,7 @@ from kerno_otel._processor import (
     ATTR_ACTOR,
     ATTR_DETAILS,
     ATTR_OUTCOME,
+    clean_record,
     make_processor,
     new_record,
 )
@@ -286,11 +287,6 @@ class WorkerProcessor(LogRecordProcessor):
     def _problem(self, fields: tuple[Any, ...]) -> str:
         """Why a record cannot be encoded, in the in-process pipeline's words (never its values)."""
         ts_ns, type_name, actor, severity, outcome, details, trace_id, span_id = fields
-        if isinstance(details, Mapping):
-            try:
-                details = self._redactor.redact_details(str(type_name), details)
-            except ValueError as exc:
-                return f"{type_name}: /details: cannot be redacted ({exc})"
         record = new_record(
             self._ts.format(ts_ns),
             type_name,
@@ -302,7 +298,7 @@ class WorkerProcessor(LogRecordProcessor):
             trace_id,
             span_id,
         )
-        problem = self._validator.check_built(record)
+        problem = clean_record(record, self._redactor, self._validator)
         return problem or f"{type_name}: /details: cannot be encoded as JSON"
 
     def _make_room_locked(self, line: bytes, type_name: Any) -> bool:
