@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from samples import sample_events
 
-from kerno_otel._auditlog import AuditLog
-from kerno_otel._chain import parse_ts
-from kerno_otel._config import AuditConfig
-from kerno_otel._files import rotated_files
-from kerno_otel._forwarder import Forwarder, ForwarderOptions
-from kerno_otel._samples import sample_events
+from kerno_otel.audit.chain import parse_ts
+from kerno_otel.audit.files import rotated_files
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.config.load import AuditConfig
+from kerno_otel.forward.forwarder import Forwarder, ForwarderOptions
 
 _BATCH = 100_000
 

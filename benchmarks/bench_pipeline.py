@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 import orjson
+from samples import sample_events
 
-from kerno_otel._auditlog import AuditLog
-from kerno_otel._config import AuditConfig, load_config
-from kerno_otel._samples import sample_events
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.config.load import AuditConfig, load_config
 
 
 def _percentile(sorted_values: list[int], q: float) -> float:

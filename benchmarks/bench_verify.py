@@ -21,12 +21,13 @@ import sys
 import time
 from pathlib import Path
 
-from kerno_otel._auditlog import AuditLog
-from kerno_otel._config import AuditConfig, CheckpointConfig
-from kerno_otel._files import rotated_files
-from kerno_otel._keys import generate, load_public
-from kerno_otel._samples import sample_events
-from kerno_otel._verify import verify
+from samples import sample_events
+
+from kerno_otel.audit.files import rotated_files
+from kerno_otel.audit.keys import generate, load_public
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.config.load import AuditConfig, CheckpointConfig
+from kerno_otel.verify.verify import verify
 
 _BATCH = 100_000  # events generated at a time, to keep memory flat
 

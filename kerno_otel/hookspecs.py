@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from kerno_otel._auditlog import AuditLog
-    from kerno_otel._catalogue import EventType
-    from kerno_otel._config import Config
-    from kerno_otel._redact import RedactionRule
+    from kerno_otel.audit.log import AuditLog
+    from kerno_otel.config.load import Config
+    from kerno_otel.records.catalogue import EventType
+    from kerno_otel.records.redact import RedactionRule
 
 #: The pluggy project name; hook implementations are marked with :data:`hookimpl`.
 PROJECT = "kerno_otel"
@@ -115,7 +115,7 @@ def register_redaction_rules(register: Callable[[RedactionRule], None]) -> None:
 def register_sources(register: Callable[[str, Any], None]) -> None:
     """Contribute signal sources for the doctor: ``register(name, factory)``.
 
-    ``factory(config)`` returns a :class:`kerno_otel.doctor.Source` (``begin()``
+    ``factory(config)`` returns a :class:`kerno_otel.doctor.engine.Source` (``begin()``
     at the start of a window, ``end(begun, window_s) -> Signals`` at its end), or
     None when the source cannot work on this host. Called once at start-up; the
     factory is called for every cycle.
@@ -126,7 +126,7 @@ def register_sources(register: Callable[[str, Any], None]) -> None:
 def register_doctor_rules(register: Callable[[str, Any], None]) -> None:
     """Contribute doctor rules: ``register(name, rule)``.
 
-    A rule is a :class:`kerno_otel.doctor.Rule`: ``rule(RuleInput)`` returns the
+    A rule is a :class:`kerno_otel.doctor.engine.Rule`: ``rule(RuleInput)`` returns the
     findings (:class:`kerno_otel.findings.Finding`) for the cycle's signals; when
     its signals are absent, one INFO finding saying so.
     """
@@ -136,7 +136,7 @@ def register_doctor_rules(register: Callable[[str, Any], None]) -> None:
 def register_sinks(register: Callable[[str, Any], None]) -> None:
     """Contribute finding sinks: ``register(name, factory)``.
 
-    ``factory(config)`` returns a :class:`kerno_otel.doctor.Sink` (``render`` a
+    ``factory(config)`` returns a :class:`kerno_otel.doctor.engine.Sink` (``render`` a
     finding to bytes once, ``deliver`` those bytes); it may raise ConfigError
     naming a key of its section. ``doctor.sinks`` picks the sinks by name.
     """

@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from kerno_otel._catalogue import BUILTIN_TYPES
-from kerno_otel._schema import COMMON, RECORD, common_document, dumps, record_document
+from kerno_otel.records.catalogue import BUILTIN_TYPES
+from kerno_otel.records.schema import COMMON, RECORD, common_document, dumps, record_document
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas" / "kerno-audit" / "v1"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from kerno_otel._files import rotated_files
+from kerno_otel.audit.files import rotated_files
 
 
 def stream_lines(live: Path) -> list[bytes]:

@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceResponse,
 )
 
-from kerno_otel._otlp import rebuild_lines
+from kerno_otel.forward.otlp import rebuild_lines
 
 
 class _Behaviour:

@@ -28,12 +28,12 @@ from helpers import stream_records
 from kerno_otel_plugins import analyzer
 from kerno_otel_plugins._ai_prompt import template_text
 
-from kerno_otel._auditlog import AuditLog
-from kerno_otel._config import SECTION_DEFAULTS, AuditConfig, Config
-from kerno_otel._schema import SchemaSet
-from kerno_otel._validate import RecordValidator
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.config.load import SECTION_DEFAULTS, AuditConfig, Config
 from kerno_otel.findings import Analysis, Analyzer, Finding, Signals
 from kerno_otel.hookspecs import DaemonContext
+from kerno_otel.records.schema import SchemaSet
+from kerno_otel.records.validate import RecordValidator
 
 API_KEY = "sk-test-0123456789abcdefghij"
 CYCLE = "cycle-20261127-180000"

@@ -13,12 +13,12 @@ from kerno_otel_plugins import analyzer
 from kerno_otel_plugins.doctor import LogSink
 from test_analyzer import ai_config, serve
 
-from kerno_otel._auditlog import AuditLog
-from kerno_otel._config import AuditConfig
-from kerno_otel._schema import SchemaSet
-from kerno_otel._validate import RecordValidator
-from kerno_otel.doctor import Doctor, Settings
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.config.load import AuditConfig
+from kerno_otel.doctor.engine import Doctor, Settings
 from kerno_otel.findings import Finding, Signals
+from kerno_otel.records.schema import SchemaSet
+from kerno_otel.records.validate import RecordValidator
 
 
 class LeakySource:

@@ -12,8 +12,8 @@ from helpers import stream_lines
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from kerno_otel._chain import check_chain
-from kerno_otel._files import rotated_files
+from kerno_otel.audit.chain import check_chain
+from kerno_otel.audit.files import rotated_files
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,7 @@ import hashlib
 
 import orjson
 
-from kerno_otel._chain import (
+from kerno_otel.audit.chain import (
     GENESIS,
     Chain,
     ChainProblem,

@@ -13,12 +13,12 @@ import orjson
 import pytest
 from helpers import stream_lines, stream_records
 
-from kerno_otel._auditlog import AuditLog
-from kerno_otel._chain import line_hash
-from kerno_otel._checkpoints import sidecar_path, signature_ok
-from kerno_otel._config import AuditConfig, CheckpointConfig, ConfigError
-from kerno_otel._files import rotated_files
-from kerno_otel._keys import KeyPair, generate, load_public
+from kerno_otel.audit.chain import line_hash
+from kerno_otel.audit.checkpoints import sidecar_path, signature_ok
+from kerno_otel.audit.files import rotated_files
+from kerno_otel.audit.keys import KeyPair, generate, load_public
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.config.load import AuditConfig, CheckpointConfig, ConfigError
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from helpers import fake_distribution, stream_records
 
-from kerno_otel._schema import SchemaSet
-from kerno_otel._validate import RecordValidator
+from kerno_otel.records.schema import SchemaSet
+from kerno_otel.records.validate import RecordValidator
 
 
 def doctor(

@@ -10,8 +10,9 @@ from typing import Any
 import click
 from click.testing import CliRunner
 
-from kerno_otel import __version__, cli
-from kerno_otel._catalogue import BUILTIN_TYPES
+from kerno_otel import __version__
+from kerno_otel.cli import app as cli
+from kerno_otel.records.catalogue import BUILTIN_TYPES
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas" / "kerno-audit" / "v1"
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from kerno_otel import cli
+from kerno_otel.cli import app as cli
 
 GOOD: dict[str, Any] = {
     "v": "1",

@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from kerno_otel._chain import Timestamps
-from kerno_otel._files import rotated_name
+from kerno_otel.audit.chain import Timestamps
+from kerno_otel.audit.files import rotated_name
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 CONFIGS = DOCS / "collector"

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from helpers import fake_distribution, stream_lines
 
-from kerno_otel._chain import check_chain
+from kerno_otel.audit.chain import check_chain
 
 CRASHER = """
 import threading

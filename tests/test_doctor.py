@@ -20,10 +20,10 @@ from helpers import stream_records
 from kerno_otel_plugins.doctor import LogSink
 
 from kerno_otel import AuditConfig, AuditLog, ConfigError, load_config
-from kerno_otel._schema import SchemaSet
-from kerno_otel._validate import RecordValidator
-from kerno_otel.doctor import CycleIds, Doctor, RuleInput, Settings, merge, settings
+from kerno_otel.doctor.engine import CycleIds, Doctor, RuleInput, Settings, merge, settings
 from kerno_otel.findings import Analysis, Finding, Signals
+from kerno_otel.records.schema import SchemaSet
+from kerno_otel.records.validate import RecordValidator
 
 CYCLE_ID = r"^cycle-[0-9]{8}-[0-9]{6}(-[0-9]+)?$"
 

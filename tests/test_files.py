@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kerno_otel import _files
-from kerno_otel._chain import line_hash
+from kerno_otel.audit import files as _files
+from kerno_otel.audit.chain import line_hash
 
 
 def test_open_append_creates_0600_and_tightens(tmp_path: Path) -> None:

@@ -17,12 +17,12 @@ import pytest
 from helpers import stream_lines
 from otlp_receivers import GrpcReceiver, HttpReceiver, self_signed
 
-from kerno_otel._auditlog import AuditLog
-from kerno_otel._config import AuditConfig, CheckpointConfig, load_config
-from kerno_otel._cursor import Cursor
-from kerno_otel._files import rotated_files
-from kerno_otel._forwarder import Forwarder, ForwarderOptions
-from kerno_otel._keys import generate
+from kerno_otel.audit.files import rotated_files
+from kerno_otel.audit.keys import generate
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.config.load import AuditConfig, CheckpointConfig, load_config
+from kerno_otel.forward.cursor import Cursor
+from kerno_otel.forward.forwarder import Forwarder, ForwarderOptions
 
 Receiver = GrpcReceiver | HttpReceiver
 RECEIVERS = {"grpc": GrpcReceiver, "http": HttpReceiver}

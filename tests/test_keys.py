@@ -1,4 +1,4 @@
-"""Checkpoint signing keys: ``kerno_otel._keys`` and ``kerno-otel keys generate``."""
+"""Checkpoint signing keys: ``kerno_otel.audit.keys`` and ``kerno-otel keys generate``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
-from kerno_otel._keys import KeyFileError, generate, key_id, load_private, load_public
-from kerno_otel.cli import main
+from kerno_otel.audit.keys import KeyFileError, generate, key_id, load_private, load_public
+from kerno_otel.cli.app import main
 
 
 def test_generate_writes_modes_and_key_id(tmp_path: Path) -> None:

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from kerno_otel._auditlog import AuditLog
-from kerno_otel._chain import parse_ts
-from kerno_otel._config import AuditConfig
-from kerno_otel._otlp import RAW_EVENT, build_request, rebuild_lines
+from kerno_otel.audit.chain import parse_ts
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.config.load import AuditConfig
+from kerno_otel.forward.otlp import RAW_EVENT, build_request, rebuild_lines
 
 LINE = {
     "v": "1",

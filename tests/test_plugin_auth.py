@@ -23,11 +23,11 @@ from cryptography.x509.oid import NameOID
 from kerno_otel_plugins import auth
 from kerno_otel_plugins._auth_limiter import OVERFLOW_IP, FailureLimiter
 
-from kerno_otel._auditlog import AuditLog
-from kerno_otel._config import AuditConfig, Config, load_config
-from kerno_otel._schema import SchemaSet
-from kerno_otel._validate import RecordValidator
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.config.load import AuditConfig, Config, load_config
 from kerno_otel.hookspecs import ConfigDiff, DaemonContext, Route
+from kerno_otel.records.schema import SchemaSet
+from kerno_otel.records.validate import RecordValidator
 
 REPO = Path(__file__).resolve().parent.parent
 

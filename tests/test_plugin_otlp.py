@@ -12,9 +12,9 @@ from helpers import stream_lines
 from kerno_otel_plugins import otlp
 from otlp_receivers import GrpcReceiver, HttpReceiver
 
-from kerno_otel._auditlog import AuditLog
-from kerno_otel._config import AuditConfig, load_config
-from kerno_otel._daemon import Daemon
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.config.load import AuditConfig, load_config
+from kerno_otel.daemon.daemon import Daemon
 from kerno_otel.hookspecs import DaemonContext
 
 

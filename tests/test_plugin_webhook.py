@@ -16,11 +16,11 @@ from helpers import stream_records
 from kerno_otel_plugins.webhook import WebhookSink
 
 from kerno_otel import AuditConfig, AuditLog, ConfigError
-from kerno_otel._chain import check_chain
-from kerno_otel._schema import SchemaSet
-from kerno_otel._validate import RecordValidator
-from kerno_otel.doctor import Doctor, RuleInput, Settings
+from kerno_otel.audit.chain import check_chain
+from kerno_otel.doctor.engine import Doctor, RuleInput, Settings
 from kerno_otel.findings import Finding, Signals
+from kerno_otel.records.schema import SchemaSet
+from kerno_otel.records.validate import RecordValidator
 
 
 class Receiver:

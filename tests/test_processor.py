@@ -14,10 +14,10 @@ import orjson
 import pytest
 from helpers import stream_lines, stream_records
 
-from kerno_otel._auditlog import AuditLog
-from kerno_otel._chain import GENESIS, KEY_ORDER, check_chain, line_hash
-from kerno_otel._config import AuditConfig
-from kerno_otel._files import AuditFileError, rotated_files
+from kerno_otel.audit.chain import GENESIS, KEY_ORDER, check_chain, line_hash
+from kerno_otel.audit.files import AuditFileError, rotated_files
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.config.load import AuditConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -283,8 +283,8 @@ def test_fsync_always_syncs_every_emit(tmp_path: Path) -> None:
 
 _CHILD = r"""
 import sys
-from kerno_otel._auditlog import AuditLog
-from kerno_otel._config import AuditConfig
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.config.load import AuditConfig
 config = AuditConfig(
     file_path=sys.argv[1], fsync="never", queue_size=1 << 20, pipeline=sys.argv[2]
 )

@@ -1,4 +1,4 @@
-"""Tests for kerno_otel._redact: default kinds, policies, extra rules, and the no-leak invariant."""
+"""kerno_otel.records.redact: default kinds, policies, extra rules, the no-leak invariant."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from kerno_otel import _patterns
-from kerno_otel._catalogue import FieldPolicy
-from kerno_otel._redact import _SUBS, RedactionRule, Redactor, _suspects
+from kerno_otel.records import patterns as _patterns
+from kerno_otel.records.catalogue import FieldPolicy
+from kerno_otel.records.redact import _SUBS, RedactionRule, Redactor, _suspects
 
 # (input, redacted, counts): every default kind, several realistic forms each.
 KIND_SAMPLES: list[tuple[str, str, dict[str, int]]] = [

@@ -20,9 +20,9 @@ import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from kerno_otel._catalogue import BUILTIN_TYPES, EventType
-from kerno_otel._patterns import LEAK_PATTERNS
-from kerno_otel._schema import (
+from kerno_otel.records.catalogue import BUILTIN_TYPES, EventType
+from kerno_otel.records.patterns import LEAK_PATTERNS
+from kerno_otel.records.schema import (
     BASE_URI,
     COMMON,
     RECORD,

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from test_schema import _DELETE, SIG, _plugin, record, with_details
 
-from kerno_otel._catalogue import BUILTIN_TYPES, EventType
-from kerno_otel._schema import BASE_URI, RECORD, SchemaSet, schema_file
-from kerno_otel._validate import RecordValidator, reference_check, reference_validator
+from kerno_otel.records.catalogue import BUILTIN_TYPES, EventType
+from kerno_otel.records.schema import BASE_URI, RECORD, SchemaSet, schema_file
+from kerno_otel.records.validate import RecordValidator, reference_check, reference_validator
 
 #: Each kind of leak, as a producer bug would let it through.
 LEAKS = {

@@ -16,14 +16,14 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from kerno_otel._auditlog import AuditLog
-from kerno_otel._chain import Chain, line_hash
-from kerno_otel._checkpoints import Signer, sidecar_path
-from kerno_otel._config import AuditConfig, CheckpointConfig
-from kerno_otel._files import rotated_files
-from kerno_otel._keys import KeyPair, generate, load_private
-from kerno_otel._verify import verify
-from kerno_otel.cli import main
+from kerno_otel.audit.chain import Chain, line_hash
+from kerno_otel.audit.checkpoints import Signer, sidecar_path
+from kerno_otel.audit.files import rotated_files
+from kerno_otel.audit.keys import KeyPair, generate, load_private
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.cli.app import main
+from kerno_otel.config.load import AuditConfig, CheckpointConfig
+from kerno_otel.verify.verify import verify
 
 LIVE = "kerno-audit.jsonl"
 

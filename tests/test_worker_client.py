@@ -15,11 +15,11 @@ import orjson
 import pytest
 from helpers import stream_lines, stream_records
 
-from kerno_otel._auditlog import AuditLog
-from kerno_otel._chain import check_chain
-from kerno_otel._config import AuditConfig
-from kerno_otel._files import AuditFileError
-from kerno_otel._worker_client import WorkerProcessor
+from kerno_otel.audit.chain import check_chain
+from kerno_otel.audit.files import AuditFileError
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.audit.worker.client import WorkerProcessor
+from kerno_otel.config.load import AuditConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -188,7 +188,7 @@ def test_open_errors_come_back_from_the_worker(tmp_path: Path) -> None:
 def test_second_writer_on_one_stream_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import kerno_otel._files as files
+    import kerno_otel.audit.files as files
 
     real = files.lock_stream
     monkeypatch.setattr(files, "lock_stream", lambda live, wait_s=30.0: real(live, 0.5))
@@ -204,8 +204,8 @@ def test_second_writer_on_one_stream_is_refused(
 
 _PARENT = r"""
 import os, signal, sys, time
-from kerno_otel._auditlog import AuditLog
-from kerno_otel._config import AuditConfig
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.config.load import AuditConfig
 log = AuditLog(AuditConfig(file_path=sys.argv[1], pipeline="process"))
 worker = log._processor._proc.pid
 os.kill(worker, signal.SIGSTOP)  # nothing gets written before this process dies

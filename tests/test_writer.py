@@ -15,10 +15,10 @@ import orjson
 import pytest
 from helpers import stream_lines, stream_records
 
-from kerno_otel._auditlog import AuditLog
-from kerno_otel._chain import check_chain
-from kerno_otel._config import AuditConfig
-from kerno_otel._writer import Writer
+from kerno_otel.audit.chain import check_chain
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.audit.writer import Writer
+from kerno_otel.config.load import AuditConfig
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("mount") is None,

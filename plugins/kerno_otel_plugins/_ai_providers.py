@@ -17,7 +17,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 import httpx
 
-from kerno_otel._config import parse_duration
+from kerno_otel.config.load import parse_duration
 
 __all__ = [
     "BUILTIN_PROVIDERS",

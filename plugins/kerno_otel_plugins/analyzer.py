@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
-from kerno_otel._config import Config, parse_duration
+from kerno_otel.config.load import Config, parse_duration
 from kerno_otel.findings import Analysis, Finding, Signals
 from kerno_otel.hookspecs import DaemonContext, hookimpl
 from kerno_otel_plugins._ai_prompt import (
@@ -47,7 +47,7 @@ from kerno_otel_plugins._ai_providers import (
 )
 
 if TYPE_CHECKING:
-    from kerno_otel._auditlog import AuditLog
+    from kerno_otel.audit.log import AuditLog
 
 __all__ = ["NAME", "AIAnalyzer", "AIProvider", "ProviderError", "build"]
 

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from kerno_otel._config import Config, ConfigError, parse_duration
+from kerno_otel.config.load import Config, ConfigError, parse_duration
 from kerno_otel.hookspecs import ConfigDiff, DaemonContext, Route, hookimpl
 from kerno_otel_plugins import _http_metrics
 from kerno_otel_plugins._auth_limiter import FailureLimiter

@@ -15,8 +15,8 @@ import threading
 import time
 from typing import Any, Final, TextIO
 
-from kerno_otel import doctor as engine
-from kerno_otel._config import Config
+from kerno_otel.config.load import Config
+from kerno_otel.doctor import engine
 from kerno_otel.findings import Analyzer, Finding
 from kerno_otel.hookspecs import DaemonContext, hookimpl
 from kerno_otel_plugins._rules import all_rules

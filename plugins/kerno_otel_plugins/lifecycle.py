@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from kerno_otel import __version__
-from kerno_otel._config import Config
+from kerno_otel.config.load import Config
 from kerno_otel.hookspecs import ConfigDiff, DaemonContext, hookimpl
 
 #: Stable plugin name (the entry point's name).

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from typing import Final
 
-from kerno_otel._forwarder import Forwarder, ForwarderOptions
+from kerno_otel.forward.forwarder import Forwarder, ForwarderOptions
 from kerno_otel.hookspecs import DaemonContext, hookimpl
 
 #: Stable plugin name (the entry point's name).

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from kerno_otel._config import Config
+from kerno_otel.config.load import Config
 from kerno_otel.findings import Signals
 from kerno_otel.hookspecs import hookimpl
 

@@ -27,7 +27,7 @@ from typing import Any, Final
 import httpx
 
 from kerno_otel import __version__
-from kerno_otel._config import Config, ConfigError, parse_duration
+from kerno_otel.config.load import Config, ConfigError, parse_duration
 from kerno_otel.findings import Finding
 from kerno_otel.hookspecs import hookimpl
 

@@ -18,18 +18,18 @@ from opentelemetry.sdk._logs import LoggerProvider, ReadWriteLogRecord
 from opentelemetry.sdk.resources import Resource
 
 from kerno_otel import __version__
-from kerno_otel._catalogue import BUILTIN_TYPES, EventType
-from kerno_otel._config import AuditConfig
-from kerno_otel._processor import (
+from kerno_otel.audit.processor import (
     ATTR_ACTOR,
     ATTR_DETAILS,
     ATTR_OUTCOME,
     AuditProcessor,
 )
-from kerno_otel._redact import RedactionRule, Redactor
-from kerno_otel._schema import SchemaSet
-from kerno_otel._validate import RecordValidator
-from kerno_otel._worker_client import WorkerProcessor
+from kerno_otel.audit.worker.client import WorkerProcessor
+from kerno_otel.config.load import AuditConfig
+from kerno_otel.records.catalogue import BUILTIN_TYPES, EventType
+from kerno_otel.records.redact import RedactionRule, Redactor
+from kerno_otel.records.schema import SchemaSet
+from kerno_otel.records.validate import RecordValidator
 
 _SEVERITY_NUMBER = {
     "TRACE": SeverityNumber.TRACE,
@@ -206,7 +206,7 @@ class AuditLog:
         """Callbacks given each signed checkpoint's ``details`` as it is written.
 
         The hook for shipping checkpoints off-host (the OTLP forwarder); see
-        :attr:`kerno_otel._processor.AuditProcessor.on_checkpoint` for the rules.
+        :attr:`kerno_otel.audit.processor.AuditProcessor.on_checkpoint` for the rules.
         """
         return self._processor.on_checkpoint
 

@@ -23,9 +23,9 @@ import click
 import orjson
 
 from kerno_otel import __version__
-from kerno_otel._reading import STDIN_NAME, check_readable, open_log
-from kerno_otel._schema import RECORD, SchemaSet, schema_file
-from kerno_otel._validate import RecordValidator, reference_check, reference_validator
+from kerno_otel.records.schema import RECORD, SchemaSet, schema_file
+from kerno_otel.records.validate import RecordValidator, reference_check, reference_validator
+from kerno_otel.verify.reading import STDIN_NAME, check_readable, open_log
 
 _STDIN_NAME = STDIN_NAME
 _PROGRESS_EVERY = 4096  # lines between progress refreshes: keeps rich off the hot loop
@@ -35,8 +35,8 @@ Check = Callable[[Mapping[str, Any]], str | None]
 
 def _schemas() -> SchemaSet:
     """The published schema set: built-ins plus the event types of the plugins that load."""
-    from kerno_otel._config import ConfigError
-    from kerno_otel._plugins import PluginLoadError, load_with_schemas
+    from kerno_otel.config.load import ConfigError
+    from kerno_otel.daemon.plugins import PluginLoadError, load_with_schemas
 
     try:
         return load_with_schemas(None, os.environ, sys.stderr)[1]
@@ -151,7 +151,7 @@ def _check_readable(name: str) -> None:
 
 @contextlib.contextmanager
 def _open_log(name: str) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
-    """:func:`kerno_otel._reading.open_log`, with an unopenable file as a usage error."""
+    """:func:`kerno_otel.verify.reading.open_log`, with an unopenable file as a usage error."""
     with contextlib.ExitStack() as stack:
         try:
             streams = stack.enter_context(open_log(name))
@@ -292,9 +292,9 @@ def verify(
     file-missing, bad-signature, unknown-key, torn-line. Exits 0 only when intact,
     1 when damaged, 2 on usage errors.
     """
-    from kerno_otel._keys import KeyFileError, load_public
-    from kerno_otel._verify import VerifyError
-    from kerno_otel._verify import verify as verify_log
+    from kerno_otel.audit.keys import KeyFileError, load_public
+    from kerno_otel.verify.verify import VerifyError
+    from kerno_otel.verify.verify import verify as verify_log
 
     public = None
     if key_path is not None:
@@ -360,8 +360,8 @@ def generate(directory: Path) -> None:
     key (PEM, 0644) is what reviewers give to `audit verify --key`. Existing files
     are never overwritten.
     """
-    from kerno_otel._keys import KeyFileError
-    from kerno_otel._keys import generate as generate_keys
+    from kerno_otel.audit.keys import KeyFileError
+    from kerno_otel.audit.keys import generate as generate_keys
 
     try:
         pair = generate_keys(directory)
@@ -438,10 +438,10 @@ def run(config_path: str | None, duration: str | None, print_path: bool) -> None
 
     SIGTERM and SIGINT stop it cleanly, with everything flushed to disk.
     """
-    from kerno_otel._config import ConfigError, load_config, parse_duration
-    from kerno_otel._daemon import run as run_daemon
-    from kerno_otel._files import AuditFileError
-    from kerno_otel._plugins import PluginLoadError
+    from kerno_otel.audit.files import AuditFileError
+    from kerno_otel.config.load import ConfigError, load_config, parse_duration
+    from kerno_otel.daemon.daemon import run as run_daemon
+    from kerno_otel.daemon.plugins import PluginLoadError
 
     try:
         config = load_config(config_path)
@@ -477,8 +477,8 @@ def plugins_command(config_path: str | None, as_json: bool) -> None:
     """
     from dataclasses import asdict
 
-    from kerno_otel._config import ConfigError
-    from kerno_otel._plugins import PluginLoadError, load_with_schemas
+    from kerno_otel.config.load import ConfigError
+    from kerno_otel.daemon.plugins import PluginLoadError, load_with_schemas
 
     try:
         host, _ = load_with_schemas(config_path, os.environ, sys.stderr)
@@ -542,10 +542,10 @@ def doctor_command(
     finding.emit audit record, exactly like a cycle of the daemon. Findings
     are printed redacted.
     """
-    from kerno_otel._config import ConfigError
-    from kerno_otel._files import AuditFileError
-    from kerno_otel._plugins import PluginLoadError
-    from kerno_otel.doctor import diagnose
+    from kerno_otel.audit.files import AuditFileError
+    from kerno_otel.config.load import ConfigError
+    from kerno_otel.daemon.plugins import PluginLoadError
+    from kerno_otel.doctor.engine import diagnose
 
     try:
         result, path = diagnose(
@@ -578,7 +578,7 @@ def _doctor_analyzer(ai: bool | None) -> Callable[[Any, Any], Any]:
     """The analyzer plugin's ``build(audit_log, config)``, when it is installed and wanted."""
 
     def make(log: Any, config: Any) -> Any:
-        from kerno_otel._plugins import allowed
+        from kerno_otel.daemon.plugins import allowed
 
         wanted = ai if ai is not None else bool(config.section("ai").get("enabled"))
         if not wanted or not allowed("analyzer", config.section("plugins"), os.environ):

@@ -30,16 +30,16 @@ from typing import Any, TextIO
 import orjson
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 
-from kerno_otel import _files
-from kerno_otel._catalogue import BUILTIN_TYPES, EventType
-from kerno_otel._chain import GENESIS, Chain, Timestamps
-from kerno_otel._checkpoints import Signer, read_sidecar, sidecar_path
-from kerno_otel._config import AuditConfig, ConfigError
-from kerno_otel._keys import KeyFileError, load_private
-from kerno_otel._redact import RedactionRule, Redactor
-from kerno_otel._schema import SchemaSet
-from kerno_otel._validate import RecordValidator
-from kerno_otel._writer import Counters, Writer
+from kerno_otel.audit import files as _files
+from kerno_otel.audit.chain import GENESIS, Chain, Timestamps
+from kerno_otel.audit.checkpoints import Signer, read_sidecar, sidecar_path
+from kerno_otel.audit.keys import KeyFileError, load_private
+from kerno_otel.audit.writer import Counters, Writer
+from kerno_otel.config.load import AuditConfig, ConfigError
+from kerno_otel.records.catalogue import BUILTIN_TYPES, EventType
+from kerno_otel.records.redact import RedactionRule, Redactor
+from kerno_otel.records.schema import SchemaSet
+from kerno_otel.records.validate import RecordValidator
 
 #: Attribute names of the OTLP mapping (DESIGN.md): every field but type,
 #: severity, ts and the ids lives under ``kerno.audit.*``.
@@ -108,9 +108,9 @@ class AuditProcessor(LogRecordProcessor):
     def open(self) -> None:
         """Open or resume the stream: repair a torn tail, start the writer, write ``audit.start``.
 
-        Raises :class:`kerno_otel._files.AuditFileError` when the file cannot be
+        Raises :class:`kerno_otel.audit.files.AuditFileError` when the file cannot be
         used safely (a symlink, a directory, a last line that is not a record), and
-        :class:`kerno_otel._config.ConfigError` naming ``audit.checkpoint.key_file``
+        :class:`kerno_otel.config.load.ConfigError` naming ``audit.checkpoint.key_file``
         when the signing key cannot be loaded.
         """
         now = time.time_ns()
@@ -373,7 +373,7 @@ class AuditProcessor(LogRecordProcessor):
 
         Never waits for durability (``fsync: always``): the caller asks for a flush.
         ``trusted``: the records were already redacted and validated, by this
-        pipeline's own cleaning stage (``kerno_otel._worker.clean``).
+        pipeline's own cleaning stage (``kerno_otel.audit.worker.main.clean``).
         """
         ticket = None
         with self._lock:

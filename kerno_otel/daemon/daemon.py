@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TextIO
 
-from kerno_otel._auditlog import AuditLog
-from kerno_otel._config import Config, ConfigError, diff, is_live, load_config
-from kerno_otel._plugins import PluginFailure, PluginHost, record_failures
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.config.load import Config, ConfigError, diff, is_live, load_config
+from kerno_otel.daemon.plugins import PluginFailure, PluginHost, record_failures
 from kerno_otel.hookspecs import ConfigDiff, DaemonContext, Route
 
 #: Exit code after a panic (EX_SOFTWARE).
@@ -103,7 +103,7 @@ class Daemon:
             state={
                 "plugins": [asdict(p) for p in self.host.plugins],
                 "http.routes": [r for r in routes if isinstance(r, Route)],
-                # What the doctor plugin cycles over (kerno_otel.doctor factories and rules).
+                # What the doctor plugin cycles over (kerno_otel.doctor.engine factories and rules).
                 "doctor.sources": self.host.named("register_sources"),
                 "doctor.rules": self.host.named("register_doctor_rules"),
                 "doctor.sinks": self.host.named("register_sinks"),

@@ -1,8 +1,8 @@
 """The OTLP forwarder: ships what the audit files hold to a collector, at-least-once.
 
 The files are the source of truth and the buffer: a thread reads whole lines
-from a persistent cursor (:mod:`kerno_otel._cursor`), maps them losslessly
-(:mod:`kerno_otel._otlp`) into one ``ExportLogsServiceRequest`` per
+from a persistent cursor (:mod:`kerno_otel.forward.cursor`), maps them losslessly
+(:mod:`kerno_otel.forward.otlp`) into one ``ExportLogsServiceRequest`` per
 ``batch_size`` lines, sends it, and moves the cursor only once the collector
 acknowledged. A failed batch is retried, the same batch, with exponential
 backoff capped at 30 s, forever; the audit writer never waits for any of this.
@@ -17,7 +17,7 @@ logs and *drops* an attribute it cannot encode (an integer beyond int64, say)
 — a silent loss an audit trail cannot have — and the SDK records add an
 ``observed_time`` and need SDK objects per record (the cost of building them
 is most of a forwarded record's CPU). So we serialize the request ourselves
-(:func:`kerno_otel._otlp.encode_request`) and hand the bytes to the exporters
+(:func:`kerno_otel.forward.otlp.encode_request`) and hand the bytes to the exporters
 one layer down, keeping everything they do for the wire: endpoint, TLS,
 headers, compression, timeout, the ``OTEL_EXPORTER_OTLP_*`` variables, their
 retry of transient errors and gRPC reconnection:
@@ -48,10 +48,10 @@ from urllib.parse import urlparse
 import orjson
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
-from kerno_otel._chain import line_hash, parse_ts
-from kerno_otel._config import SECTION_DEFAULTS, parse_duration
-from kerno_otel._cursor import Cursor, Line, StreamReader, last_seq_on_disk
-from kerno_otel._otlp import encode_request
+from kerno_otel.audit.chain import line_hash, parse_ts
+from kerno_otel.config.load import SECTION_DEFAULTS, parse_duration
+from kerno_otel.forward.cursor import Cursor, Line, StreamReader, last_seq_on_disk
+from kerno_otel.forward.otlp import encode_request
 
 BACKOFF_CAP_S: Final = 30.0
 _DEFAULT_ENDPOINT: Final = SECTION_DEFAULTS["otlp"]["endpoint"]

@@ -9,10 +9,10 @@ worth of work:
 - the cleaning stage (:func:`clean`) builds each record, redacts and validates
   it, and passes it on, or passes on a ``reject`` naming the failing rule;
 - the sealing stage (:func:`serve`) assigns ``seq``, chains, encodes, writes,
-  rotates, checkpoints: the :class:`~kerno_otel._processor.AuditProcessor`
+  rotates, checkpoints: the :class:`~kerno_otel.audit.processor.AuditProcessor`
   taking already-clean records.
 
-The parent side is :class:`kerno_otel._worker_client.WorkerProcessor`. They talk over anonymous
+The parent side is :class:`kerno_otel.audit.worker.client.WorkerProcessor`. They talk over anonymous
 pipes (never a file or socket: raw values leave the parent only for its own
 child, which redacts them before anything is written), one JSON document per
 line:
@@ -49,10 +49,10 @@ from typing import Any
 
 import orjson
 
-from kerno_otel._catalogue import EventType
-from kerno_otel._config import AuditConfig, CheckpointConfig
-from kerno_otel._redact import RedactionRule
-from kerno_otel._writer import Writer
+from kerno_otel.audit.writer import Writer
+from kerno_otel.config.load import AuditConfig, CheckpointConfig
+from kerno_otel.records.catalogue import EventType
+from kerno_otel.records.redact import RedactionRule
 
 #: Bytes the worker asks for per read (a pipe holds at most 1 MiB unprivileged).
 _READ = 1 << 20
@@ -117,7 +117,7 @@ def serve(in_fd: int, out_fd: int) -> int:
     """Run the sealing stage until end of input: it takes the records the cleaning
     stage (:func:`clean`) already redacted and validated, and every request."""
     # Imported here: the module is also imported by the parent for the wire helpers.
-    from kerno_otel._processor import make_processor
+    from kerno_otel.audit.processor import make_processor
 
     acks = _Acks(out_fd)
     pending = b""
@@ -242,8 +242,8 @@ def clean(in_fd: int, out_fd: int) -> int:
     in, so the sealing stage's ``read`` count is the parent's. At end of input
     the sealing stage's input ends too.
     """
-    from kerno_otel._chain import Timestamps
-    from kerno_otel._processor import clean_record, make_processor, new_record
+    from kerno_otel.audit.chain import Timestamps
+    from kerno_otel.audit.processor import clean_record, make_processor, new_record
 
     first, _, pending = _read_line(in_fd, b"")
     if first is None:

@@ -26,8 +26,8 @@ from typing import IO, Any, cast
 
 import orjson
 
-from kerno_otel import _files
-from kerno_otel._chain import line_hash
+from kerno_otel.audit import files as _files
+from kerno_otel.audit.chain import line_hash
 
 _CHUNK = 1 << 20
 

@@ -20,10 +20,10 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from kerno_otel._checkpoints import SUFFIX, read_sidecar, signature_ok
-from kerno_otel._reading import first_line, read_all
-from kerno_otel._verify_report import KINDS, Problem, Report, _Where
-from kerno_otel._verify_walk import _Walker
+from kerno_otel.audit.checkpoints import SUFFIX, read_sidecar, signature_ok
+from kerno_otel.verify.reading import first_line, read_all
+from kerno_otel.verify.report import KINDS, Problem, Report, _Where
+from kerno_otel.verify.walk import _Walker
 
 # Problem, Report and KINDS are re-exported: this module is where callers find them.
 __all__ = ["KINDS", "Problem", "Report", "VerifyError", "verify"]

@@ -5,8 +5,8 @@ number), ``ts`` the timestamp in nanoseconds, ``trace_id``/``span_id`` the
 record's own ids as bytes, ``resource`` the OTLP ``Resource`` attributes, and
 every other field an attribute under ``kerno.audit.*`` (``details`` as a map).
 :func:`rebuild_line` turns a received record back into the exact bytes of its
-line: keys in :data:`kerno_otel._chain.KEY_ORDER`, absent optional fields
-absent, orjson-encoded as :meth:`kerno_otel._chain.Chain.seal` writes them.
+line: keys in :data:`kerno_otel.audit.chain.KEY_ORDER`, absent optional fields
+absent, orjson-encoded as :meth:`kerno_otel.audit.chain.Chain.seal` writes them.
 
 Where a value has no exact native form it still travels, under
 ``kerno.audit.<key>``: a ``ts`` that is not the writer's canonical 9-digit
@@ -32,7 +32,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from kerno_otel import __version__
-from kerno_otel._chain import KEY_ORDER, Timestamps, parse_ts
+from kerno_otel.audit.chain import KEY_ORDER, Timestamps, parse_ts
 
 PREFIX: Final = "kerno.audit."
 #: event_name of a line that is not a JSON object (its bytes are the body).

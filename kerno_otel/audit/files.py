@@ -22,7 +22,7 @@ from typing import Final
 
 import orjson
 
-from kerno_otel._chain import line_hash
+from kerno_otel.audit.chain import line_hash
 
 #: Opening flags of the live file: append-only, never through a symlink.
 OPEN_FLAGS: Final = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC

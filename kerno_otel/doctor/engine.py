@@ -23,13 +23,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from kerno_otel._config import ConfigError, parse_duration
+from kerno_otel.config.load import ConfigError, parse_duration
 from kerno_otel.findings import Analysis, Analyzer, Finding, Signals
 
 if TYPE_CHECKING:
-    from kerno_otel._auditlog import AuditLog
-    from kerno_otel._config import Config
-    from kerno_otel._redact import Redactor
+    from kerno_otel.audit.log import AuditLog
+    from kerno_otel.config.load import Config
+    from kerno_otel.records.redact import Redactor
 
 #: ``doctor.duration`` bounds, in seconds (issue 4: 1s-5m).
 MIN_DURATION: Final = 1.0
@@ -400,9 +400,9 @@ def diagnose(
     sinks), runs one cycle and closes the log. Raises ConfigError,
     PluginLoadError and AuditFileError for the CLI to show.
     """
-    from kerno_otel._auditlog import AuditLog
-    from kerno_otel._config import load_config
-    from kerno_otel._plugins import PluginHost, record_failures
+    from kerno_otel.audit.log import AuditLog
+    from kerno_otel.config.load import load_config
+    from kerno_otel.daemon.plugins import PluginHost, record_failures
 
     config = load_config(config_path, env)
     settings(config, duration)  # a bad duration stops us before the log opens

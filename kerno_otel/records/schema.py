@@ -2,12 +2,12 @@
 
 ``schemas/kerno-audit/v1/`` holds one JSON Schema 2020-12 document per event
 type (the shape of its ``details``, written by hand), ``common.schema.json``
-(generated here from :mod:`kerno_otel._patterns`) and ``record.schema.json``
-(the whole line, generated here from :mod:`kerno_otel._catalogue`).
+(generated here from :mod:`kerno_otel.records.patterns`) and ``record.schema.json``
+(the whole line, generated here from :mod:`kerno_otel.records.catalogue`).
 ``scripts/gen_schemas.py`` writes the two generated files; a test keeps the
 committed copies equal to what this module generates.
 
-Validating records against the set is :mod:`kerno_otel._validate`.
+Validating records against the set is :mod:`kerno_otel.records.validate`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any, Final
 
 import jsonschema_rs
 
-from kerno_otel._catalogue import BUILTIN_TYPES, OUTCOMES, SEVERITIES, EventType
-from kerno_otel._patterns import LEAK_PATTERNS, find_leak
+from kerno_otel.records.catalogue import BUILTIN_TYPES, OUTCOMES, SEVERITIES, EventType
+from kerno_otel.records.patterns import LEAK_PATTERNS, find_leak
 
 DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 BASE_URI: Final = "https://kerno.dev/schemas/kerno-audit/v1/"
@@ -216,14 +216,14 @@ def _typed_record_document(record: Mapping[str, Any], event_type: EventType) -> 
 
 
 def _builtin_dir() -> Path:
-    here = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent
     # Inside a wheel the schemas sit in the package (pyproject's force-include);
     # in an editable install they are at the top of the repository.
-    for root in (here, here.parent):
+    for root in (package, package.parent):
         candidate = root / "schemas" / "kerno-audit" / "v1"
         if (candidate / COMMON).is_file():
             return candidate
-    raise FileNotFoundError(f"kerno-audit v1 schemas not found beside {here}")
+    raise FileNotFoundError(f"kerno-audit v1 schemas not found beside {package}")
 
 
 def _load(path: Path) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from kerno_otel import _files
+from kerno_otel.audit import files as _files
 
 #: The writer wakes for this many queued lines, or after ``_GATHER_S`` of the first.
 _WAKE_BATCH = 2048

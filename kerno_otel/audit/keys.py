@@ -10,7 +10,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from kerno_otel._files import write_private
+from kerno_otel.audit.files import write_private
 
 PRIVATE_NAME = "kerno-audit-signing.pem"
 PUBLIC_NAME = "kerno-audit-signing.pub.pem"

@@ -17,7 +17,7 @@ import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from kerno_otel._keys import key_id
+from kerno_otel.audit.keys import key_id
 
 #: Domain separation: a checkpoint signature can never be mistaken for another signed thing.
 DOMAIN: Final = b"kerno-audit-checkpoint-v1\n"

@@ -8,9 +8,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-from kerno_otel import _patterns
-from kerno_otel._catalogue import BUILTIN_TYPES, FieldPolicy
-from kerno_otel._redact_rules import _PH_IP, _PH_PATH, _SUBS, _suspects
+from kerno_otel.records import patterns as _patterns
+from kerno_otel.records.catalogue import BUILTIN_TYPES, FieldPolicy
+from kerno_otel.records.redact_rules import _PH_IP, _PH_PATH, _SUBS, _suspects
 
 __all__ = ["RedactionRule", "Redactor"]
 

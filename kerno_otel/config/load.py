@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import yaml
 
-from kerno_otel._redact import RedactionRule
+from kerno_otel.records.redact import RedactionRule
 
 
 class ConfigError(ValueError):

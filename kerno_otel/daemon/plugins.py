@@ -20,10 +20,10 @@ from typing import Any, TextIO
 import pluggy
 
 from kerno_otel import hookspecs
-from kerno_otel._catalogue import BUILTIN_TYPES, EventType
-from kerno_otel._config import load_config
-from kerno_otel._redact import RedactionRule, Redactor
-from kerno_otel._schema import SchemaSet
+from kerno_otel.config.load import load_config
+from kerno_otel.records.catalogue import BUILTIN_TYPES, EventType
+from kerno_otel.records.redact import RedactionRule, Redactor
+from kerno_otel.records.schema import SchemaSet
 
 #: Scrubs what plugins' exceptions say before it reaches stderr (default rules only:
 #: plugin rules are not known yet when loading fails).

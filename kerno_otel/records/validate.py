@@ -17,9 +17,9 @@ from typing import Any, Final
 
 import jsonschema_rs
 
-from kerno_otel._catalogue import OUTCOMES, SEVERITIES
-from kerno_otel._patterns import find_leak
-from kerno_otel._schema import (
+from kerno_otel.records.catalogue import OUTCOMES, SEVERITIES
+from kerno_otel.records.patterns import find_leak
+from kerno_otel.records.schema import (
     DIALECT,
     RECORD,
     SchemaSet,

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Final, NamedTuple
 
-from kerno_otel import _patterns
+from kerno_otel.records import patterns as _patterns
 
 _PH_IP: Final = _patterns.placeholder("ip")
 _PH_PATH: Final = _patterns.placeholder("path")

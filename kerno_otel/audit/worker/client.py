@@ -5,7 +5,7 @@ registers in that mode. ``on_emit`` encodes the record's fields as one JSON
 array and appends it to a buffer; that is all an emitter pays for. One sender
 thread takes the whole buffer and writes it to the worker's pipe, after a
 short linger so that a busy stream costs one write per batch. The worker
-(``kerno_otel._worker``) does the rest. What this side guarantees:
+(``kerno_otel.audit.worker.main``) does the rest. What this side guarantees:
 
 - Back-pressure: at most ``queue_size`` lines are on their way to the worker
   and not yet taken in by it. Beyond that an emitter waits for the worker
@@ -38,11 +38,9 @@ from typing import Any, TextIO
 import orjson
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 
-from kerno_otel._catalogue import EventType
-from kerno_otel._chain import Timestamps
-from kerno_otel._config import AuditConfig, ConfigError
-from kerno_otel._files import AuditFileError
-from kerno_otel._processor import (
+from kerno_otel.audit.chain import Timestamps
+from kerno_otel.audit.files import AuditFileError
+from kerno_otel.audit.processor import (
     ATTR_ACTOR,
     ATTR_DETAILS,
     ATTR_OUTCOME,
@@ -50,10 +48,12 @@ from kerno_otel._processor import (
     make_processor,
     new_record,
 )
-from kerno_otel._redact import RedactionRule, Redactor
-from kerno_otel._validate import RecordValidator
-from kerno_otel._worker import config_to_wire
-from kerno_otel._writer import Counters
+from kerno_otel.audit.worker.main import config_to_wire
+from kerno_otel.audit.writer import Counters
+from kerno_otel.config.load import AuditConfig, ConfigError
+from kerno_otel.records.catalogue import EventType
+from kerno_otel.records.redact import RedactionRule, Redactor
+from kerno_otel.records.validate import RecordValidator
 
 #: How long a partial batch may wait for company before the sender thread writes it.
 _LINGER_S = 0.002
@@ -162,14 +162,14 @@ class WorkerProcessor(LogRecordProcessor):
         to_clean_r, to_clean_w = os.pipe()
         to_seal_r, to_seal_w = os.pipe()
         acks_r, acks_w = os.pipe()
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[3])
 
         def command(role: str) -> list[str]:
             return [
                 sys.executable,
                 "-c",
                 f"import sys; sys.path.insert(0, {root!r}); "
-                f"from kerno_otel._worker import main; sys.exit(main({role!r}))",
+                f"from kerno_otel.audit.worker.main import main; sys.exit(main({role!r}))",
             ]
 
         for fd in (to_clean_w, to_seal_w):

@@ -28,8 +28,8 @@ from typing import Any, Final
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from kerno_otel._keys import key_id
-from kerno_otel._verify_report import Problem, Report, _Where
+from kerno_otel.audit.keys import key_id
+from kerno_otel.verify.report import Problem, Report, _Where
 
 _HEAD: Final = b'{"v":"1","seq":'
 _PREV_KEY: Final = b'"prev":"sha256:'

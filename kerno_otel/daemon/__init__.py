@@ -1,0 +1,1 @@
+"""The daemon: plugin loading, the run loop, reloads and panics."""

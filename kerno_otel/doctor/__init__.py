@@ -1,0 +1,1 @@
+"""The doctor: a diagnosis cycle over the sources' signals, rules to findings, to sinks."""

@@ -1,0 +1,1 @@
+"""``audit verify``: the chain, seq, checkpoints and truncation, checked offline."""
