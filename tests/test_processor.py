@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import stat
@@ -13,7 +14,9 @@ from pathlib import Path
 import orjson
 import pytest
 from helpers import stream_lines, stream_records
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 
+from kerno_otel.audit import files
 from kerno_otel.audit.chain import GENESIS, KEY_ORDER, check_chain, line_hash
 from kerno_otel.audit.files import AuditFileError, rotated_files
 from kerno_otel.audit.log import AuditLog
@@ -324,7 +327,9 @@ def test_kill_9_mid_write_then_resume(tmp_path: Path) -> None:
         assert check_chain(stream_lines(live)) == []
     if torn_seen == 0:
         # The kills all landed between writes; tear one for certain: a child that
-        # dies by SIGKILL right after writing half a line.
+        # dies by SIGKILL right after writing half a line, once the killed writer's
+        # audit worker has finished the log (it holds the writer lock until then).
+        os.close(files.lock_stream(live))
         half = b'{"v":"1","seq":999999,"ts":"2026-11-27T18:00:00.0'
         subprocess.run(
             [
@@ -365,3 +370,59 @@ def test_details_that_cannot_be_redacted_become_audit_loss(tmp_path: Path) -> No
     assert "record rejected, not written: plugin.load: /details: cannot be redacted" in (
         err.getvalue()
     )
+
+
+class _Spy(LogRecordProcessor):
+    """Another processor on the provider, as an OpenTelemetry user would add one."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, object]] = []
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        self.seen.append(copy.deepcopy(dict(log_record.log_record.attributes or {})))
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+_RAW = "peer 10.1.2.3 pid=4242 key sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123"
+
+
+def test_other_processors_and_exporters_never_see_raw_values(tmp_path: Path) -> None:
+    """Redaction happens before anything else on the provider sees a record: a spy
+    processor, and the SDK's own batch processor + OTLP exporter to a loopback receiver."""
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from otlp_receivers import GrpcReceiver
+
+    receiver = GrpcReceiver().start()
+    spy = _Spy()
+    try:
+        with AuditLog(config(tmp_path), stderr=io.StringIO()) as log:
+            log.provider.add_log_record_processor(spy)
+            exporter = OTLPLogExporter(endpoint=f"127.0.0.1:{receiver.port}", insecure=True)
+            log.provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+            details = {"program": "fd_track", "attach": [], "success": False, "error": _RAW}
+            log.emit("bpf.load", details=details, outcome="failure")
+            # Refused (an unknown field): the raw value must not reach the others either.
+            log.emit("bpf.load", details={**details, "extra": _RAW})
+            assert log.flush(timeout=30)
+            assert log.provider.force_flush(30_000)
+        exported = b"".join(request.SerializeToString() for request in receiver.requests)
+    finally:
+        receiver.stop()
+    clean = "peer [REDACTED:ip] pid=[REDACTED:pid] key [REDACTED:secret]"
+    assert [seen["kerno.audit.details"] for seen in spy.seen] == [
+        {**details, "error": clean},
+        {},
+    ]
+    assert len(receiver.requests) >= 1
+    assert clean.encode() in exported
+    for raw in ("10.1.2.3", "4242", "sk-ant-api03"):
+        assert raw.encode() not in exported
+        assert raw not in repr(spy.seen)
+    written = Path(config(tmp_path).file_path).read_text()
+    assert clean in written and "10.1.2.3" not in written

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import orjson
@@ -18,7 +17,7 @@ from helpers import stream_lines, stream_records
 from kerno_otel.audit.chain import check_chain
 from kerno_otel.audit.files import AuditFileError
 from kerno_otel.audit.log import AuditLog
-from kerno_otel.audit.worker.client import WorkerProcessor
+from kerno_otel.audit.worker.client import WorkerTransport
 from kerno_otel.config.load import AuditConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,16 +36,23 @@ def config(tmp_path: Path, **overrides: object) -> AuditConfig:
     return AuditConfig(**values)  # type: ignore[arg-type]
 
 
+def transport(log: AuditLog) -> WorkerTransport:
+    worker = log._processor.transport
+    assert isinstance(worker, WorkerTransport)
+    return worker
+
+
 def worker_pid(log: AuditLog) -> int:
-    processor = log._processor
-    assert isinstance(processor, WorkerProcessor) and processor._proc is not None
-    return processor._proc.pid
+    proc = transport(log)._proc
+    assert proc is not None
+    return proc.pid
 
 
 def test_records_cross_to_the_worker_redacted_and_chained(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     err = io.StringIO()
     with AuditLog(cfg, stderr=err) as log:
+        worker = transport(log)
         pid = worker_pid(log)
         assert pid != os.getpid()
         for i in range(500):
@@ -69,11 +75,8 @@ def test_records_cross_to_the_worker_redacted_and_chained(tmp_path: Path) -> Non
     assert check_chain(lines) == []
     error = orjson.loads(lines[-1])["details"]["error"]
     assert error == "open /home/[REDACTED:path] failed for pid=[REDACTED:pid] from [REDACTED:ip]"
-    # the worker is gone once the log is closed
-    with pytest.raises(ProcessLookupError):
-        for _ in range(100):
-            os.kill(pid, 0)
-            time.sleep(0.05)
+    # the worker is gone (and waited for) once the log is closed
+    assert worker._proc is not None and worker._proc.returncode == 0
 
 
 def test_stopped_worker_blocks_emitters_then_everything_is_written(tmp_path: Path) -> None:
@@ -143,9 +146,7 @@ def test_killed_worker_is_recorded_and_the_log_goes_on(tmp_path: Path) -> None:
         for i in range(300):  # held here or in the pipe; none confirmed durable
             log.emit("plugin.load", details=plugin_load(f"during{i}"))
         os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while log._processor._local is None and time.monotonic() < deadline:  # type: ignore[union-attr]
-            time.sleep(0.02)
+        assert transport(log).recovered.wait(30)
         for i in range(50):
             log.emit("plugin.load", details=plugin_load(f"after{i}"))
         assert log.flush(timeout=30)
@@ -203,18 +204,17 @@ def test_second_writer_on_one_stream_is_refused(
 
 
 _PARENT = r"""
-import os, signal, sys, time
+import os, signal, sys
 from kerno_otel.audit.log import AuditLog
 from kerno_otel.config.load import AuditConfig
 log = AuditLog(AuditConfig(file_path=sys.argv[1], pipeline="process"))
-worker = log._processor._proc.pid
+transport = log._processor.transport
+worker = transport._proc.pid
 os.kill(worker, signal.SIGSTOP)  # nothing gets written before this process dies
 for i in range(int(sys.argv[2])):
     details = {"plugin": f"p{i}", "distribution": "d", "version": "1", "hooks": []}
     log.emit("plugin.load", details=details)
-while log._processor._buf or log._processor._lines_out < int(sys.argv[2]):
-    time.sleep(0.01)  # the sender has taken everything
-time.sleep(0.5)  # and written it into the pipe
+assert transport.drain(60)  # everything is in the worker's pipe
 print(worker, flush=True)
 sys.stdin.readline()
 """
@@ -252,10 +252,11 @@ def test_worker_ignores_the_terminal_signals(tmp_path: Path) -> None:
         pid = worker_pid(log)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             os.kill(pid, signum)
-        time.sleep(0.2)
+        # A round trip through the worker: it has run (and taken its signals) since.
+        assert log.flush(timeout=30)
         log.emit("plugin.load", details=plugin_load("still-here"))
         assert log.flush(timeout=30)
-        os.kill(pid, 0)  # alive
+        assert transport(log)._proc.poll() is None and not transport(log).recovered.is_set()
     assert orjson.loads(stream_lines(Path(cfg.file_path))[-1])["type"] == "plugin.load"
 
 

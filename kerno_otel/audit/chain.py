@@ -68,36 +68,66 @@ def parse_ts(ts: str) -> int:
     return seconds * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
 
 
+#: What every line starts and ends with before it is sealed: the encoder writes
+#: ``seq`` 0 and a :data:`GENESIS` ``prev`` as placeholders, and a body is what lies
+#: between (see :func:`body_of`).
+_HEAD: Final = b'{"v":"1","seq":0,'
+_TAIL: Final = b',"prev":"' + GENESIS.encode() + b'"}'
+_LINE: Final = b'{"v":"1","seq":%d,%b,"prev":"%b"}'
+
+
+def body_of(record: dict[str, Any]) -> bytes:
+    """The encoded record between ``seq`` and ``prev``: what sealing needs, and all it needs.
+
+    ``record`` holds the keys in :data:`KEY_ORDER` order with ``seq`` 0 and ``prev``
+    :data:`GENESIS` (the placeholders :func:`kerno_otel.audit.record.Cleaner` builds).
+    A body is a JSON fragment without a newline (the encoder escapes them), so it
+    crosses the audit worker's pipe as it is. Raises ``ValueError`` for anything else.
+    """
+    line = orjson.dumps(record)
+    if not (line.startswith(_HEAD) and line.endswith(_TAIL)):
+        raise ValueError("record keys are not in line order")
+    return line[len(_HEAD) : -len(_TAIL)]
+
+
 class Chain:
-    """Assigns ``seq`` and ``prev`` and encodes; not thread-safe (the processor holds a lock).
+    """Assigns ``seq`` and ``prev`` to encoded bodies; not thread-safe (the sealer holds a lock).
 
     ``next_seq`` and ``prev`` are where the stream stands: a new stream starts
     at 0 and :data:`GENESIS`; a resumed one continues from its last whole line.
     """
 
-    __slots__ = ("next_seq", "prev")
+    __slots__ = ("_prev", "next_seq")
 
     def __init__(self, next_seq: int = 0, prev: str = GENESIS) -> None:
         self.next_seq = next_seq
-        self.prev = prev
+        self._prev = prev.encode("ascii")
+
+    @property
+    def prev(self) -> str:
+        """``sha256:<hex>`` of the last line sealed (:data:`GENESIS` before the first)."""
+        return self._prev.decode("ascii")
 
     @property
     def last_seq(self) -> int | None:
         """The seq of the last line sealed, None for a stream with no line yet."""
         return self.next_seq - 1 if self.next_seq else None
 
-    def seal(self, record: dict[str, Any]) -> bytes:
-        """Fill in ``seq`` and ``prev``, encode, advance; returns the line without ``\\n``.
+    def seal_body(self, body: bytes) -> bytes:
+        """The line for ``body`` (see :func:`body_of`) at the next seq; advances the chain.
 
-        ``record`` must already hold the keys in :data:`KEY_ORDER` order, with
-        ``seq`` present (its value is replaced) and ``prev`` last.
+        The bytes are exactly what encoding the whole record would give: the
+        body sits between ``"seq":N,`` and ``,"prev":"…"``.
         """
-        record["seq"] = self.next_seq
-        record["prev"] = self.prev
-        line = orjson.dumps(record)
-        self.prev = "sha256:" + hashlib.sha256(line).hexdigest()
+        line = _LINE % (self.next_seq, body, self._prev)
+        self._prev = b"sha256:" + hashlib.sha256(line).hexdigest().encode("ascii")
         self.next_seq += 1
         return line
+
+    def seal(self, record: dict[str, Any]) -> bytes:
+        """Seal a whole record (keys in line order); returns the line without ``\\n``."""
+        record = {**record, "seq": 0, "prev": GENESIS}
+        return self.seal_body(body_of(record))
 
 
 @dataclass(frozen=True)

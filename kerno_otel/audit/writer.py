@@ -23,34 +23,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from kerno_otel.audit import files as _files
+from kerno_otel.audit.counters import Counters
 
 #: The writer wakes for this many queued lines, or after ``_GATHER_S`` of the first.
 _WAKE_BATCH = 2048
 _GATHER_S = 0.010
-
-
-@dataclass
-class Counters:
-    """The pipeline's own numbers, read by ``AuditLog.stats()`` and the metrics endpoint."""
-
-    records_written: int = 0
-    records_dropped: dict[str, int] = field(default_factory=dict)
-    validation_failures: int = 0
-    write_errors: int = 0
-    fsyncs: int = 0
-    fsync_seconds_total: float = 0.0
-    fsync_seconds_max: float = 0.0
-    rotations: int = 0
-    queue_depth: int = 0
-    blocked_emits: int = 0
-
-    def dropped(self, reason: str, count: int = 1) -> None:
-        self.records_dropped[reason] = self.records_dropped.get(reason, 0) + count
 
 
 @dataclass(frozen=True)
@@ -99,6 +81,7 @@ class Writer:
         counters: Counters | None = None,
         exit_process: Callable[[int], None] = os._exit,
         sidecar_fd: int | None = None,
+        on_durable: Callable[[int], None] | None = None,
     ) -> None:
         self.live = live
         self._fd = fd
@@ -134,7 +117,7 @@ class Writer:
         self._compressor = _Compressor(self._stderr) if compress else None
         self._thread = threading.Thread(target=self._run, name="kerno-audit-writer", daemon=True)
         #: Called from the writer thread with the ticket count now durable, each time it grows.
-        self.on_durable: Callable[[int], None] | None = None
+        self._on_durable = on_durable
 
     # -- emitting side (called under the processor's lock) -------------------------
 
@@ -349,8 +332,8 @@ class Writer:
                 return
             self._durable = written
             self._cond.notify_all()
-        if self.on_durable is not None:
-            self.on_durable(written)
+        if self._on_durable is not None:
+            self._on_durable(written)
 
     def _write_batch(self, batch: list[bytes | _Rotate | _Checkpoint]) -> bool:
         """Write runs of lines between rotation commands; True when bytes reached the file."""
@@ -397,10 +380,8 @@ class Writer:
         backoff = 0.05
         while True:
             before = self._size
-            view = memoryview(data)
             try:
-                while view:
-                    view = view[os.write(self._fd, view) :]
+                _files.write_all(self._fd, data)
                 self._size = before + len(data)
                 if self._failed is not None:
                     self._stderr.write(f"kerno-otel: audit: writing to {self.live} works again\n")
@@ -451,9 +432,7 @@ class Writer:
         if self._fsync != "never":
             self._sync()
         try:
-            payload = memoryview(data + b"\n")
-            while payload:
-                payload = payload[os.write(self._sidecar_fd, payload) :]
+            _files.write_all(self._sidecar_fd, data + b"\n")
             if self._fsync != "never":
                 os.fsync(self._sidecar_fd)
         except OSError as exc:

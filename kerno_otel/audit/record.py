@@ -1,0 +1,155 @@
+"""The clean half of the pipeline: build → redact → validate → encode, in the emitting process.
+
+Every record runs these stages on the emitting thread, before any other
+OpenTelemetry processor or exporter on the provider, the audit worker, a file
+or stderr sees it (in both ``audit.pipeline`` modes): what leaves the
+``AuditLog`` is already clean. The result is a :class:`Clean` body for the
+sealing half (:mod:`kerno_otel.audit.sealer`), or a :class:`Refused` naming the
+rule broken, never a value. Nothing here raises into the emitter.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from typing import Any, Final, NamedTuple
+
+from kerno_otel.audit.chain import GENESIS, Timestamps, body_of
+from kerno_otel.records.redact import Redactor
+from kerno_otel.records.validate import RecordValidator
+
+#: Attribute names of the OTLP mapping: every field but type, severity, ts and the
+#: ids lives under ``kerno.audit.*``.
+ATTR_ACTOR: Final = "kerno.audit.actor"
+ATTR_OUTCOME: Final = "kerno.audit.outcome"
+ATTR_DETAILS: Final = "kerno.audit.details"
+
+#: The writer's own records: a producer that emits one is refused (its loss record
+#: is always the writer's own word).
+WRITER_PREFIX: Final = "audit."
+WRITER_ACTOR: Final = "audit/writer"
+
+_TYPE_NAME: Final = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
+_TRACE_LIMIT: Final = 1 << 128
+_SPAN_LIMIT: Final = 1 << 64
+
+
+class Fields(NamedTuple):
+    """What an emitter hands over: the record before the pipeline touched it."""
+
+    ts_ns: int
+    type: Any
+    actor: Any
+    severity: Any
+    outcome: Any
+    details: Any
+    trace_id: Any = 0
+    span_id: Any = 0
+
+
+class Clean(NamedTuple):
+    """A record that may be sealed: its encoded body and its redacted ``details``."""
+
+    type: str
+    body: bytes
+    details: dict[str, Any]
+
+
+class Refused(NamedTuple):
+    """A record that may not be written: its type (when it is a valid name) and why."""
+
+    type: str | None
+    problem: str
+
+
+def type_label(name: Any) -> str | None:
+    """``name`` when it is a well-formed event type name (safe to write), else None."""
+    return name if type(name) is str and _TYPE_NAME.fullmatch(name) else None
+
+
+def _id_hex(value: Any, limit: int, width: int) -> str | None:
+    if type(value) is not int or not 0 < value < limit:
+        raise ValueError
+    return f"{value:0{width}x}"
+
+
+class Cleaner:
+    """Builds, redacts, validates and encodes records of one stream's resource. Thread-safe."""
+
+    def __init__(self, redactor: Redactor, validator: RecordValidator, resource: Mapping[str, str]):
+        self.redactor = redactor
+        self.validator = validator
+        self.resource = dict(resource)
+        self._ts = Timestamps()
+
+    def clean(self, fields: Fields) -> Clean | Refused:
+        """One producer's record through the stages; never raises.
+
+        Refused: a writer type (``audit.*``), ids that are not 128/64-bit
+        integers, ``details`` that cannot be redacted, anything the schema rejects.
+        """
+        try:
+            name = type_label(fields.type)
+            if name is not None and name.startswith(WRITER_PREFIX):
+                return Refused(name, f"{name}: /type: reserved for the audit writer")
+            return self._clean(fields, name, redact=True)
+        except (
+            Exception
+        ) as exc:  # a hostile Mapping, an id of the wrong type: say what, not the value
+            return Refused(type_label(fields.type), _unexpected(fields.type, exc))
+
+    def clean_own(
+        self,
+        name: str,
+        details: dict[str, Any],
+        severity: str,
+        outcome: str,
+        *,
+        redact: bool = True,
+    ) -> Clean | Refused:
+        """The writer's own record (``audit.*``): the same stages, ``redact=False`` for a
+        signed checkpoint (redaction could only corrupt its signature)."""
+        fields = Fields(time.time_ns(), name, WRITER_ACTOR, severity, outcome, details)
+        try:
+            return self._clean(fields, name, redact=redact)
+        except Exception as exc:  # a bug of ours: the sealer says so loudly
+            return Refused(name, _unexpected(name, exc))
+
+    def _clean(self, fields: Fields, name: str | None, *, redact: bool) -> Clean | Refused:
+        details = fields.details
+        record: dict[str, Any] = {
+            "v": "1",
+            "seq": 0,
+            "ts": self._ts.format(fields.ts_ns),
+            "type": fields.type,
+            "actor": fields.actor,
+            "severity": fields.severity,
+            "outcome": fields.outcome,
+            "details": details,
+            "resource": self.resource,
+        }
+        if fields.trace_id:
+            try:
+                record["trace_id"] = _id_hex(fields.trace_id, _TRACE_LIMIT, 32)
+                if fields.span_id:
+                    record["span_id"] = _id_hex(fields.span_id, _SPAN_LIMIT, 16)
+            except ValueError:
+                return Refused(name, f"{name or '(invalid type)'}: /trace_id: not a valid id")
+        record["prev"] = GENESIS
+        if redact and isinstance(details, Mapping):
+            try:
+                details = self.redactor.redact_details(str(fields.type), details)
+            except ValueError as exc:  # nesting too deep or a cycle: say which, not what
+                return Refused(name, f"{name}: /details: cannot be redacted ({exc})")
+            record["details"] = details
+        problem = self.validator.check_built(record)
+        if problem is not None:
+            return Refused(name, problem)
+        assert name is not None  # the schema accepted the type
+        return Clean(name, body_of(record), details)
+
+
+def _unexpected(name: Any, exc: Exception) -> str:
+    label = type_label(name) or "(invalid type)"
+    return f"{label}: (root): cannot be processed ({type(exc).__name__})"
