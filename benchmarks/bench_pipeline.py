@@ -9,7 +9,9 @@ default ``audit.pipeline: process`` the stages after the Logger run in the
 audit worker process; ``--pipeline thread`` runs them on the emitting thread. The baseline
 writes the same events with ``logging`` + ``json.dumps`` + ``RotatingFileHandler``
 (no redaction, no validation, one fsync at the end). The last line printed is
-one JSON object; ``ratio`` is pipeline_rps / baseline_rps.
+one JSON object; ``ratio`` is pipeline_rps / baseline_rps, and ``cpu_ratio`` the
+CPU time per record of the pipeline (this process and the audit worker) over the
+baseline's.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import logging
 import logging.handlers
 import os
+import resource
 import shutil
 import sys
 import time
@@ -40,7 +43,15 @@ def _percentile(sorted_values: list[int], q: float) -> float:
     return sorted_values[index] / 1000.0
 
 
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of every child it has waited for."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run_pipeline(events: list, config: AuditConfig) -> dict[str, float]:
+    cpu_before = _cpu_seconds()  # the audit worker is waited for at close: counted below
     log = AuditLog(config, stderr=sys.stderr)
     emit = log.emit
     latencies = [0] * len(events)
@@ -55,9 +66,11 @@ def run_pipeline(events: list, config: AuditConfig) -> dict[str, float]:
     elapsed = time.perf_counter() - start
     stats = log.stats()
     log.close()
+    cpu = _cpu_seconds() - cpu_before
     latencies.sort()
     return {
         "elapsed": elapsed,
+        "cpu": cpu,
         "emit_p50_us": _percentile(latencies, 0.50),
         "emit_p99_us": _percentile(latencies, 0.99),
         "emit_max_us": latencies[-1] / 1000.0 if latencies else 0.0,
@@ -68,7 +81,8 @@ def run_pipeline(events: list, config: AuditConfig) -> dict[str, float]:
     }
 
 
-def run_baseline(events: list, directory: Path, max_bytes: int) -> float:
+def run_baseline(events: list, directory: Path, max_bytes: int) -> tuple[float, float]:
+    """(elapsed, CPU seconds) of the same events through a plain stdlib logger."""
     directory.mkdir(parents=True, exist_ok=True)
     handler = logging.handlers.RotatingFileHandler(
         directory / "baseline.jsonl", maxBytes=max_bytes, backupCount=100_000
@@ -80,6 +94,7 @@ def run_baseline(events: list, directory: Path, max_bytes: int) -> float:
     logger.setLevel(logging.INFO)
     resource = {"service.name": "kerno", "service.instance.id": "bench", "host.name": "bench"}
     gc.collect()
+    cpu_before = _cpu_seconds()
     start = time.perf_counter()
     for seq, event in enumerate(events):
         ns = time.time_ns()
@@ -102,8 +117,9 @@ def run_baseline(events: list, directory: Path, max_bytes: int) -> float:
     handler.flush()
     os.fsync(handler.stream.fileno())
     elapsed = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu_before
     handler.close()
-    return elapsed
+    return elapsed, cpu
 
 
 def count_written(directory: Path) -> tuple[int, int, int]:
@@ -153,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     events = sample_events(args.records)
 
     pipe = run_pipeline(events, audit)
-    base_elapsed = run_baseline(events, out / "baseline", int(audit.max_size_mb * 1024 * 1024))
+    base_elapsed, base_cpu = run_baseline(events, out / "baseline", int(audit.max_size_mb * 1024 * 1024))
     producer, writer, losses = count_written(pipeline_dir)
 
     pipeline_rps = args.records / pipe["elapsed"]
@@ -167,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline_rps": round(pipeline_rps),
         "baseline_rps": round(baseline_rps),
         "ratio": round(pipeline_rps / baseline_rps, 2),
+        # CPU across every process (emitter and audit worker) per record, and its ratio.
+        "cpu_us_per_record": round(pipe["cpu"] / args.records * 1e6, 2),
+        "baseline_cpu_us_per_record": round(base_cpu / args.records * 1e6, 2),
+        "cpu_ratio": round(pipe["cpu"] / base_cpu, 2),
         "emit_p50_us": round(pipe["emit_p50_us"], 2),
         "emit_p99_us": round(pipe["emit_p99_us"], 2),
         "emit_max_us": round(pipe["emit_max_us"], 1),
@@ -183,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"pipeline {pipeline_rps:,.0f} rec/s, baseline {baseline_rps:,.0f} rec/s, "
         f"ratio {result['ratio']}x, emit p50 {result['emit_p50_us']} us, "
-        f"p99 {result['emit_p99_us']} us",
+        f"p99 {result['emit_p99_us']} us, CPU {result['cpu_us_per_record']} us/record "
+        f"({result['cpu_ratio']}x the baseline's)",
         file=sys.stderr,
     )
     print(json.dumps(result))

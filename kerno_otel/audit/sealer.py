@@ -60,6 +60,7 @@ class Sealer:
         self._last_rotated = ""
         self._block = config.on_overflow == "block"
         self._dropped: dict[str, int] = {}  # records dropped in front of the writer, by type
+        self._lost = LostRanges()  # seqs the writer dropped, until a loss record is in the file
         self._writer: Writer | None = None
         self._stream: OpenStream | None = None
         self._closed = False
@@ -181,7 +182,23 @@ class Sealer:
             self._record_losses()
             self._checkpoint()
             self._closed = True
+        for _ in range(3):  # a loss record dropped on the way is written again, a few times
+            writer.flush(10.0)
+            with self._lock:
+                if not self._record_losses():
+                    break
         ok = writer.close()
+        with self._lock:
+            losses, done = writer.take_losses()
+            for loss in losses:
+                self._lost.add(loss.first_seq, loss.last_seq)
+            self._lost.confirm(done)
+            unrecorded = self._lost.pending_seqs()
+        if unrecorded:
+            self._stderr.write(
+                f"kerno-otel: audit: {self._live}: {unrecorded} records were dropped at shutdown "
+                "and no audit.loss naming them could be written (the disk is still failing)\n"
+            )
         stream.close_lock()
         return ok
 
@@ -322,23 +339,32 @@ class Sealer:
         }
         self._own("audit.loss", details, severity="ERROR", outcome="failure")
 
-    def _record_losses(self) -> None:
-        """Write ``audit.loss`` records for queue drops and writer drops not yet recorded."""
+    def _record_losses(self) -> bool:
+        """Write ``audit.loss`` records for queue drops and writer drops not yet recorded;
+        whether it wrote any.
+
+        A loss record the writer drops too (the disk still full) is a loss of its
+        own: its seq joins the range it was about, and the whole range is recorded
+        again, until one record naming it is in the file.
+        """
+        wrote = False
         if self._dropped:
             types, self._dropped = self._dropped, {}
             self._loss("queue_full", sum(types.values()), types)
-        if self._writer is not None:
-            for loss in self._writer.take_losses():
-                after = loss.first_seq - 1 if loss.first_seq else None
-                details = {
-                    "count": loss.count,
-                    "reason": "write_error",
-                    "first_seq": loss.first_seq,
-                    "last_seq": loss.last_seq,
-                    "after_seq": after,
-                    "types": {},
-                }
-                self._own("audit.loss", details, severity="ERROR", outcome="failure")
+            wrote = True
+        if self._writer is None:
+            return wrote
+        losses, done = self._writer.take_losses()
+        for loss in losses:
+            self._lost.add(loss.first_seq, loss.last_seq)
+        self._lost.confirm(done)
+        for first, last in self._lost.unclaimed():
+            details = {"count": last - first + 1, "reason": "write_error", "first_seq": first,
+                       "last_seq": last, "after_seq": first - 1 if first else None, "types": {}}
+            self._lost.claim(first, last, self._chain.next_seq)
+            self._own("audit.loss", details, severity="ERROR", outcome="failure")
+            wrote = True
+        return wrote
 
     def _rotate(self, reason: str) -> None:
         writer = self._writer
@@ -386,3 +412,47 @@ class Sealer:
                 if time.monotonic() >= self._last_checkpoint + every:
                     self._checkpoint()
                 wait = max(0.001, self._last_checkpoint + every - time.monotonic())
+
+
+class LostRanges:
+    """Seq ranges the writer dropped, each either waiting for a loss record or claimed by one.
+
+    A claim is settled once the writer is done with its loss record's line and
+    that line was not dropped; a dropped one hands its range back, merged with
+    its own seq (the ranges are contiguous), to be claimed again.
+    """
+
+    def __init__(self) -> None:
+        self._open: list[tuple[int, int]] = []  # (first, last), waiting for a loss record
+        self._claims: list[tuple[int, int, int]] = []  # (first, last, seq of its loss record)
+
+    def add(self, first: int, last: int) -> None:
+        """Seqs ``first``..``last`` were dropped (possibly loss records claiming ranges)."""
+        ranges = [(first, last)]
+        for claim in list(self._claims):
+            if first <= claim[2] <= last:
+                self._claims.remove(claim)
+                ranges.append((claim[0], claim[1]))
+        merged: list[tuple[int, int]] = []
+        for lo, hi in sorted([*self._open, *ranges]):
+            if merged and lo <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+            else:
+                merged.append((lo, hi))
+        self._open = merged
+
+    def confirm(self, done: int) -> None:
+        """The writer is done with every line up to seq ``done`` (its drops already added)."""
+        self._claims = [claim for claim in self._claims if claim[2] > done]
+
+    def unclaimed(self) -> list[tuple[int, int]]:
+        return list(self._open)
+
+    def claim(self, first: int, last: int, seq: int) -> None:
+        """The loss record for ``first``..``last`` is the line at ``seq``."""
+        self._open.remove((first, last))
+        self._claims.append((first, last, seq))
+
+    def pending_seqs(self) -> int:
+        """Seqs dropped and not yet named by a loss record known to be in the file."""
+        return sum(hi - lo + 1 for lo, hi, *_ in [*self._open, *self._claims])

@@ -184,11 +184,14 @@ class Writer:
         with self._cond:
             self._cond.notify_all()
 
-    def take_losses(self) -> list[WriteLoss]:
-        """Write losses not yet recorded; the caller records them as ``audit.loss``."""
+    def take_losses(self) -> tuple[list[WriteLoss], int]:
+        """Write losses not yet taken, and the seq of the last line the writer is done with
+        (written or dropped) before them: a line at or below it that is not in a loss
+        taken so far is in the file. The caller records the losses as ``audit.loss``."""
         with self._cond:
+            done = self._first_seq + self._written - 1
             losses, self._losses = self._losses, []
-            return losses
+            return losses, done
 
     @property
     def has_losses(self) -> bool:
