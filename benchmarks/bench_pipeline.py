@@ -169,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     events = sample_events(args.records)
 
     pipe = run_pipeline(events, audit)
-    base_elapsed, base_cpu = run_baseline(events, out / "baseline", int(audit.max_size_mb * 1024 * 1024))
+    base_elapsed, base_cpu = run_baseline(
+        events, out / "baseline", int(audit.max_size_mb * 1024 * 1024)
+    )
     producer, writer, losses = count_written(pipeline_dir)
 
     pipeline_rps = args.records / pipe["elapsed"]

@@ -43,9 +43,8 @@ def transport(log: AuditLog) -> WorkerTransport:
 
 
 def worker_pid(log: AuditLog) -> int:
-    proc = transport(log)._proc
-    assert proc is not None
-    return proc.pid
+    """The clean stage's: stopping it stops the intake, killing it loses the worker."""
+    return transport(log)._procs[0].pid
 
 
 def test_records_cross_to_the_worker_redacted_and_chained(tmp_path: Path) -> None:
@@ -76,7 +75,7 @@ def test_records_cross_to_the_worker_redacted_and_chained(tmp_path: Path) -> Non
     error = orjson.loads(lines[-1])["details"]["error"]
     assert error == "open /home/[REDACTED:path] failed for pid=[REDACTED:pid] from [REDACTED:ip]"
     # the worker is gone (and waited for) once the log is closed
-    assert worker._proc is not None and worker._proc.returncode == 0
+    assert [proc.returncode for proc in worker._procs] == [0, 0]
 
 
 def test_stopped_worker_blocks_emitters_then_everything_is_written(tmp_path: Path) -> None:
@@ -209,7 +208,7 @@ from kerno_otel.audit.log import AuditLog
 from kerno_otel.config.load import AuditConfig
 log = AuditLog(AuditConfig(file_path=sys.argv[1], pipeline="process"))
 transport = log._processor.transport
-worker = transport._proc.pid
+worker = transport._procs[0].pid
 os.kill(worker, signal.SIGSTOP)  # nothing gets written before this process dies
 for i in range(int(sys.argv[2])):
     details = {"plugin": f"p{i}", "distribution": "d", "version": "1", "hooks": []}
@@ -256,7 +255,8 @@ def test_worker_ignores_the_terminal_signals(tmp_path: Path) -> None:
         assert log.flush(timeout=30)
         log.emit("plugin.load", details=plugin_load("still-here"))
         assert log.flush(timeout=30)
-        assert transport(log)._proc.poll() is None and not transport(log).recovered.is_set()
+        assert [proc.poll() for proc in transport(log)._procs] == [None, None]
+        assert not transport(log).recovered.is_set()
     assert orjson.loads(stream_lines(Path(cfg.file_path))[-1])["type"] == "plugin.load"
 
 

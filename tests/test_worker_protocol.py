@@ -15,8 +15,14 @@ from kerno_otel.audit.pipeline import build_sealer
 from kerno_otel.audit.worker import protocol as wire
 from kerno_otel.audit.worker.main import deliver
 from kerno_otel.config.load import AuditConfig, CheckpointConfig
+from kerno_otel.records.catalogue import EventType
 from kerno_otel.records.redact import RedactionRule
 
+SCHEMA = {
+    "type": "object",
+    "properties": {"note": {"type": "string"}},
+    "additionalProperties": False,
+}
 RESOURCE = {"service.name": "kerno", "service.instance.id": "i-1", "host.name": "h"}
 
 
@@ -105,10 +111,12 @@ def test_init_round_trip() -> None:
         redaction=(RedactionRule("ticket", r"T-\d+"),),
         checkpoint=CheckpointConfig(key_file="/k", every_records=7, every_seconds=2.5),
     )
-    rules = [RedactionRule("acct", r"acct-\d+", "[acct]")]
-    frame = wire.init_message(config, rules, RESOURCE, "1.2.3")
+    rules = (RedactionRule("acct", r"acct-\d+", "[acct]"),)
+    types = (EventType("acme.export", "acme/", policies={"note": "text"}, schema=SCHEMA),)
+    init = wire.Init(config, types, rules, RESOURCE, "1.2.3")
+    frame = init.frame()
     assert frame[:1] == wire.INIT and frame.endswith(b"\n") and frame.count(b"\n") == 1
-    assert wire.read_init(frame[1:-1]) == (config, rules, RESOURCE, "1.2.3")
+    assert wire.Init.read(frame[1:-1]) == init
 
 
 def test_deliver_dispatches_record_refuse_and_drop(tmp_path: Path) -> None:

@@ -13,11 +13,12 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from opentelemetry._logs import LogRecord, SeverityNumber
-from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
 from kerno_otel import __version__
 from kerno_otel.audit.pipeline import build_processor
+from kerno_otel.audit.processor import AuditProcessor
 from kerno_otel.audit.record import ATTR_ACTOR, ATTR_DETAILS, ATTR_OUTCOME
 from kerno_otel.audit.sdk import record_maker
 from kerno_otel.config.load import AuditConfig
@@ -42,6 +43,18 @@ def default_resource() -> dict[str, str]:
         "service.instance.id": str(uuid.uuid4()),
         "host.name": socket.gethostname(),
     }
+
+
+class _AuditProvider(LoggerProvider):
+    """The ``AuditLog``'s provider: it tells the audit processor when another processor
+    joins, before that one can see a record, so records are cleaned for it."""
+
+    audit_processor: AuditProcessor | None = None
+
+    def add_log_record_processor(self, log_record_processor: LogRecordProcessor) -> None:
+        if self.audit_processor is not None and log_record_processor is not self.audit_processor:
+            self.audit_processor.others_present()
+        super().add_log_record_processor(log_record_processor)
 
 
 class AuditLog:
@@ -82,11 +95,12 @@ class AuditLog:
         )
         #: The redaction stage every record goes through (plugins redact free text with it).
         self.redactor: Redactor = self._processor.cleaner.redactor
-        self.provider = LoggerProvider(
+        self.provider = _AuditProvider(
             resource=Resource.create(self.resource), shutdown_on_exit=False
         )
         # First on the provider: every processor added later sees clean records only.
         self.provider.add_log_record_processor(self._processor)
+        self.provider.audit_processor = self._processor
         self._logger = self.provider.get_logger("kerno_otel.audit", __version__)
         self._make = record_maker(self.provider, self._logger, err)
         self._closed = False

@@ -12,8 +12,11 @@
                                    Sealer: seq → chain → Writer thread (group commit, rotation,
                                            checkpoints, the writer's own audit.* records)
 
-The clean half always runs in the emitting process, so nothing but clean
-records ever leaves it; the seal half runs where the transport puts it.
+The Cleaner runs before anything but the pipeline sees a record: on the
+emitting thread, or, in process mode while no other processor is on the
+provider, in the worker's clean stage (the same Cleaner, in a child process
+of ours, reached over a private pipe). The Sealer runs where the transport
+puts it.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ def build_processor(
     (``audit.checkpoint.key_file``), ``ValueError`` (a resource the schema
     refuses), and ``WorkerError`` when the audit worker cannot start.
     """
-    rules = tuple(rules)
+    rules, event_types = tuple(rules), tuple(event_types)
     cleaner = build_cleaner(config, event_types, rules, resource)
     transport: Transport
     if config.pipeline == "process":
@@ -86,8 +89,9 @@ def build_processor(
 
         transport = WorkerTransport(
             config,
+            cleaner,
+            event_types,
             rules,
-            cleaner.resource,
             version=version,
             stderr=stderr,
             exit_process=exit_process,

@@ -6,8 +6,10 @@ and puts the redacted ``details`` back on the record, so every processor or
 exporter after it sees what the file will hold, never a raw value. Then it
 hands the clean body to a transport: :class:`LocalTransport` seals it in this
 process, :class:`kerno_otel.audit.worker.client.WorkerTransport` in the audit
-worker. Everything about "after shutdown", ``fsync: always`` and stats lives
-here once.
+worker. While no other processor is on the provider, the worker transport
+takes records as emitted instead, and the same Cleaner runs in the worker's
+clean stage: the emitting thread then pays only for encoding the fields.
+Everything about "after shutdown", ``fsync: always`` and stats lives here once.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ class Transport(Protocol):
     def send(self, clean: Clean, *, durable: bool) -> None:
         """Hand one clean record over; with ``durable``, return once it is on disk."""
 
+    def send_raw(self, fields: Fields, *, durable: bool) -> bool:
+        """Hand a record over as emitted, to be cleaned beyond this process's emitting
+        thread; False when this transport cannot (the caller cleans it here)."""
+
     def refuse(self, refused: Refused) -> None:
         """Hand over a record that may not be written (its loss is written instead)."""
 
@@ -68,6 +74,9 @@ class LocalTransport:
         if durable and ticket is not None:
             self.sealer.wait_durable(ticket)
 
+    def send_raw(self, fields: Fields, *, durable: bool) -> bool:
+        return False  # one process: the emitting thread cleans
+
     def refuse(self, refused: Refused) -> None:
         self.sealer.refused(refused.type, refused.problem)
 
@@ -94,6 +103,14 @@ class AuditProcessor(LogRecordProcessor):
         self._counters = Counters()  # records refused after shutdown
         self._lock = threading.Lock()
         self._closed = False
+        # Whether records may leave the emitting thread uncleaned: only to the audit
+        # worker's clean stage, and only while nothing else on the provider sees them.
+        self._raw = True
+
+    def others_present(self) -> None:
+        """Another processor joins the provider: from now on every record is cleaned on
+        the emitting thread, before that processor (or its exporter) sees it."""
+        self._raw = False
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         """Called by the SDK for every record; never raises into the emitter."""
@@ -112,8 +129,10 @@ class AuditProcessor(LogRecordProcessor):
             )
         except Exception:  # attributes that are not a mapping: nothing of them is read
             fields = Fields(time.time_ns(), lr.event_name, None, "INFO", "unknown", None)
+        if self._raw and not self._closed and self.transport.send_raw(fields, durable=self._always):
+            return
         result = self.cleaner.clean(fields)
-        if isinstance(attrs, MutableMapping):
+        if type(attrs) is dict or isinstance(attrs, MutableMapping):
             # Processors after this one see what the file holds: never a raw value.
             attrs[ATTR_DETAILS] = result.details if isinstance(result, Clean) else {}
         if self._closed:

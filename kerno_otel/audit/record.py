@@ -89,15 +89,16 @@ class Cleaner:
         Refused: a writer type (``audit.*``), ids that are not 128/64-bit
         integers, ``details`` that cannot be redacted, anything the schema rejects.
         """
+        name = fields.type
         try:
-            name = type_label(fields.type)
-            if name is not None and name.startswith(WRITER_PREFIX):
-                return Refused(name, f"{name}: /type: reserved for the audit writer")
-            return self._clean(fields, name, redact=True)
-        except (
-            Exception
-        ) as exc:  # a hostile Mapping, an id of the wrong type: say what, not the value
-            return Refused(type_label(fields.type), _unexpected(fields.type, exc))
+            if type(name) is str and name.startswith(WRITER_PREFIX):
+                name = type_label(name)
+                return Refused(
+                    name, f"{name or '(invalid type)'}: /type: reserved for the audit writer"
+                )
+            return self._clean(fields, redact=True)
+        except Exception as exc:  # a hostile Mapping: say what broke, never the value
+            return Refused(type_label(name), _unexpected(name, exc))
 
     def clean_own(
         self,
@@ -112,41 +113,44 @@ class Cleaner:
         signed checkpoint (redaction could only corrupt its signature)."""
         fields = Fields(time.time_ns(), name, WRITER_ACTOR, severity, outcome, details)
         try:
-            return self._clean(fields, name, redact=redact)
+            return self._clean(fields, redact=redact)
         except Exception as exc:  # a bug of ours: the sealer says so loudly
             return Refused(name, _unexpected(name, exc))
 
-    def _clean(self, fields: Fields, name: str | None, *, redact: bool) -> Clean | Refused:
-        details = fields.details
+    def _clean(self, fields: Fields, *, redact: bool) -> Clean | Refused:
+        ts_ns, name, actor, severity, outcome, details, trace_id, span_id = fields
+        if redact and (type(details) is dict or isinstance(details, Mapping)):
+            try:
+                details = self.redactor.redact_details(str(name), details)
+            except ValueError as exc:  # nesting too deep or a cycle: say which, not what
+                label = type_label(name)
+                return Refused(
+                    label, f"{label or '(invalid type)'}: /details: cannot be redacted ({exc})"
+                )
         record: dict[str, Any] = {
             "v": "1",
             "seq": 0,
-            "ts": self._ts.format(fields.ts_ns),
-            "type": fields.type,
-            "actor": fields.actor,
-            "severity": fields.severity,
-            "outcome": fields.outcome,
+            "ts": self._ts.format(ts_ns),
+            "type": name,
+            "actor": actor,
+            "severity": severity,
+            "outcome": outcome,
             "details": details,
             "resource": self.resource,
         }
-        if fields.trace_id:
+        if trace_id:
             try:
-                record["trace_id"] = _id_hex(fields.trace_id, _TRACE_LIMIT, 32)
-                if fields.span_id:
-                    record["span_id"] = _id_hex(fields.span_id, _SPAN_LIMIT, 16)
+                record["trace_id"] = _id_hex(trace_id, _TRACE_LIMIT, 32)
+                if span_id:
+                    record["span_id"] = _id_hex(span_id, _SPAN_LIMIT, 16)
             except ValueError:
-                return Refused(name, f"{name or '(invalid type)'}: /trace_id: not a valid id")
+                label = type_label(name)
+                return Refused(label, f"{label or '(invalid type)'}: /trace_id: not a valid id")
         record["prev"] = GENESIS
-        if redact and isinstance(details, Mapping):
-            try:
-                details = self.redactor.redact_details(str(fields.type), details)
-            except ValueError as exc:  # nesting too deep or a cycle: say which, not what
-                return Refused(name, f"{name}: /details: cannot be redacted ({exc})")
-            record["details"] = details
         problem = self.validator.check_built(record)
         if problem is not None:
-            return Refused(name, problem)
-        assert name is not None  # the schema accepted the type
+            return Refused(type_label(name), problem)
+        # The schema accepted the type: a well-formed name.
         return Clean(name, body_of(record), details)
 
 

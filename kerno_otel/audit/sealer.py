@@ -359,8 +359,14 @@ class Sealer:
             self._lost.add(loss.first_seq, loss.last_seq)
         self._lost.confirm(done)
         for first, last in self._lost.unclaimed():
-            details = {"count": last - first + 1, "reason": "write_error", "first_seq": first,
-                       "last_seq": last, "after_seq": first - 1 if first else None, "types": {}}
+            details = {
+                "count": last - first + 1,
+                "reason": "write_error",
+                "first_seq": first,
+                "last_seq": last,
+                "after_seq": first - 1 if first else None,
+                "types": {},
+            }
             self._lost.claim(first, last, self._chain.next_seq)
             self._own("audit.loss", details, severity="ERROR", outcome="failure")
             wrote = True

@@ -28,18 +28,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
+
+import orjson
 
 from kerno_otel.audit.counters import Counters, merged
 from kerno_otel.audit.files import AuditFileError, write_all
 from kerno_otel.audit.pipeline import build_sealer
 from kerno_otel.audit.processor import LocalTransport
-from kerno_otel.audit.record import Clean, Refused
+from kerno_otel.audit.record import Clean, Cleaner, Fields, Refused
 from kerno_otel.audit.worker import protocol as wire
 from kerno_otel.audit.worker.main import deliver
 from kerno_otel.config.load import AuditConfig, ConfigError
+from kerno_otel.records.catalogue import EventType
 from kerno_otel.records.redact import RedactionRule
 
 #: How long a partial batch may wait for company before the sender thread writes it.
@@ -54,6 +57,24 @@ _ERRORS: dict[str, Callable[[str], Exception]] = {
     "ValueError": ValueError,
 }
 _SECRET_WORDS = ("TOKEN", "SECRET", "KEY", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")
+
+
+_PASSTHROUGH = (
+    orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
+def _start(stage: str, stdin: int, stdout: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    root = str(Path(__file__).resolve().parents[3])
+    command = [
+        sys.executable,
+        "-c",
+        f"import sys; sys.path.insert(0, {root!r}); "
+        f"from kerno_otel.audit.worker.main import main; sys.exit(main({stage!r}))",
+    ]
+    return subprocess.Popen(command, stdin=stdin, stdout=stdout, env=env)
 
 
 class WorkerError(RuntimeError):
@@ -78,17 +99,17 @@ class WorkerTransport:
     def __init__(
         self,
         config: AuditConfig,
+        cleaner: Cleaner,
+        event_types: Iterable[EventType],
         rules: Iterable[RedactionRule],
-        resource: Mapping[str, str],
         *,
         version: str,
         stderr: TextIO,
         exit_process: Callable[[int], None] = os._exit,
     ) -> None:
         self.config = config
-        self._rules = tuple(rules)
-        self._resource = dict(resource)
-        self._version = version
+        self._cleaner = cleaner  # the parent's: RAW frames replayed after a loss go through it
+        self._init = wire.Init(config, tuple(event_types), tuple(rules), cleaner.resource, version)
         self._stderr = stderr
         self._exit = exit_process
         self.counters = Counters()  # this side's numbers: blocked emitters
@@ -116,7 +137,7 @@ class WorkerTransport:
         self.recovered = threading.Event()
         self._frames = 0  # frames in _buf
         self._piped = 0  # frames ever written to the pipe whole
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._procs: list[subprocess.Popen[bytes]] = []  # the clean stage, then the seal stage
         self._sender: threading.Thread | None = None
         self._fd = -1
 
@@ -124,45 +145,41 @@ class WorkerTransport:
 
     def open(self) -> None:
         """Start the worker and wait until it has opened (or failed to open) the log."""
-        to_worker_r, to_worker_w = os.pipe()
+        # parent -> clean stage -> seal stage -> files; the seal stage answers.
+        to_clean_r, to_clean_w = os.pipe()
+        to_seal_r, to_seal_w = os.pipe()
         answers_r, answers_w = os.pipe()
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(to_worker_w, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-        root = str(Path(__file__).resolve().parents[3])
-        command = [
-            sys.executable,
-            "-c",
-            f"import sys; sys.path.insert(0, {root!r}); "
-            "from kerno_otel.audit.worker.main import main; sys.exit(main())",
-        ]
+        for fd in (to_clean_w, to_seal_w):
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+        env = worker_environment()
         try:
-            self._proc = subprocess.Popen(
-                command, stdin=to_worker_r, stdout=answers_w, env=worker_environment()
-            )
+            self._procs.append(_start("seal", to_seal_r, answers_w, env))
+            self._procs.insert(0, _start("clean", to_clean_r, to_seal_w, env))
         except OSError as exc:
-            for fd in (to_worker_r, to_worker_w, answers_r, answers_w):
+            for fd in (to_clean_r, to_clean_w, to_seal_r, to_seal_w, answers_r, answers_w):
                 os.close(fd)
+            for proc in self._procs:
+                proc.wait()
             raise WorkerError(
                 f"cannot start the audit worker ({exc}); set audit.pipeline: thread"
             ) from None
-        os.close(to_worker_r)
-        os.close(answers_w)
-        self._fd = to_worker_w
-        write_all(
-            self._fd, wire.init_message(self.config, self._rules, self._resource, self._version)
-        )
+        for fd in (to_clean_r, to_seal_r, to_seal_w, answers_w):
+            os.close(fd)
+        self._fd = to_clean_w
+        write_all(self._fd, self._init.frame())
         reader = wire.FrameReader(answers_r)
         while (first := reader.next_frame()) is not None and first[0] == wire.STDERR:
             self._stderr.write(wire.value(first[1]))  # what opening said (a repaired tail)
         if first is None or first[0] != wire.READY:
-            os.close(self._fd)
-            status = self._proc.wait()
+            os.close(self._fd)  # the clean stage ends, and with it the seal stage
+            statuses = [proc.wait() for proc in self._procs]
             os.close(answers_r)
             if first is not None and first[0] == wire.ERROR:
                 error = wire.value(first[1])
                 raise _ERRORS.get(error["kind"], WorkerError)(error["message"])
             raise WorkerError(
-                f"the audit worker exited at start (status {status}); "
+                f"the audit worker exited at start (status {statuses}); "
                 "see its message above, or set audit.pipeline: thread"
             )
         self._sender = threading.Thread(
@@ -187,38 +204,57 @@ class WorkerTransport:
         if self.local is not None:
             self.local.close()
         self._stop_sender()
-        self._close_input()
-        if self._proc is not None:
+        self._close_input()  # end of input: the clean stage ends, then the seal stage
+        for proc in self._procs:
             try:
-                self._proc.wait(timeout=30)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self._stderr.write("kerno-otel: audit: the audit worker did not stop; killed\n")
-                self._proc.kill()
-                self._proc.wait()
+                proc.kill()
+                proc.wait()
 
     # -- records ------------------------------------------------------------------------
 
     def send(self, clean: Clean, *, durable: bool) -> None:
-        self._put(wire.RECORD + clean.body + b"\n", clean.type)
+        self._put(clean.body, clean.type, wire.RECORD)
         if durable:
             self.flush(None)
 
-    def refuse(self, refused: Refused) -> None:
-        self._put(wire.message(wire.REFUSE, refused._asdict()), refused.type or "")
+    def send_raw(self, fields: Fields, *, durable: bool) -> bool:
+        """Hand a record over as emitted, for the worker's clean stage; False (nothing sent)
+        when its fields are not JSON, for the caller to clean (and refuse) it here."""
+        try:
+            payload = orjson.dumps(tuple(fields), option=_PASSTHROUGH)
+        except (TypeError, orjson.JSONEncodeError):
+            return False
+        self._put(payload, fields.type if type(fields.type) is str else "", wire.RAW)
+        if durable:
+            self.flush(None)
+        return True
 
-    def _put(self, frame: bytes, type_name: str) -> None:
+    def refuse(self, refused: Refused) -> None:
+        self._put(orjson.dumps(refused._asdict()), refused.type or "", wire.REFUSE)
+
+    def _put(self, payload: bytes, type_name: str, kind: bytes) -> None:
+        """One of the parent's records, as a frame of ``kind``, in order (the hot path)."""
         with self._lock:
-            if self.local is None and self._full() and not self._make_room(type_name):
+            if self._full() and self.local is None and not self._make_room(type_name):
                 return
             if self.local is not None:
-                kind = frame[:1]
                 self._lock.release()  # the fallback has its own lock; keep ours short
                 try:
-                    deliver(self.local.sealer, kind, frame[1:-1])
+                    deliver(self.local.sealer, kind, payload, self._cleaner)
                 finally:
                     self._lock.acquire()
                 return
-            self._append(frame)
+            buf = self._buf
+            if not buf:
+                self._wake.notify()
+            buf += kind
+            buf += payload
+            buf += b"\n"
+            self._sent += 1
+            self._frames += 1
             self._records += 1
 
     def _make_room(self, type_name: str) -> bool:
@@ -255,9 +291,12 @@ class WorkerTransport:
         necessarily read by it); False on timeout or when the worker is lost."""
         with self._lock:
             sent = self._sent
-            return self._wake.wait_for(
-                lambda: self._piped >= sent or self.local is not None or self._stop, timeout
-            ) and self.local is None
+            return (
+                self._wake.wait_for(
+                    lambda: self._piped >= sent or self.local is not None or self._stop, timeout
+                )
+                and self.local is None
+            )
 
     def _put_dropped(self) -> None:
         if self._dropped:
@@ -380,14 +419,16 @@ class WorkerTransport:
     def _worker_lost(self) -> None:
         """The worker died: count what it had not made durable, go on in this process."""
         self._stop_sender()  # it gives back what the worker did not get
-        self._close_input()
-        assert self._proc is not None
-        try:
-            status = self._proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            status = self._proc.wait()
-        if status == _EXIT_ON_WRITE_ERROR and self.config.on_write_error == "exit":
+        self._close_input()  # a clean stage still running ends
+        statuses = []
+        for proc in self._procs:
+            try:
+                statuses.append(proc.wait(timeout=30))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                statuses.append(proc.wait())
+        status = next((code for code in statuses if code), 0)
+        if _EXIT_ON_WRITE_ERROR in statuses and self.config.on_write_error == "exit":
             self._stderr.write(
                 "kerno-otel: audit: the audit worker stopped on a write error "
                 "(on_write_error: exit); stopping\n"
@@ -399,12 +440,13 @@ class WorkerTransport:
             f"kerno-otel: audit: the audit worker stopped unexpectedly ({how}); "
             "the audit pipeline continues in this process\n"
         )
+        init = self._init
         local = LocalTransport(
             build_sealer(
                 self.config,
-                self._rules,
-                self._resource,
-                version=self._version,
+                init.rules,
+                init.resource,
+                version=init.version,
                 stderr=self._stderr,
                 exit_process=self._exit,
             )
@@ -421,12 +463,12 @@ class WorkerTransport:
                 return
             # Frames the pipe did not take whole never reached the worker: they are replayed.
             waiting = [line for line in bytes(self._buf).split(b"\n") if line]
-            unsent = sum(1 for line in waiting if line[:1] in (wire.RECORD, wire.REFUSE))
+            unsent = sum(1 for line in waiting if line[:1] in (wire.RAW, wire.RECORD, wire.REFUSE))
             lost = self._records - unsent - self._durable
             if lost > 0:
                 local.sealer.lost(lost)
             for line in waiting:
-                deliver(local.sealer, line[:1], line[1:])
+                deliver(local.sealer, line[:1], line[1:], self._cleaner)
             if self._dropped:
                 local.sealer.dropped(self._dropped)
                 self._dropped = {}

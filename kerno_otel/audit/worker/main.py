@@ -20,11 +20,13 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, TextIO, cast
 
 from kerno_otel.audit.files import write_all
 from kerno_otel.audit.pipeline import build_sealer
+from kerno_otel.audit.record import Cleaner
 from kerno_otel.audit.sealer import Sealer
+from kerno_otel.audit.worker import clean as clean_stage
 from kerno_otel.audit.worker import protocol as wire
 
 #: How long a worker whose parent died may go on trying to finish the log (a full
@@ -32,12 +34,16 @@ from kerno_otel.audit.worker import protocol as wire
 ORPHAN_GRACE_S = 60.0
 
 
-def deliver(sealer: Sealer, kind: bytes, payload: bytes) -> int:
+def deliver(sealer: Sealer, kind: bytes, payload: bytes, cleaner: Cleaner | None = None) -> int:
     """Hand one record-carrying frame to ``sealer``; how many of the parent's records it was.
 
-    The one dispatcher for those frames: the worker's loop, and the parent's
-    in-process fallback when the worker is lost, replay frames through it.
+    The one dispatcher for those frames: the seal stage's loop, and the parent's
+    in-process fallback when the worker is lost (which cleans ``RAW`` frames with
+    ``cleaner`` first), replay frames through it.
     """
+    if kind == wire.RAW and cleaner is not None:
+        frame = clean_stage.clean_frame(cleaner, payload)
+        kind, payload = frame[:1], frame[1:-1]
     if kind == wire.RECORD:
         sealer.put(payload)
         return 1
@@ -89,8 +95,10 @@ def serve(in_fd: int, out_fd: int) -> int:
     first = reader.next_frame()
     if first is None or first[0] != wire.INIT:
         return 0
-    config, rules, resource, version = wire.read_init(first[1])
-    sealer = build_sealer(config, rules, resource, version=version, stderr=_Relay(out))  # type: ignore[arg-type]
+    init = wire.Init.read(first[1])
+    config = init.config
+    relay = cast(TextIO, _Relay(out))  # write() and flush() are all the sealer uses
+    sealer = build_sealer(config, init.rules, init.resource, version=init.version, stderr=relay)
     # (writer ticket, parent records taken by then): which of the parent's are durable.
     marks: collections.deque[tuple[int, int]] = collections.deque()
 
@@ -133,7 +141,7 @@ def serve(in_fd: int, out_fd: int) -> int:
                 continue
             taken += 1
             if kind == wire.CLOSE:
-                _close(sealer, out, records)
+                _close(sealer, out, records, line[1:])
                 return 0
             if not _request(sealer, out, marks, kind, line[1:], records):
                 records += deliver(sealer, kind, line[1:])
@@ -170,17 +178,26 @@ def _request(
         if ok:
             out.send(wire.message(wire.DURABLE, records))
     elif kind == wire.STATS:
-        stats = sealer.counters.as_dict()
-        out.send(wire.message(wire.STATS, {"id": wire.value(payload)["id"], "stats": stats}))
+        request = wire.value(payload)
+        stats = _stats(sealer, request)
+        out.send(wire.message(wire.STATS, {"id": request["id"], "stats": stats}))
     else:
         return False
     return True
 
 
-def _close(sealer: Sealer, out: _Out, records: int) -> None:
+def _close(sealer: Sealer, out: _Out, records: int, payload: bytes) -> None:
     sealer.close()
     out.send(wire.message(wire.DURABLE, records))
-    out.send(wire.message(wire.CLOSED, {"stats": sealer.counters.as_dict()}))
+    stats = _stats(sealer, wire.value(payload) if payload else {})
+    out.send(wire.message(wire.CLOSED, {"stats": stats}))
+
+
+def _stats(sealer: Sealer, request: dict[str, Any]) -> dict[str, Any]:
+    """The sealer's counters, with the clean stage's redactions (carried by ``request``)."""
+    stats = sealer.counters.as_dict()
+    stats["redactions"] = request.get("redactions", {})
+    return stats
 
 
 def _watch_parent(parent: int, sealer: Sealer) -> None:
@@ -202,11 +219,16 @@ def _watch_parent(parent: int, sealer: Sealer) -> None:
     os._exit(75)  # EX_TEMPFAIL
 
 
-def main() -> int:
-    """The worker's entry point: frames on stdin, answers on stdout."""
+def main(stage: str = "seal") -> int:
+    """A worker stage's entry point (``clean`` or ``seal``): frames on stdin, answers on stdout."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, signal.SIG_IGN)
     # A daemon that takes its signals with sigtimedwait has them blocked; the mask is
     # inherited, and nothing here should depend on it.
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    if stage == "clean":
+        try:
+            return clean_stage.serve(sys.stdin.fileno(), sys.stdout.fileno())
+        except BrokenPipeError:  # the seal stage is gone; the parent sees it
+            return 1
     return serve(sys.stdin.fileno(), sys.stdout.fileno())

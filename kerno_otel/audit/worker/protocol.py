@@ -1,9 +1,13 @@
 """The audit worker's wire protocol: one frame per line, a kind byte, then its payload.
 
-Parent → worker, in the order the parent decided (the worker seals in that order):
+Parent → worker, in the order the parent decided (the worker seals in that order).
+The worker is two processes: the clean stage turns each ``RAW`` frame into a
+``RECORD`` or a ``REFUSE`` and passes every other frame on as it is, one frame
+out for each frame in; the seal stage takes the rest.
 
 =========  ==============================================================
-``INIT``   JSON: config, redaction rules, resource, version (first frame)
+``INIT``   JSON: :class:`Init` (the first frame)
+``RAW``    JSON array: a record's fields as emitted, not yet cleaned
 ``RECORD`` a clean record's body (:func:`kerno_otel.audit.chain.body_of`)
 ``REFUSE`` JSON: ``type`` (or null), ``problem``: a record that may not be written
 ``DROP``   JSON: ``types``: records dropped here at ``queue_size`` (``drop``)
@@ -23,17 +27,19 @@ a frame is a line, and the kind byte alone says what it is.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 import orjson
 
 from kerno_otel.config.load import AuditConfig, CheckpointConfig
+from kerno_otel.records.catalogue import EventType
 from kerno_otel.records.redact import RedactionRule
 
 # Parent → worker.
 INIT: Final = b"I"
+RAW: Final = b"W"
 RECORD: Final = b"R"
 REFUSE: Final = b"X"
 DROP: Final = b"D"
@@ -113,26 +119,32 @@ class FrameReader:
         return line[:1], line[1:]
 
 
-def init_message(
-    config: AuditConfig, rules: Iterable[RedactionRule], resource: Mapping[str, str], version: str
-) -> bytes:
-    """The ``INIT`` frame: everything the worker needs to open the log and seal records."""
-    return message(
-        INIT,
-        {
-            "config": asdict(config),
-            "rules": [asdict(rule) for rule in rules],
-            "resource": dict(resource),
-            "version": version,
-        },
-    )
+@dataclass(frozen=True)
+class Init:
+    """What the worker's stages need: the audit config, the plugins' event types and
+    redaction rules, the stream's resource and the writer's version."""
 
+    config: AuditConfig
+    event_types: tuple[EventType, ...]
+    rules: tuple[RedactionRule, ...]
+    resource: dict[str, str]
+    version: str
 
-def read_init(payload: bytes) -> tuple[AuditConfig, list[RedactionRule], dict[str, str], str]:
-    """(config, redaction rules, resource, version) of an ``INIT`` frame."""
-    data = value(payload)
-    config = dict(data["config"])
-    config["redaction"] = tuple(RedactionRule(**rule) for rule in config.get("redaction", ()))
-    config["checkpoint"] = CheckpointConfig(**config.get("checkpoint", {}))
-    rules = [RedactionRule(**rule) for rule in data["rules"]]
-    return AuditConfig(**config), rules, dict(data["resource"]), str(data["version"])
+    def frame(self) -> bytes:
+        """The ``INIT`` frame."""
+        return message(INIT, asdict(self))
+
+    @classmethod
+    def read(cls, payload: bytes) -> Init:
+        """The :class:`Init` of an ``INIT`` frame's payload."""
+        data = value(payload)
+        config = dict(data["config"])
+        config["redaction"] = tuple(RedactionRule(**r) for r in config.get("redaction", ()))
+        config["checkpoint"] = CheckpointConfig(**config.get("checkpoint", {}))
+        return cls(
+            AuditConfig(**config),
+            tuple(EventType(**t) for t in data["event_types"]),
+            tuple(RedactionRule(**r) for r in data["rules"]),
+            dict(data["resource"]),
+            str(data["version"]),
+        )

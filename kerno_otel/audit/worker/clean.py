@@ -1,0 +1,65 @@
+"""The audit worker's clean stage: ``RAW`` frames through the same Cleaner the parent uses.
+
+When nothing but the audit pipeline sees a record in the parent (no other
+processor on the provider), the parent hands its fields over as they were
+emitted, so that its emitting threads pay only for encoding them; this process
+builds, redacts, validates and encodes each one and passes a ``RECORD`` (or a
+``REFUSE`` naming the rule) to the seal stage. Every other frame goes on as it
+came, one frame out for each frame in, so the seal stage's ``TAKEN`` count is
+the parent's. At end of input the seal stage's input ends too.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from kerno_otel.audit.files import write_all
+from kerno_otel.audit.pipeline import build_cleaner
+from kerno_otel.audit.record import Clean, Cleaner, Fields
+from kerno_otel.audit.worker import protocol as wire
+
+#: Frames gathered before a write to the seal stage (keeps it busy as we go).
+_BATCH = 512
+
+
+def clean_frame(cleaner: Cleaner, payload: bytes) -> bytes:
+    """The ``RECORD`` or ``REFUSE`` frame for one ``RAW`` frame's payload."""
+    try:
+        fields = Fields(*orjson.loads(payload))
+    except (orjson.JSONDecodeError, TypeError):  # not ours: never written, said why
+        return wire.message(
+            wire.REFUSE, {"type": None, "problem": "(invalid type): (root): not a record frame"}
+        )
+    result = cleaner.clean(fields)
+    if isinstance(result, Clean):
+        return wire.frame(wire.RECORD, result.body)
+    return wire.message(wire.REFUSE, result._asdict())
+
+
+def serve(in_fd: int, out_fd: int) -> int:
+    """Run until end of input."""
+    reader = wire.FrameReader(in_fd)
+    first = reader.next_frame()
+    if first is None or first[0] != wire.INIT:
+        return 0
+    write_all(out_fd, wire.frame(*first))  # the seal stage opens the log with it
+    init = wire.Init.read(first[1])
+    cleaner = build_cleaner(init.config, init.event_types, init.rules, init.resource)
+    for lines in reader.batches():
+        out: list[bytes] = []
+        for line in lines:
+            kind = line[:1]
+            if kind == wire.RAW:
+                out.append(clean_frame(cleaner, line[1:]))
+            elif kind in (wire.STATS, wire.CLOSE):  # with this stage's redaction counts
+                request = wire.value(line[1:]) if len(line) > 1 else {}
+                request["redactions"] = dict(cleaner.redactor.counts)
+                out.append(wire.message(kind, request))
+            else:
+                out.append(line + b"\n")
+            if len(out) >= _BATCH:
+                write_all(out_fd, b"".join(out))
+                out = []
+        if out:
+            write_all(out_fd, b"".join(out))
+    return 0
