@@ -426,3 +426,26 @@ def test_other_processors_and_exporters_never_see_raw_values(tmp_path: Path) -> 
         assert raw not in repr(spy.seen)
     written = Path(config(tmp_path).file_path).read_text()
     assert clean in written and "10.1.2.3" not in written
+
+
+def test_records_are_cleaned_on_the_emitting_thread_once_another_processor_joins(
+    tmp_path: Path,
+) -> None:
+    """Process mode leaves cleaning to the worker's clean stage only while nothing else
+    on the provider would see a record; thread mode always cleans on the emitting thread.
+    Where cleaning happened shows in the emitting process's own redaction counts."""
+    details = {"program": "p", "attach": [], "success": False, "error": "from 10.1.2.3"}
+    with AuditLog(config(tmp_path), stderr=io.StringIO()) as log:
+        here = log._processor.cleaner.redactor.counts
+        log.emit("bpf.load", details=details)
+        assert log.flush(timeout=30)
+        before = here.get("ip", 0)
+        log.provider.add_log_record_processor(_Spy())
+        log.emit("bpf.load", details=details)
+        assert log.flush(timeout=30)
+        after = here.get("ip", 0)
+        total = log.stats()["redactions"]["ip"]
+    assert (before, after) == ((0, 1) if PIPELINE[0] == "process" else (1, 2))
+    assert total == 2
+    written = Path(config(tmp_path).file_path).read_text()
+    assert written.count("from [REDACTED:ip]") == 2 and "10.1.2.3" not in written

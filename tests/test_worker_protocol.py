@@ -159,3 +159,60 @@ def test_deliver_dispatches_record_refuse_and_drop(tmp_path: Path) -> None:
         2,
         {"ai.call": 2},
     )
+
+
+def test_clean_stage_turns_raw_frames_into_records_or_refusals(tmp_path: Path) -> None:
+    from kerno_otel.audit.pipeline import build_cleaner
+    from kerno_otel.audit.worker.clean import clean_frame
+
+    config = AuditConfig(file_path=str(tmp_path / "kerno-audit.jsonl"))
+    cleaner = build_cleaner(config, (), (), RESOURCE)
+    details = {"program": "p", "attach": [], "success": False, "error": "from 10.1.2.3"}
+    raw = orjson.dumps(
+        [1_700_000_000_000_000_000, "bpf.load", "bpf/loader", "INFO", "failure", details, 0, 0]
+    )
+    frame = clean_frame(cleaner, raw)
+    assert frame[:1] == wire.RECORD and frame.endswith(b"\n")
+    record = orjson.loads(b"{" + frame[1:-1] + b"}")
+    assert record["details"]["error"] == "from [REDACTED:ip]"
+    assert record["ts"] == "2023-11-14T22:13:20.000000000Z"
+    forged = orjson.dumps([1, "audit.loss", "audit/writer", "ERROR", "failure", {}, 0, 0])
+    assert value_of(clean_frame(cleaner, forged)) == (
+        wire.REFUSE,
+        {"type": "audit.loss", "problem": "audit.loss: /type: reserved for the audit writer"},
+    )
+    assert value_of(clean_frame(cleaner, b'{"not": "an array"}')) == (
+        wire.REFUSE,
+        {"type": None, "problem": "(invalid type): (root): not a record frame"},
+    )
+
+
+def value_of(frame: bytes) -> tuple[bytes, object]:
+    return frame[:1], wire.value(frame[1:-1])
+
+
+def test_deliver_cleans_raw_frames_when_given_a_cleaner(tmp_path: Path) -> None:
+    from kerno_otel.audit.pipeline import build_cleaner
+
+    config = AuditConfig(file_path=str(tmp_path / "kerno-audit.jsonl"), pipeline="thread")
+    sealer = build_sealer(config, (), RESOURCE, version="0", stderr=io.StringIO())
+    sealer.open()
+    cleaner = build_cleaner(config, (), (), RESOURCE)
+    raw = orjson.dumps(
+        [
+            1,
+            "plugin.load",
+            "plugins/manager",
+            "INFO",
+            "success",
+            {"plugin": "p", "distribution": "d", "version": "1", "hooks": []},
+            0,
+            0,
+        ]
+    )
+    assert deliver(sealer, wire.RAW, raw, cleaner) == 1
+    sealer.close()
+    assert [r["type"] for r in stream_records(Path(config.file_path))] == [
+        "audit.start",
+        "plugin.load",
+    ]
