@@ -39,7 +39,7 @@ from samples import sample_events
 from kerno_otel.audit.chain import parse_ts
 from kerno_otel.audit.files import rotated_files
 from kerno_otel.audit.log import AuditLog
-from kerno_otel.config.load import AuditConfig
+from kerno_otel.config import AuditConfig
 from kerno_otel.forward.forwarder import Forwarder, ForwarderOptions
 
 _BATCH = 100_000

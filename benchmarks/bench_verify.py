@@ -26,7 +26,7 @@ from samples import sample_events
 from kerno_otel.audit.files import rotated_files
 from kerno_otel.audit.keys import generate, load_public
 from kerno_otel.audit.log import AuditLog
-from kerno_otel.config.load import AuditConfig, CheckpointConfig
+from kerno_otel.config import AuditConfig, CheckpointConfig
 from kerno_otel.verify.verify import verify
 
 _BATCH = 100_000  # events generated at a time, to keep memory flat

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from kerno_otel.cli.app import main
+from kerno_otel.cli import main
 
 main(prog_name="kerno-otel")

@@ -15,15 +15,21 @@ entry-point group whose functions carry ``@kerno_otel.hookimpl``::
         register(EventType("acme.export", "acme/exporter", schema={...}))
 
 Hooks that collect things take a ``register`` callback; a plugin calls it once
-per thing it contributes. A hook that raises does not stop the daemon: the
+per thing it contributes; what those things must provide is typed in
+:mod:`kerno_otel.contract`. A hook that raises does not stop the daemon: the
 error becomes a ``plugin.error`` audit record and one line on stderr (or, with
-``plugins.strict: true``, a failed start). See docs/plugins.md for a runnable
-example of every hook.
+``plugins.strict: true``, a failed start).
+
+Each plugin's hook is called on its own, in load order, so that one failing
+plugin cannot keep the others' hooks from running. A hook wrapper
+(``hookimpl(wrapper=True)`` or ``hookimpl(hookwrapper=True)``) would therefore
+never run: a plugin that declares one is refused at load, as a ``plugin.error``
+naming the hook. See docs/plugins.md for a runnable example of every hook.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +37,9 @@ import pluggy
 
 if TYPE_CHECKING:
     from kerno_otel.audit.log import AuditLog
-    from kerno_otel.config.load import Config
+    from kerno_otel.config import Config
+    from kerno_otel.contract import AIProvider, PluginInfo, Rule, SinkFactory, SourceFactory
+    from kerno_otel.findings import Analyzer
     from kerno_otel.records.catalogue import EventType
     from kerno_otel.records.redact import RedactionRule
 
@@ -73,16 +81,35 @@ class ConfigDiff:
 
 @dataclass
 class DaemonContext:
-    """What the daemon hands its plugins: the audit log, the config, and a way to stop.
+    """What the daemon hands its plugins: the audit log, the config, what was registered.
 
     ``config`` is replaced on a successful reload; a plugin's own section is
-    ``context.section("<plugin name>")``.
+    ``context.section("<plugin name>")``. The registered things are collected
+    once, before :func:`daemon_startup`; what one plugin publishes for others
+    (``analyzer``, ``http_address``) is a field too, never a key in ``state``.
     """
 
     audit: AuditLog
     config: Config
     request_stop: Callable[[str], None]
-    #: Anything plugins want to share with each other, by plugin name.
+    #: The plugins that loaded, in load order.
+    plugins: Sequence[PluginInfo] = ()
+    #: What :func:`register_http_routes` collected (served by the ``auth`` plugin).
+    routes: Sequence[Route] = ()
+    #: Source factories by name, from :func:`register_sources`.
+    sources: Mapping[str, SourceFactory] = field(default_factory=dict)
+    #: Doctor rules by name, from :func:`register_doctor_rules`.
+    rules: Mapping[str, Rule] = field(default_factory=dict)
+    #: Sink factories by name, from :func:`register_sinks`.
+    sinks: Mapping[str, SinkFactory] = field(default_factory=dict)
+    #: AI providers by name, from :func:`register_ai_providers`.
+    ai_providers: Mapping[str, AIProvider] = field(default_factory=dict)
+    #: What :func:`make_analyzer` built (None: no plugin makes one); read at every cycle.
+    analyzer: Analyzer | None = None
+    #: ``host:port`` the daemon's HTTP server is bound to, set by the plugin serving it.
+    http_address: str | None = None
+    #: Free-form room for a plugin's own per-daemon objects (its threads, its server),
+    #: under the plugin's own name. Not a channel between plugins: use the fields above.
     state: dict[str, Any] = field(default_factory=dict)
 
     def section(self, name: str) -> Mapping[str, Any]:
@@ -112,39 +139,60 @@ def register_redaction_rules(register: Callable[[RedactionRule], None]) -> None:
 
 
 @hookspec
-def register_sources(register: Callable[[str, Any], None]) -> None:
+def register_sources(register: Callable[[str, SourceFactory], None]) -> None:
     """Contribute signal sources for the doctor: ``register(name, factory)``.
 
-    ``factory(config)`` returns a :class:`kerno_otel.doctor.engine.Source` (``begin()``
+    ``factory(config)`` returns a :class:`kerno_otel.contract.Source` (``begin()``
     at the start of a window, ``end(begun, window_s) -> Signals`` at its end), or
     None when the source cannot work on this host. Called once at start-up; the
-    factory is called for every cycle.
+    factory is called for every cycle. Collected into ``DaemonContext.sources``.
     """
 
 
 @hookspec
-def register_doctor_rules(register: Callable[[str, Any], None]) -> None:
+def register_doctor_rules(register: Callable[[str, Rule], None]) -> None:
     """Contribute doctor rules: ``register(name, rule)``.
 
-    A rule is a :class:`kerno_otel.doctor.engine.Rule`: ``rule(RuleInput)`` returns the
+    A rule is a :class:`kerno_otel.contract.Rule`: ``rule(RuleInput)`` returns the
     findings (:class:`kerno_otel.findings.Finding`) for the cycle's signals; when
-    its signals are absent, one INFO finding saying so.
+    its signals are absent, one INFO finding saying so. Called once at start-up;
+    collected into ``DaemonContext.rules``.
     """
 
 
 @hookspec
-def register_sinks(register: Callable[[str, Any], None]) -> None:
+def register_sinks(register: Callable[[str, SinkFactory], None]) -> None:
     """Contribute finding sinks: ``register(name, factory)``.
 
-    ``factory(config)`` returns a :class:`kerno_otel.doctor.engine.Sink` (``render`` a
+    ``factory(config)`` returns a :class:`kerno_otel.contract.Sink` (``render`` a
     finding to bytes once, ``deliver`` those bytes); it may raise ConfigError
     naming a key of its section. ``doctor.sinks`` picks the sinks by name.
+    Called once at start-up; collected into ``DaemonContext.sinks``.
     """
 
 
 @hookspec
-def register_ai_providers(register: Callable[[str, Any], None]) -> None:
-    """Contribute LLM providers for the analyzer: ``register(name, provider)``."""
+def register_ai_providers(register: Callable[[str, AIProvider], None]) -> None:
+    """Contribute LLM providers for the analyzer: ``register(name, provider)``.
+
+    A provider is a :class:`kerno_otel.contract.AIProvider`; ``ai.provider``
+    selects it by name. Called once at start-up; collected into
+    ``DaemonContext.ai_providers`` and handed to :func:`make_analyzer`.
+    """
+
+
+@hookspec(firstresult=True)
+def make_analyzer(
+    audit: AuditLog, config: Config, providers: Mapping[str, AIProvider]
+) -> Analyzer | None:
+    """Build the analyzer that explains each doctor cycle's findings (one is wanted).
+
+    Called once by the daemon after the register hooks (the result becomes
+    ``DaemonContext.analyzer``) and once per ``kerno-otel doctor`` run with
+    ``ai.enabled`` (or ``--ai``). ``providers`` are the registered AI providers
+    by name. The first plugin, in load order, that returns an
+    :class:`kerno_otel.findings.Analyzer` wins; return None to let others answer.
+    """
 
 
 @hookspec

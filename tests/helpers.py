@@ -1,13 +1,15 @@
-"""Shared test helpers: read a whole log stream back in order."""
+"""Shared test helpers: read a whole log stream back in order, check its chain."""
 
 from __future__ import annotations
 
 import gzip
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from kerno_otel.audit.chain import GENESIS, line_hash
 from kerno_otel.audit.files import rotated_files
 
 
@@ -27,6 +29,43 @@ def stream_lines(live: Path) -> list[bytes]:
 
 def stream_records(live: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in stream_lines(live)]
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    """One place where a sequence of lines stops being one unbroken chain."""
+
+    index: int
+    seq: int | None
+    reason: str
+
+
+def check_chain(
+    lines: list[bytes], start_prev: str = GENESIS, start_seq: int = 0
+) -> list[ChainProblem]:
+    """Check ``seq`` continuity and every ``prev`` over consecutive lines (no ``\\n``).
+
+    Every problem found, in order; empty when the chain is whole. A second
+    opinion on what the writer produced, independent of ``audit verify``'s walk.
+    """
+    problems: list[ChainProblem] = []
+    prev, expect = start_prev, start_seq
+    for i, line in enumerate(lines):
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            problems.append(ChainProblem(i, None, "not JSON"))
+            prev = line_hash(line)
+            expect += 1
+            continue
+        seq = record.get("seq") if isinstance(record, dict) else None
+        if seq != expect:
+            problems.append(ChainProblem(i, seq, f"seq {seq}, expected {expect}"))
+        if not isinstance(record, dict) or record.get("prev") != prev:
+            problems.append(ChainProblem(i, seq, "prev does not match the line before"))
+        prev = line_hash(line)
+        expect = (seq + 1) if isinstance(seq, int) else expect + 1
+    return problems
 
 
 def fake_distribution(site: Path, name: str, version: str, modules: dict[str, str]) -> None:

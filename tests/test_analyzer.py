@@ -7,6 +7,7 @@ record must pass the published schema.
 from __future__ import annotations
 
 import datetime
+import io
 import ipaddress
 import json
 import ssl
@@ -28,8 +29,10 @@ from helpers import stream_records
 from kerno_otel_plugins import analyzer
 from kerno_otel_plugins._ai_prompt import template_text
 
+from kerno_otel import AIProvider, PluginInfo
 from kerno_otel.audit.log import AuditLog
 from kerno_otel.config.load import SECTION_DEFAULTS, AuditConfig, Config
+from kerno_otel.daemon.plugins import PluginHost
 from kerno_otel.findings import Analysis, Analyzer, Finding, Signals
 from kerno_otel.hookspecs import DaemonContext
 from kerno_otel.records.schema import SchemaSet
@@ -527,7 +530,7 @@ def test_plugin_provider(audit: AuditLog) -> None:
         built = analyzer.build(audit, Config(sections={"ai": ai}), providers=providers, env={})
         built.analyze(CYCLE, FINDINGS, LEAKY_SIGNALS)
 
-    assert isinstance(echo, analyzer.AIProvider)
+    assert isinstance(echo, AIProvider)
     assert len(echo.prompts) == 1 and len(broken.prompts) == 1
     ok, failed = ai_calls(audit)
     assert (ok["details"]["provider"], ok["details"]["model"]) == ("echo", "default")
@@ -535,16 +538,17 @@ def test_plugin_provider(audit: AuditLog) -> None:
     assert failed["details"]["error"] == "provider raised RuntimeError"
 
 
-def test_daemon_reads_plugin_providers_from_state(audit: AuditLog) -> None:
+def test_make_analyzer_uses_registered_providers(audit: AuditLog) -> None:
     echo = EchoProvider()
     ai = {**SECTION_DEFAULTS["ai"], "enabled": True, "provider": "echo", "model": "echo-1"}
-    context = DaemonContext(
-        audit=audit, config=Config(sections={"ai": ai}), request_stop=lambda reason: None
-    )
-    context.state["ai.providers"] = {"echo": echo}
+    config = Config(sections={"ai": ai})
 
-    analyzer.daemon_startup(context)
-    built: Analyzer = context.state["analyzer"]  # the contract the doctor relies on
+    # The hook as the daemon and `kerno-otel doctor` call it.
+    host = PluginHost({}, {}, io.StringIO())
+    host.register_object(analyzer, PluginInfo(analyzer.NAME, "kerno-otel", "0.1.0"))
+    built: Analyzer = host.first(  # the contract the doctor relies on
+        "make_analyzer", audit=audit, config=config, providers={"echo": echo}
+    )
     result = built.analyze(CYCLE, FINDINGS, LEAKY_SIGNALS)
 
     assert (result.text, result.provider, result.model) == ("echo says hi", "echo", "echo-1")
@@ -563,17 +567,17 @@ def test_plugin_cannot_take_over_a_builtin_name(server: Server, audit: AuditLog)
     assert len(server.requests) == 1
 
 
-def test_daemon_startup_and_live_reload(server: Server, audit: AuditLog) -> None:
-    context = DaemonContext(audit=audit, config=Config(), request_stop=lambda reason: None)
-
-    analyzer.daemon_startup(context)
-    built = context.state["analyzer"]
+def test_daemon_analyzer_and_live_reload(server: Server, audit: AuditLog) -> None:
+    built = analyzer.make_analyzer(audit, Config(), {})
+    context = DaemonContext(
+        audit=audit, config=Config(), request_stop=lambda reason: None, analyzer=built
+    )
     assert built.enabled is False
 
     new = ai_config(server, "openai", privacy_mode="redacted")
     context.config = new
     analyzer.config_reload(context, new, None)
-    assert context.state["analyzer"] is built  # the doctor's reference stays valid
+    assert context.analyzer is built  # the doctor's reference stays valid
     assert built.enabled is True
     result = built.analyze(CYCLE, FINDINGS, LEAKY_SIGNALS)
     assert result.fallback is False

@@ -14,7 +14,7 @@ from kerno_otel_plugins.doctor import LogSink
 from test_analyzer import ai_config, serve
 
 from kerno_otel.audit.log import AuditLog
-from kerno_otel.config.load import AuditConfig
+from kerno_otel.config import AuditConfig
 from kerno_otel.doctor.engine import Doctor, Settings
 from kerno_otel.findings import Finding, Signals
 from kerno_otel.records.schema import SchemaSet

@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 import orjson
-from helpers import stream_lines
+from helpers import check_chain, stream_lines
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from kerno_otel.audit.chain import check_chain
 from kerno_otel.audit.files import rotated_files
 
 REPO = Path(__file__).resolve().parent.parent

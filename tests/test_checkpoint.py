@@ -18,7 +18,7 @@ from kerno_otel.audit.checkpoints import sidecar_path, signature_ok
 from kerno_otel.audit.files import rotated_files
 from kerno_otel.audit.keys import KeyPair, generate, load_public
 from kerno_otel.audit.log import AuditLog
-from kerno_otel.config.load import AuditConfig, CheckpointConfig, ConfigError
+from kerno_otel.config import AuditConfig, CheckpointConfig, ConfigError
 
 
 @pytest.fixture

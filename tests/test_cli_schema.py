@@ -1,4 +1,4 @@
-"""``kerno-otel schema export|show``, and help text for every command (kerno_otel/cli.py)."""
+"""``kerno-otel schema export|show``, and help text for every command (kerno_otel/cli/)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import click
 from click.testing import CliRunner
 
 from kerno_otel import __version__
-from kerno_otel.cli import app as cli
+from kerno_otel.cli import main
 from kerno_otel.records.catalogue import BUILTIN_TYPES
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas" / "kerno-audit" / "v1"
 
 
 def run(*args: str) -> Any:
-    return CliRunner().invoke(cli.main, list(args))
+    return CliRunner().invoke(main, list(args))
 
 
 def test_export_writes_and_lists_the_published_files(tmp_path: Path) -> None:
@@ -84,11 +84,11 @@ def _commands(
 
 def test_every_command_option_and_argument_has_help() -> None:
     missing = []
-    for name, command in _commands(cli.main):
+    for name, command in _commands(main):
         if not (command.help or "").strip():
             missing.append(name)
         for param in command.params:
             if not (getattr(param, "help", None) or "").strip():
                 missing.append(f"{name} {param.name}")
     assert missing == []
-    assert {"audit validate", "schema export", "schema show"} <= {n for n, _ in _commands(cli.main)}
+    assert {"audit validate", "schema export", "schema show"} <= {n for n, _ in _commands(main)}

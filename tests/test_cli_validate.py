@@ -1,4 +1,4 @@
-"""``kerno-otel audit validate`` (kerno_otel/cli.py)."""
+"""``kerno-otel audit validate`` (kerno_otel/cli/audit.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from kerno_otel.cli import app as cli
+from kerno_otel.cli import main
+from kerno_otel.cli import schema as cli_schema
 
 GOOD: dict[str, Any] = {
     "v": "1",
@@ -70,7 +71,7 @@ BAD_OUT = (
 
 
 def run(*args: str, input: bytes | None = None, env: dict[str, str] | None = None) -> Any:
-    return CliRunner().invoke(cli.main, list(args), input=input, env=env)
+    return CliRunner().invoke(main, list(args), input=input, env=env)
 
 
 def test_valid_file(tmp_path: Path) -> None:
@@ -202,7 +203,7 @@ def test_unexpected_errors_are_one_line_unless_debugging(
     def broken() -> None:
         raise RuntimeError("schema directory vanished")
 
-    monkeypatch.setattr(cli.SchemaSet, "builtin", broken)
+    monkeypatch.setattr(cli_schema.SchemaSet, "builtin", broken)
     result = run("audit", "validate", str(log), env={"KERNO_OTEL_DEBUG": ""})
     assert (result.exit_code, result.stderr) == (
         1,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from kerno_otel.config.load import (
+from kerno_otel.config import (
     AuditConfig,
     CheckpointConfig,
     ConfigError,
@@ -197,7 +197,7 @@ def test_section_errors_name_the_key(tmp_path: Path) -> None:
 
 
 def test_diff_masks_secrets_and_marks_live_keys(tmp_path: Path) -> None:
-    from kerno_otel.config.load import diff, is_live
+    from kerno_otel.config import diff, is_live
 
     old = load_config(write(tmp_path, "http:\n  bearer_token: one\n"), env={})
     new = load_config(

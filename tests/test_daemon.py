@@ -13,9 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from helpers import fake_distribution, stream_lines
-
-from kerno_otel.audit.chain import check_chain
+from helpers import check_chain, fake_distribution, stream_lines
 
 CRASHER = """
 import threading

@@ -20,7 +20,7 @@ from otlp_receivers import GrpcReceiver, HttpReceiver, self_signed
 from kerno_otel.audit.files import rotated_files
 from kerno_otel.audit.keys import generate
 from kerno_otel.audit.log import AuditLog
-from kerno_otel.config.load import AuditConfig, CheckpointConfig, load_config
+from kerno_otel.config import AuditConfig, CheckpointConfig, load_config
 from kerno_otel.forward.cursor import Cursor
 from kerno_otel.forward.forwarder import Forwarder, ForwarderOptions
 

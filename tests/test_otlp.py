@@ -13,7 +13,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from kerno_otel.audit.chain import parse_ts
 from kerno_otel.audit.log import AuditLog
-from kerno_otel.config.load import AuditConfig
+from kerno_otel.config import AuditConfig
 from kerno_otel.forward.otlp import RAW_EVENT, build_request, rebuild_lines
 
 LINE = {

@@ -101,11 +101,12 @@ def start(tmp_path: Path) -> Iterator[Any]:
         config = write_config(tmp_path / "kerno.yaml", http, own)
         log_path = tmp_path / "audit" / "kerno-audit.jsonl"
         audit = AuditLog(AuditConfig(file_path=str(log_path)))
-        context = DaemonContext(audit=audit, config=config, request_stop=lambda reason: None)
-        if routes is not None:
-            context.state["http.routes"] = routes
+        context = DaemonContext(
+            audit=audit, config=config, request_stop=lambda reason: None, routes=routes or ()
+        )
         auth.daemon_startup(context)
-        host, _, port = context.state["http.address"].rpartition(":")
+        assert context.http_address is not None
+        host, _, port = context.http_address.rpartition(":")
         daemon = Daemon(context, log_path, host, int(port))
         started.append(daemon)
         return daemon
@@ -130,7 +131,7 @@ def test_token_required_and_refusals_audited(
     start: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     daemon = start({"bearer_token": TOKEN})
-    address = daemon.context.state["http.address"]
+    address = daemon.context.http_address
     assert f"kerno-otel: http listening on {address}\n" in capsys.readouterr().err
 
     assert daemon.request("/metrics")[0] == 401
@@ -257,7 +258,7 @@ def test_no_token_open_on_loopback_only(start: Any, capsys: pytest.CaptureFixtur
     assert "open to local callers (listening on loopback only)" in capsys.readouterr().err
     assert daemon.request("/metrics")[0] == 200
     # The same server as if it listened beyond loopback: it fails closed.
-    daemon.context.state[auth.STATE_KEY].loopback = False
+    daemon.context.state[auth.NAME].loopback = False
     assert daemon.request("/metrics")[0] == 401
     assert daemon.request("/healthz")[0] == 200
     assert [d["reason"] for d in failures(daemon.stop())] == ["token_missing"]

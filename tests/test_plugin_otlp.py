@@ -13,7 +13,7 @@ from kerno_otel_plugins import otlp
 from otlp_receivers import GrpcReceiver, HttpReceiver
 
 from kerno_otel.audit.log import AuditLog
-from kerno_otel.config.load import AuditConfig, load_config
+from kerno_otel.config import AuditConfig, load_config
 from kerno_otel.daemon.daemon import Daemon
 from kerno_otel.hookspecs import DaemonContext
 
@@ -88,7 +88,7 @@ def test_hooks_expose_stats_and_do_nothing_when_disabled(tmp_path: Path) -> None
     context.config = type(config)(audit=config.audit, sections=sections)
     try:
         otlp.daemon_startup(context)
-        stats = context.state["otlp.stats"]
+        stats = context.state[otlp.NAME].stats
         log.emit("bpf.load", details={"program": "fd_track", "attach": [], "success": True})
         otlp.daemon_shutdown(context, "request", 1.0)
     finally:
@@ -96,5 +96,5 @@ def test_hooks_expose_stats_and_do_nothing_when_disabled(tmp_path: Path) -> None
         receiver.stop()
     numbers = stats()
     assert (numbers["records_sent"], numbers["last_seq"], numbers["state"]) == (2, 1, "stopped")
-    assert "otlp.forwarder" not in context.state
+    assert otlp.NAME not in context.state
     assert receiver.lines() == stream_lines(live)

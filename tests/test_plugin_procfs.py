@@ -8,7 +8,7 @@ import pytest
 from kerno_otel_plugins._rules import RULES
 from kerno_otel_plugins.procfs import ProcfsSource, derive, snapshot
 
-from kerno_otel.config.load import SECTION_DEFAULTS
+from kerno_otel.config import SECTION_DEFAULTS
 from kerno_otel.doctor.engine import RuleInput, Settings
 from kerno_otel.findings import Finding, Signals
 

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import stream_records
+from helpers import check_chain, stream_records
 from kerno_otel_plugins.webhook import WebhookSink
 
 from kerno_otel import AuditConfig, AuditLog, ConfigError
-from kerno_otel.audit.chain import check_chain
 from kerno_otel.doctor.engine import Doctor, RuleInput, Settings
 from kerno_otel.findings import Finding, Signals
 from kerno_otel.records.schema import SchemaSet

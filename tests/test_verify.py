@@ -22,7 +22,7 @@ from kerno_otel.audit.files import rotated_files
 from kerno_otel.audit.keys import KeyPair, generate, load_private
 from kerno_otel.audit.log import AuditLog
 from kerno_otel.cli.app import main
-from kerno_otel.config.load import AuditConfig, CheckpointConfig
+from kerno_otel.config import AuditConfig, CheckpointConfig
 from kerno_otel.verify.verify import verify
 
 LIVE = "kerno-audit.jsonl"

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from helpers import stream_lines, stream_records
+from helpers import check_chain, stream_lines, stream_records
 
-from kerno_otel.audit.chain import check_chain
 from kerno_otel.audit.log import AuditLog
 from kerno_otel.audit.writer import Writer
 from kerno_otel.config.load import AuditConfig

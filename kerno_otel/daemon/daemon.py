@@ -17,11 +17,10 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import TextIO
 
 from kerno_otel.audit.log import AuditLog
-from kerno_otel.config.load import Config, ConfigError, diff, is_live, load_config
+from kerno_otel.config import Config, ConfigError, diff, is_live, load_config
 from kerno_otel.daemon.plugins import PluginFailure, PluginHost, record_failures
 from kerno_otel.hookspecs import ConfigDiff, DaemonContext, Route
 
@@ -95,21 +94,23 @@ class Daemon:
                 },
             )
         self._record_failures(log, self.host.failures)
+        failed = len(self.host.failures)
         routes = [args[0] for _, args in self.host.collect("register_http_routes")]
         context = DaemonContext(
             audit=log,
             config=self.config,
             request_stop=self.request_stop,
-            state={
-                "plugins": [asdict(p) for p in self.host.plugins],
-                "http.routes": [r for r in routes if isinstance(r, Route)],
-                # What the doctor plugin cycles over (kerno_otel.doctor.engine factories and rules).
-                "doctor.sources": self.host.named("register_sources"),
-                "doctor.rules": self.host.named("register_doctor_rules"),
-                "doctor.sinks": self.host.named("register_sinks"),
-                "ai.providers": self.host.named("register_ai_providers"),
-            },
+            plugins=tuple(self.host.plugins),
+            routes=tuple(r for r in routes if isinstance(r, Route)),
+            sources=self.host.named("register_sources"),
+            rules=self.host.named("register_doctor_rules"),
+            sinks=self.host.named("register_sinks"),
+            ai_providers=self.host.named("register_ai_providers"),
         )
+        context.analyzer = self.host.first(
+            "make_analyzer", audit=log, config=self.config, providers=context.ai_providers
+        )
+        self._record_failures(log, self.host.failures[failed:])
         try:
             self._record_failures(log, self.host.call("daemon_startup", context=context))
             self._loop(context, log, duration)

@@ -6,21 +6,26 @@ ones too), filtered by ``plugins.enabled`` / ``plugins.disabled`` and the
 validation or raises in a hook becomes a :class:`PluginFailure` (recorded as a
 ``plugin.error`` audit record by the daemon) and one line on stderr; with
 ``plugins.strict: true`` it stops the start instead.
+
+Hooks are called one plugin at a time (:meth:`PluginHost.call`), not through
+pluggy's own loop, so a plugin that raises cannot stop the others. A hook
+wrapper would never run that way, so a plugin declaring one is refused at load.
 """
 
 from __future__ import annotations
 
 import hashlib
 import traceback
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, TextIO
 
 import pluggy
 
 from kerno_otel import hookspecs
-from kerno_otel.config.load import load_config
+from kerno_otel.config import load_config
+from kerno_otel.contract import AIProvider, PluginInfo
 from kerno_otel.records.catalogue import BUILTIN_TYPES, EventType
 from kerno_otel.records.redact import RedactionRule, Redactor
 from kerno_otel.records.schema import SchemaSet
@@ -32,17 +37,6 @@ _STDERR_REDACTOR = Redactor()
 
 class PluginLoadError(Exception):
     """``plugins.strict`` is on and a plugin failed; the message names it, the hook and why."""
-
-
-@dataclass
-class PluginInfo:
-    """One loaded plugin, as ``kerno-otel plugins`` lists it."""
-
-    name: str
-    distribution: str
-    version: str
-    hooks: list[str] = field(default_factory=list)
-    event_types: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -122,9 +116,7 @@ class PluginHost:
             except Exception as exc:
                 self._fail(info, "load", exc)
                 continue
-            info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(module) or [])
-            self.plugins.append(info)
-            self._info[point.name] = info
+            self._accept(module, info)
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
@@ -140,9 +132,31 @@ class PluginHost:
     def register_object(self, plugin: object, info: PluginInfo) -> None:
         """Register an in-process plugin object (for embedding and tests), like an entry point."""
         self.pm.register(plugin, name=info.name)
-        info.hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or [])
+        self._accept(plugin, info)
+
+    def _accept(self, plugin: object, info: PluginInfo) -> None:
+        """List a registered plugin, or refuse it (unregistered, a failure) if it has a wrapper."""
+        callers = self.pm.get_hookcallers(plugin) or []
+        for caller in callers:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper):
+                    self.pm.unregister(plugin)
+                    kind = "wrapper=True" if impl.wrapper else "hookwrapper=True"
+                    # Issue 10: call() runs each plugin's hook on its own (one failure stays
+                    # local), so pluggy never gets to run a wrapper around the others.
+                    refused = pluggy.PluginValidationError(
+                        plugin,
+                        f"hookimpl({kind}) is not supported: kerno-otel calls each plugin's "
+                        "hook on its own, so a wrapper would never run",
+                    )
+                    self._fail(info, caller.name, refused)
+                    return
+        info.hooks = sorted(caller.name for caller in callers)
         self.plugins.append(info)
         self._info[info.name] = info
+
+    def _info_for(self, name: str) -> PluginInfo:
+        return self._info.get(name) or PluginInfo(name, "(unknown)", "0")
 
     def _fail(self, info: PluginInfo, hook: str, exc: BaseException) -> None:
         message = str(exc).splitlines()[0][:200] if str(exc) else ""
@@ -170,53 +184,58 @@ class PluginHost:
 
     # -- calling ------------------------------------------------------------------
 
+    def _impls(self, hook: str) -> list[pluggy.HookImpl]:
+        """``hook``'s implementations in the order kerno-otel calls them."""
+        # pluggy would call the last registered first; we keep registration order
+        # (entry-point names, sorted), which get_hookimpls() returns, except that
+        # tryfirst/trylast keep pluggy's meaning (the otlp plugin's daemon_shutdown
+        # is trylast: it ships what the other plugins' shutdown hooks wrote).
+        impls = getattr(self.pm.hook, hook).get_hookimpls()
+        return sorted(impls, key=lambda i: 0 if i.tryfirst else 2 if i.trylast else 1)
+
+    def _run(self, hook: str, impl: pluggy.HookImpl, kwargs: Mapping[str, Any]) -> tuple[bool, Any]:
+        """(True, result) of one plugin's ``hook``, or (False, None) after recording its failure."""
+        try:
+            return True, impl.function(**{name: kwargs[name] for name in impl.argnames})
+        except Exception as exc:
+            self._fail(self._info_for(impl.plugin_name), hook, exc)
+            return False, None
+
     def call(self, hook: str, **kwargs: Any) -> list[PluginFailure]:
         """Call ``hook`` on every plugin implementing it; failures are recorded, not raised.
 
         Returns the failures of this call (also appended to :attr:`failures`).
         """
-        caller = getattr(self.pm.hook, hook)
-        new: list[PluginFailure] = []
-        # pluggy would call the last registered first; we keep registration order
-        # (entry-point names, sorted), which get_hookimpls() returns, except that
-        # tryfirst/trylast keep pluggy's meaning (the otlp plugin's daemon_shutdown
-        # is trylast: it ships what the other plugins' shutdown hooks wrote).
-        impls = sorted(
-            caller.get_hookimpls(), key=lambda i: 0 if i.tryfirst else 2 if i.trylast else 1
-        )
-        for impl in impls:
-            args = {name: kwargs[name] for name in impl.argnames}
-            try:
-                impl.function(**args)
-            except Exception as exc:
-                info = self._info.get(impl.plugin_name) or PluginInfo(
-                    impl.plugin_name, "(unknown)", "0"
-                )
-                before = len(self.failures)
-                self._fail(info, hook, exc)
-                new.extend(self.failures[before:])
-        return new
+        before = len(self.failures)
+        for impl in self._impls(hook):
+            self._run(hook, impl, kwargs)
+        return self.failures[before:]
+
+    def first(self, hook: str, **kwargs: Any) -> Any:
+        """The first result that is not None of a ``firstresult`` hook, in call order.
+
+        A plugin that raises is recorded as a failure and the next one is asked.
+        """
+        for impl in self._impls(hook):
+            ok, result = self._run(hook, impl, kwargs)
+            if ok and result is not None:
+                return result
+        return None
 
     def collect(self, hook: str, **kwargs: Any) -> list[tuple[str, tuple[Any, ...]]]:
-        """Call a ``register`` hook; (plugin name, registered args) for everything registered."""
+        """Call a ``register`` hook; (plugin name, registered args) for everything registered.
+
+        What a plugin registered before raising is dropped with it.
+        """
         out: list[tuple[str, tuple[Any, ...]]] = []
-        caller = getattr(self.pm.hook, hook)
-        for impl in caller.get_hookimpls():
+        for impl in self._impls(hook):
             got: list[tuple[Any, ...]] = []
 
             def register(*args: Any, _got: list[tuple[Any, ...]] = got) -> None:
                 _got.append(args)
 
-            call_args = {**kwargs, "register": register}
-            try:
-                impl.function(**{name: call_args[name] for name in impl.argnames})
-            except Exception as exc:
-                info = self._info.get(impl.plugin_name) or PluginInfo(
-                    impl.plugin_name, "(unknown)", "0"
-                )
-                self._fail(info, hook, exc)
-                continue
-            out.extend((impl.plugin_name, args) for args in got)
+            if self._run(hook, impl, {**kwargs, "register": register})[0]:
+                out.extend((impl.plugin_name, args) for args in got)
         return out
 
     def event_types(self) -> list[EventType]:
@@ -224,7 +243,7 @@ class PluginHost:
         types: list[EventType] = []
         seen: dict[str, str] = {}
         for plugin, args in self.collect("register_event_types"):
-            info = self._info.get(plugin) or PluginInfo(plugin, "(unknown)", "0")
+            info = self._info_for(plugin)
             event_type = args[0] if args else None
             if not isinstance(event_type, EventType):
                 self._fail(info, "register_event_types", TypeError("expected an EventType"))
@@ -266,13 +285,36 @@ class PluginHost:
             if isinstance(rule, RedactionRule):
                 rules.append(rule)
             else:
-                info = self._info.get(plugin) or PluginInfo(plugin, "(unknown)", "0")
+                info = self._info_for(plugin)
                 self._fail(info, "register_redaction_rules", TypeError("expected a RedactionRule"))
         return rules
 
     def named(self, hook: str) -> dict[str, Any]:
-        """``register(name, thing)`` hooks (sources, rules, sinks, providers) as a dict."""
-        return {args[0]: args[1] for _, args in self.collect(hook) if len(args) == 2}
+        """``register(name, thing)`` hooks (sources, rules, sinks, providers) as a dict.
+
+        A registration that is not a name and a thing of the hook's kind (a
+        callable; an :class:`~kerno_otel.contract.AIProvider` for providers) is
+        that plugin's failure.
+        """
+        expected, fits = _NAMED[hook]
+        out: dict[str, Any] = {}
+        for plugin, args in self.collect(hook):
+            if len(args) != 2 or not isinstance(args[0], str) or not fits(args[1]):
+                self._fail(
+                    self._info_for(plugin), hook, TypeError(f"expected register(name, {expected})")
+                )
+                continue
+            out[args[0]] = args[1]
+        return out
+
+
+#: The ``register(name, thing)`` hooks: what ``thing`` must be, and how to tell.
+_NAMED: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "register_sources": ("source factory", callable),
+    "register_doctor_rules": ("rule", callable),
+    "register_sinks": ("sink factory", callable),
+    "register_ai_providers": ("provider", lambda thing: isinstance(thing, AIProvider)),
+}
 
 
 def load_with_schemas(

@@ -1,8 +1,8 @@
 """The doctor engine: one cycle = sample sources over a window, run rules, send findings, audit.
 
 Sources, rules and sinks are plugins (``register_sources``, ``register_doctor_rules``,
-``register_sinks``); their interfaces are the protocols below. What the engine
-produces and the analyzer reads is fixed in :mod:`kerno_otel.findings`.
+``register_sinks``); their interfaces are in :mod:`kerno_otel.contract`. What the
+engine produces and the analyzer reads is fixed in :mod:`kerno_otel.findings`.
 
 Every WARNING/CRITICAL finding sent to a sink becomes one ``finding.emit``
 record whose ``payload_hash`` is the SHA-256 of the exact bytes the sink was
@@ -18,17 +18,18 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
-from kerno_otel.config.load import ConfigError, parse_duration
+from kerno_otel.config import ConfigError, parse_duration
+from kerno_otel.contract import Rule, RuleInput, Sink, SinkFactory, Source, SourceFactory
 from kerno_otel.findings import Analysis, Analyzer, Finding, Signals
 
 if TYPE_CHECKING:
     from kerno_otel.audit.log import AuditLog
-    from kerno_otel.config.load import Config
+    from kerno_otel.config import Config
     from kerno_otel.records.redact import Redactor
 
 #: ``doctor.duration`` bounds, in seconds (issue 4: 1s-5m).
@@ -36,61 +37,6 @@ MIN_DURATION: Final = 1.0
 MAX_DURATION: Final = 300.0
 #: Severities that go to sinks (and into ``finding.emit``).
 ALERTING: Final = frozenset({"WARNING", "CRITICAL"})
-
-
-# --- the plugin interfaces ---------------------------------------------------------------------
-
-
-class Source(Protocol):
-    """Measures signals over a window: ``begin`` at its start, ``end`` at its end.
-
-    ``register_sources`` registers a *factory* ``factory(config) -> Source | None``
-    (None: not usable on this host). ``begin`` returns whatever ``end`` needs
-    (a snapshot of counters); ``end`` returns one :class:`Signals`, listing what
-    it could not measure in ``absent``.
-    """
-
-    def begin(self) -> Any: ...
-
-    def end(self, begun: Any, window_s: float) -> Signals: ...
-
-
-@dataclass(frozen=True)
-class RuleInput:
-    """What a rule sees: the merged signals, ``doctor.thresholds``, and earlier findings."""
-
-    signals: Signals
-    thresholds: Mapping[str, float]
-    #: Findings of the rules that ran before (rules with ``runs_last`` see all others').
-    earlier: Sequence[Finding] = ()
-
-
-class Rule(Protocol):
-    """A callable ``rule(RuleInput) -> iterable of Finding``, registered by name.
-
-    A rule whose signals are absent returns one INFO finding saying so. A
-    rule with a true ``runs_last`` attribute runs after all others
-    (``healthy_system``).
-    """
-
-    def __call__(self, given: RuleInput, /) -> Iterable[Finding]: ...
-
-
-class Sink(Protocol):
-    """Sends findings somewhere. ``register_sinks`` registers ``factory(config) -> Sink``.
-
-    ``render`` serializes a (redacted) finding once; ``deliver`` sends exactly
-    those bytes and raises when they were not accepted. The engine hashes what
-    ``render`` returned, so ``payload_hash`` is the hash of what was sent.
-    """
-
-    def render(self, finding: Finding, cycle_id: str) -> bytes: ...
-
-    def deliver(self, payload: bytes) -> None: ...
-
-
-SourceFactory = Callable[["Config"], "Source | None"]
-SinkFactory = Callable[["Config"], Sink]
 
 
 # --- settings ----------------------------------------------------------------------------------
@@ -232,6 +178,39 @@ class CycleResult:
         """Whether any finding is WARNING or CRITICAL."""
         return any(f.severity in ALERTING for f in self.findings)
 
+    def to_json(self) -> dict[str, Any]:
+        """The cycle as ``kerno-otel doctor -o json`` prints it: redacted findings only."""
+        analysis = self.analysis
+        return {
+            "cycle_id": self.cycle_id,
+            "window_s": round(self.window_s, 3),
+            "findings": [
+                {"rule": f.rule, "severity": f.severity, "title": f.title, "evidence": f.evidence}
+                for f in self.redacted
+            ],
+            "deliveries": [
+                {
+                    "rule": d.rule,
+                    "severity": d.severity,
+                    "sink": d.sink,
+                    "payload_hash": d.payload_hash,
+                    "delivered": d.delivered,
+                    **({"error": d.error} if d.error else {}),
+                }
+                for d in self.deliveries
+            ],
+            "absent": self.not_measured,
+            "analysis": None
+            if analysis is None
+            else {
+                "text": analysis.text,
+                "provider": analysis.provider,
+                "model": analysis.model,
+                "cache": analysis.cache,
+                "fallback": analysis.fallback,
+            },
+        }
+
 
 class Doctor:
     """Runs cycles: sources over a window, rules, sinks (audited), then the analyzer."""
@@ -354,7 +333,7 @@ class Doctor:
             return None
 
 
-def build(
+def build_doctor(
     audit: AuditLog,
     config: Config,
     *,
@@ -384,56 +363,3 @@ def build(
     return Doctor(
         audit, chosen, sources=built_sources, rules=rules, sinks=built_sinks, analyzer=analyzer
     )
-
-
-def diagnose(
-    config_path: str | None,
-    *,
-    duration: str | None,
-    env: Mapping[str, str],
-    stderr: Any,
-    analyzer: Callable[[AuditLog, Config], Analyzer | None] | None = None,
-) -> tuple[CycleResult, str]:
-    """``kerno-otel doctor``: one cycle, audited like the daemon's; (result, audit path).
-
-    Opens the audit log from the config, loads the plugins (sources, rules,
-    sinks), runs one cycle and closes the log. Raises ConfigError,
-    PluginLoadError and AuditFileError for the CLI to show.
-    """
-    from kerno_otel.audit.log import AuditLog
-    from kerno_otel.config.load import load_config
-    from kerno_otel.daemon.plugins import PluginHost, record_failures
-
-    config = load_config(config_path, env)
-    settings(config, duration)  # a bad duration stops us before the log opens
-    host = PluginHost(config.section("plugins"), env, stderr)
-    host.load()
-    event_types = host.event_types()
-    redaction = host.redaction_rules()
-    with AuditLog(
-        config.audit, event_types=event_types, redaction_rules=redaction, stderr=stderr
-    ) as log:
-        doctor = build(
-            log,
-            config,
-            sources=host.named("register_sources"),
-            rules=host.named("register_doctor_rules"),
-            sinks=host.named("register_sinks"),
-            duration=duration,
-        )
-        # Plugins that failed (loading or registering) are on stderr already; the
-        # log records them too, as the daemon does.
-        record_failures(log, host.failures)
-        if analyzer is not None:
-            try:
-                doctor.analyzer = analyzer(log, config)
-            except Exception as exc:  # no analysis is better than no diagnosis
-                stderr.write(f"kerno-otel: doctor: no analyzer: {_error_text(exc)}\n")
-        try:
-            result = doctor.run_cycle()
-        finally:
-            close = getattr(doctor.analyzer, "close", None)
-            if callable(close):
-                close()
-    assert result is not None  # no stop event: the window always completes
-    return result, config.audit.file_path

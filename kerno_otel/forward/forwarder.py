@@ -49,7 +49,7 @@ import orjson
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from kerno_otel.audit.chain import line_hash, parse_ts
-from kerno_otel.config.load import SECTION_DEFAULTS, parse_duration
+from kerno_otel.config import SECTION_DEFAULTS, parse_duration
 from kerno_otel.forward.cursor import Cursor, Line, StreamReader, last_seq_on_disk
 from kerno_otel.forward.otlp import encode_request
 

@@ -4,7 +4,9 @@ Built-ins speak each provider's own HTTP API (no SDKs): Anthropic Messages,
 OpenAI Chat Completions (and the many servers compatible with it), Ollama
 ``/api/chat``. A provider only turns a prompt into text and token counts; what
 the prompt may contain, caching, rate limiting and auditing belong to the
-analyzer (analyzer.py).
+analyzer (analyzer.py). The provider protocol and :class:`ProviderError` are the
+core's (``kerno_otel.AIProvider``, ``kerno_otel.ProviderError``): third-party
+providers implement the same contract.
 """
 
 from __future__ import annotations
@@ -13,20 +15,18 @@ import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Final
 
 import httpx
 
-from kerno_otel.config.load import parse_duration
+from kerno_otel import AIProvider, ProviderError, parse_duration
 
 __all__ = [
     "BUILTIN_PROVIDERS",
     "DEFAULT_MODELS",
-    "AIProvider",
     "AnthropicProvider",
     "OllamaProvider",
     "OpenAIProvider",
-    "ProviderError",
     "ProviderSettings",
     "make_builtin",
 ]
@@ -45,33 +45,6 @@ DEFAULT_ENDPOINTS: Final[Mapping[str, str]] = {
 ANTHROPIC_VERSION: Final = "2023-06-01"
 #: The variable read when ``ai.api_key`` is not set.
 API_KEY_ENV: Final = "KERNO_AI_API_KEY"
-
-
-class ProviderError(Exception):
-    """A call failed; the message is short, fixed text ("HTTP 503", "timeout").
-
-    It goes into the ``ai.call`` record's ``error`` (scrubbed by the pipeline's
-    redactor like any free text), so it never quotes the response body.
-    """
-
-
-@runtime_checkable
-class AIProvider(Protocol):
-    """What ``register_ai_providers`` takes: ``register(name, provider)``.
-
-    ``complete`` returns (text, input tokens, output tokens) as the provider
-    reports them (0 when it reports none). Raise :class:`ProviderError` with a
-    short message on failure; any other exception is recorded by its class
-    name only. The analyzer calls it from the doctor's thread, one call at a
-    time per cycle, and applies the ``ai`` section's privacy mode, cache and
-    rate limit before it.
-    """
-
-    name: str
-
-    def complete(
-        self, prompt: str, system: str | None, model: str, max_tokens: int, temperature: float
-    ) -> tuple[str, int, int]: ...
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from kerno_otel.doctor.engine import RuleInput
+from kerno_otel import RuleInput
 from kerno_otel.findings import Finding, FindingSeverity
 
 #: Below this many segments sent in the window a retransmit percentage is noise.

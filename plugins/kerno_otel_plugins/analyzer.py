@@ -12,10 +12,11 @@ prompt or the response (docs/analyzer.md). With no provider configured, or no
 WARNING/CRITICAL finding to explain, nothing leaves the host and no ``ai.call``
 is written.
 
-In the daemon the analyzer lives in ``context.state["analyzer"]`` (the same
-object across reloads: ``ai.*`` changes are applied to it live); providers
-contributed by plugins are read from ``context.state["ai.providers"]`` (name ->
-provider, as ``register_ai_providers`` collected them).
+The plugin answers ``make_analyzer``: the daemon puts what it returns in
+``DaemonContext.analyzer`` (the same object across reloads: ``ai.*`` changes are
+applied to it live), and ``kerno-otel doctor`` asks it for its one cycle.
+Providers contributed by plugins come with the hook (``DaemonContext.ai_providers``
+in the daemon).
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, cast
+from typing import Any, Final, Literal, cast
 
-from kerno_otel.config.load import Config, parse_duration
+from kerno_otel import AIProvider, AuditLog, Config, ProviderError, hookimpl, parse_duration
 from kerno_otel.findings import Analysis, Finding, Signals
-from kerno_otel.hookspecs import DaemonContext, hookimpl
+from kerno_otel.hookspecs import DaemonContext
 from kerno_otel_plugins._ai_prompt import (
     SYSTEM_PROMPT,
     PrivacyMode,
@@ -38,25 +39,12 @@ from kerno_otel_plugins._ai_prompt import (
     render_prompt,
     template_text,
 )
-from kerno_otel_plugins._ai_providers import (
-    BUILTIN_PROVIDERS,
-    DEFAULT_MODELS,
-    AIProvider,
-    ProviderError,
-    make_builtin,
-)
+from kerno_otel_plugins._ai_providers import BUILTIN_PROVIDERS, DEFAULT_MODELS, make_builtin
 
-if TYPE_CHECKING:
-    from kerno_otel.audit.log import AuditLog
-
-__all__ = ["NAME", "AIAnalyzer", "AIProvider", "ProviderError", "build"]
+__all__ = ["NAME", "AIAnalyzer", "build"]
 
 #: Stable plugin name (the entry point's name).
 NAME: Final = "analyzer"
-#: Where the daemon's analyzer lives in ``DaemonContext.state``.
-STATE_KEY: Final = "analyzer"
-#: Where plugin-contributed providers are expected in ``DaemonContext.state``.
-PROVIDERS_KEY: Final = "ai.providers"
 #: Provider and model named in an Analysis written by the template with no provider configured.
 TEMPLATE: Final = "template"
 #: ``error`` texts are short fixed phrases; anything longer is cut.
@@ -155,7 +143,7 @@ def _number(value: Any, default: float) -> float:
 
 def _setup(
     section: Mapping[str, Any],
-    providers: Mapping[str, Any],
+    providers: Mapping[str, AIProvider],
     env: Mapping[str, str],
     clock: Callable[[], float],
 ) -> _Setup:
@@ -166,7 +154,7 @@ def _setup(
         if name in BUILTIN_PROVIDERS:
             provider = make_builtin(name, section, env)
         elif name in providers:
-            provider = cast(AIProvider, providers[name])
+            provider = providers[name]
     if provider is None:
         name = TEMPLATE
     model = (
@@ -211,7 +199,7 @@ class AIAnalyzer:
         audit: AuditLog,
         config: Config,
         *,
-        providers: Mapping[str, Any] | None = None,
+        providers: Mapping[str, AIProvider] | None = None,
         env: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -344,7 +332,7 @@ def build(
     audit: AuditLog,
     config: Config,
     *,
-    providers: Mapping[str, Any] | None = None,
+    providers: Mapping[str, AIProvider] | None = None,
     env: Mapping[str, str] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> AIAnalyzer:
@@ -362,28 +350,24 @@ def build(
 
 
 @hookimpl
-def daemon_startup(context: DaemonContext) -> None:
-    providers = context.state.get(PROVIDERS_KEY)
-    context.state[STATE_KEY] = build(
-        context.audit,
-        context.config,
-        providers=providers if isinstance(providers, Mapping) else None,
-    )
+def make_analyzer(
+    audit: AuditLog, config: Config, providers: Mapping[str, AIProvider]
+) -> AIAnalyzer:
+    return build(audit, config, providers=providers)
 
 
 @hookimpl
 def config_reload(context: DaemonContext, new: Config | None, error: str | None) -> None:
     if error is not None or new is None:
         return
-    analyzer = context.state.get(STATE_KEY)
-    if isinstance(analyzer, AIAnalyzer):
-        analyzer.reconfigure(new)
-    else:
-        daemon_startup(context)
+    if isinstance(context.analyzer, AIAnalyzer):
+        context.analyzer.reconfigure(new)
+    elif context.analyzer is None:
+        # make_analyzer failed at start-up (recorded as plugin.error); a reload retries it.
+        context.analyzer = build(context.audit, new, providers=context.ai_providers)
 
 
 @hookimpl
 def daemon_shutdown(context: DaemonContext) -> None:
-    analyzer = context.state.get(STATE_KEY)
-    if isinstance(analyzer, AIAnalyzer):
-        analyzer.close()
+    if isinstance(context.analyzer, AIAnalyzer):
+        context.analyzer.close()

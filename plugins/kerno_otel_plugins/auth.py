@@ -3,11 +3,11 @@
 Served routes: ``/metrics`` (Prometheus text 0.0.4: the audit pipeline's
 counters and the daemon's), ``/healthz`` and ``/readyz`` (never behind auth, so
 probes work), and every :class:`kerno_otel.hookspecs.Route` the daemon collected
-from ``register_http_routes`` into ``context.state["http.routes"]``. Anything
-else is 404, after auth, so the route table is not revealed to strangers.
+from ``register_http_routes`` into ``context.routes``. Anything else is 404,
+after auth, so the route table is not revealed to strangers.
 
-Config (``http`` section, DESIGN.md): ``enabled``, ``listen`` (``host:port``,
-port 0 = ephemeral; the bound address goes to ``context.state["http.address"]``),
+Config (``http`` section): ``enabled``, ``listen`` (``host:port``,
+port 0 = ephemeral; the bound address goes to ``context.http_address``),
 ``bearer_token`` or ``bearer_token_file`` (the file wins when both are set, and is
 re-read on every successful reload), ``tls_cert_file`` + ``tls_key_file`` (TLS),
 ``client_ca_file`` (mTLS: a client certificate from that CA is required). The
@@ -42,13 +42,13 @@ import hmac
 import ssl
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from kerno_otel.config.load import Config, ConfigError, parse_duration
-from kerno_otel.hookspecs import ConfigDiff, DaemonContext, Route, hookimpl
+from kerno_otel import Config, ConfigError, hookimpl, parse_duration
+from kerno_otel.hookspecs import ConfigDiff, DaemonContext, Route
 from kerno_otel_plugins import _http_metrics
 from kerno_otel_plugins._auth_limiter import FailureLimiter
 from kerno_otel_plugins._http import (
@@ -59,8 +59,8 @@ from kerno_otel_plugins._http import (
     parse_listen,
 )
 
-#: Where the running server lives in ``context.state``.
-STATE_KEY: Final = "auth.server"
+#: Stable plugin name (the entry point's name): the running server is ``context.state[NAME]``.
+NAME: Final = "auth"
 #: Endpoint of a refused mTLS handshake: no request line was read.
 HANDSHAKE_ENDPOINT: Final = "(tls handshake)"
 _TEXT: Final = "text/plain; charset=utf-8"
@@ -117,7 +117,7 @@ class AuthServer:
             raise ConfigError(f"http.listen: {exc}") from None
         self.mtls = bool(http.get("client_ca_file"))
         ssl_context = _ssl_context(http)
-        self.routes = _collect_routes(context.state.get("http.routes", []))
+        self.routes = _collect_routes(context.routes)
         self.limiter = FailureLimiter(
             self._emit_failure, interval=interval, max_sources=max_sources
         )
@@ -268,13 +268,13 @@ class AuthServer:
 
 @hookimpl
 def daemon_startup(context: DaemonContext) -> None:
-    """Start the HTTP server when ``http.enabled``; publish its address in ``state``."""
+    """Start the HTTP server when ``http.enabled``; publish its address in ``http_address``."""
     if not context.section("http").get("enabled", True):
         return
     server = AuthServer(context)
     server.start()
-    context.state[STATE_KEY] = server
-    context.state["http.address"] = server.address
+    context.state[NAME] = server
+    context.http_address = server.address
     for line in server.describe():
         _say(line)
 
@@ -282,7 +282,7 @@ def daemon_startup(context: DaemonContext) -> None:
 @hookimpl
 def daemon_shutdown(context: DaemonContext, reason: str, uptime_s: float) -> None:
     """Stop the server, write pending folded refusals, join the threads."""
-    server = context.state.pop(STATE_KEY, None)
+    server = context.state.pop(NAME, None)
     if isinstance(server, AuthServer):
         server.stop()
 
@@ -307,7 +307,7 @@ def config_reload(
     """On a successful reload, read the bearer token again (the token file every time)."""
     if error is not None or new is None:
         return
-    server = context.state.get(STATE_KEY)
+    server = context.state.get(NAME)
     if isinstance(server, AuthServer):
         server.reload()
 
@@ -341,9 +341,9 @@ def _ssl_context(http: Mapping[str, Any]) -> ssl.SSLContext | None:
     return ctx
 
 
-def _collect_routes(routes: Any) -> dict[str, Route]:
+def _collect_routes(routes: Iterable[Route]) -> dict[str, Route]:
     table: dict[str, Route] = {}
-    for route in routes or ():
+    for route in routes:
         if not isinstance(route, Route):
             _say(f"http: ignoring {route!r}: not a kerno_otel.hookspecs.Route")
         elif route.path in (*_PUBLIC, "/metrics"):

@@ -3,9 +3,10 @@
 In the daemon a thread runs a cycle every ``doctor.interval`` (each cycle
 samples for ``doctor.duration``), rebuilding the doctor from
 ``context.config`` each time so a reload of ``doctor.*`` applies at the next
-cycle. The analyzer, when a plugin provides one, is looked up in
-``context.state["analyzer"]`` at every cycle. A cycle that fails is one line
-on stderr; the thread goes on.
+cycle. The sources, rules and sinks are the ones plugins registered
+(``context.sources``, ``context.rules``, ``context.sinks``); the analyzer,
+when a plugin made one, is ``context.analyzer``, read at every cycle. A cycle
+that fails is one line on stderr; the thread goes on.
 """
 
 from __future__ import annotations
@@ -13,19 +14,20 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Any, Final, TextIO
+from collections.abc import Callable
+from typing import Final, TextIO
 
-from kerno_otel.config.load import Config
-from kerno_otel.doctor import engine
+from kerno_otel import Config, Rule, SinkFactory, build_doctor, hookimpl
 from kerno_otel.findings import Analyzer, Finding
-from kerno_otel.hookspecs import DaemonContext, hookimpl
+from kerno_otel.hookspecs import DaemonContext
 from kerno_otel_plugins._rules import all_rules
 
 #: Stable plugin name (the entry point's name).
 NAME: Final = "doctor"
 #: Seconds daemon_shutdown waits for a cycle in flight to notice the stop.
 STOP_S: Final = 10.0
-_KEY: Final = "doctor.thread"
+#: Seconds before the next try when a cycle could not start (the default doctor.interval).
+RETRY_S: Final = 60.0
 
 
 class LogSink:
@@ -50,13 +52,13 @@ def _log_factory(config: Config) -> LogSink:
 
 
 @hookimpl
-def register_doctor_rules(register: Any) -> None:
+def register_doctor_rules(register: Callable[[str, Rule], None]) -> None:
     for name, rule in all_rules():
         register(name, rule)
 
 
 @hookimpl
-def register_sinks(register: Any) -> None:
+def register_sinks(register: Callable[[str, SinkFactory], None]) -> None:
     register("log", _log_factory)
 
 
@@ -79,21 +81,20 @@ class CycleThread:
             self._thread.join(timeout)
 
     def _analyzer(self) -> Analyzer | None:
-        found = self.context.state.get("analyzer")
-        return found if found is not None and hasattr(found, "analyze") else None
+        return self.context.analyzer
 
     def _run(self) -> None:
-        state = self.context.state
+        context = self.context
         while not self.stop_event.is_set():
             started = time.monotonic()
-            interval = engine.Settings().interval
+            interval = RETRY_S
             try:
-                doctor = engine.build(
-                    self.context.audit,
-                    self.context.config,
-                    sources=state.get("doctor.sources", {}),
-                    rules=state.get("doctor.rules", {}),
-                    sinks=state.get("doctor.sinks", {}),
+                doctor = build_doctor(
+                    context.audit,
+                    context.config,
+                    sources=context.sources,
+                    rules=context.rules,
+                    sinks=context.sinks,
                     analyzer=self._analyzer,
                 )
                 interval = doctor.settings.interval
@@ -112,12 +113,12 @@ class CycleThread:
 @hookimpl
 def daemon_startup(context: DaemonContext) -> None:
     thread = CycleThread(context, sys.stderr)
-    context.state[_KEY] = thread
+    context.state[NAME] = thread
     thread.start()
 
 
 @hookimpl
 def daemon_shutdown(context: DaemonContext, reason: str, uptime_s: float) -> None:
-    thread = context.state.pop(_KEY, None)
+    thread = context.state.pop(NAME, None)
     if isinstance(thread, CycleThread):
         thread.stop()

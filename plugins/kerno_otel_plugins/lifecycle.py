@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from kerno_otel import __version__
-from kerno_otel.config.load import Config
-from kerno_otel.hookspecs import ConfigDiff, DaemonContext, hookimpl
+from kerno_otel import Config, __version__, hookimpl
+from kerno_otel.hookspecs import ConfigDiff, DaemonContext
 
 #: Stable plugin name (the entry point's name).
 NAME = "lifecycle"
@@ -24,13 +23,12 @@ def _top_dir(path: str | None) -> str:
 
 @hookimpl
 def daemon_startup(context: DaemonContext) -> None:
-    plugins = context.state.get("plugins", [])
     context.audit.emit(
         "daemon.start",
         details={
             "version": __version__,
             "config_path": _top_dir(context.config.source),
-            "plugins": [{"name": p["name"], "version": p["version"]} for p in plugins],
+            "plugins": [{"name": p.name, "version": p.version} for p in context.plugins],
         },
     )
 

@@ -5,8 +5,8 @@ stops after everything else has had its say: ``daemon_shutdown`` is
 ``trylast``, flushes the log and gives the forwarder a bounded time to ship
 what is on disk. Anything left (a dead collector, or the final checkpoint
 ``close`` writes afterwards) stays in the files and goes out on the next run
-from the saved cursor. ``context.state["otlp.stats"]`` is a callable
-returning the forwarder's numbers.
+from the saved cursor. The running forwarder is ``context.state["otlp"]``
+(the plugin's own slot); its ``stats()`` are the forwarder's numbers.
 """
 
 from __future__ import annotations
@@ -14,16 +14,14 @@ from __future__ import annotations
 import sys
 from typing import Final
 
-from kerno_otel.forward.forwarder import Forwarder, ForwarderOptions
-from kerno_otel.hookspecs import DaemonContext, hookimpl
+from kerno_otel import Forwarder, ForwarderOptions, hookimpl
+from kerno_otel.hookspecs import DaemonContext
 
 #: Stable plugin name (the entry point's name).
 NAME: Final = "otlp"
 #: Seconds the daemon waits at shutdown for the forwarder to catch up, then to stop.
 CATCH_UP_S: Final = 5.0
 STOP_S: Final = 5.0
-
-_KEY: Final = "otlp.forwarder"
 
 
 @hookimpl
@@ -35,13 +33,12 @@ def daemon_startup(context: DaemonContext) -> None:
         context.audit.config.file_path, ForwarderOptions.from_section(section), stderr=sys.stderr
     )
     forwarder.start()
-    context.state[_KEY] = forwarder
-    context.state["otlp.stats"] = forwarder.stats
+    context.state[NAME] = forwarder
 
 
 @hookimpl(trylast=True)
 def daemon_shutdown(context: DaemonContext, reason: str, uptime_s: float) -> None:
-    forwarder = context.state.pop(_KEY, None)
+    forwarder = context.state.pop(NAME, None)
     if not isinstance(forwarder, Forwarder):
         return
     context.audit.flush()

@@ -12,14 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from kerno_otel.config.load import Config
+from kerno_otel import Config, SourceFactory, hookimpl
 from kerno_otel.findings import Signals
-from kerno_otel.hookspecs import hookimpl
 
 #: Stable plugin name (the entry point's name) and the source's name.
 NAME: Final = "procfs"
@@ -314,5 +313,5 @@ def _factory(config: Config) -> ProcfsSource | None:
 
 
 @hookimpl
-def register_sources(register: Any) -> None:
+def register_sources(register: Callable[[str, SourceFactory], None]) -> None:
     register(NAME, _factory)

@@ -21,15 +21,13 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import httpx
 
-from kerno_otel import __version__
-from kerno_otel.config.load import Config, ConfigError, parse_duration
+from kerno_otel import Config, ConfigError, SinkFactory, __version__, hookimpl, parse_duration
 from kerno_otel.findings import Finding
-from kerno_otel.hookspecs import hookimpl
 
 #: Stable plugin name (the entry point's name), the sink's name and its config section.
 NAME: Final = "webhook"
@@ -192,5 +190,5 @@ def _factory(config: Config) -> WebhookSink:
 
 
 @hookimpl
-def register_sinks(register: Any) -> None:
+def register_sinks(register: Callable[[str, SinkFactory], None]) -> None:
     register(NAME, _factory)

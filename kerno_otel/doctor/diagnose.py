@@ -1,0 +1,81 @@
+"""``kerno-otel doctor``: one cycle outside the daemon, audited like the daemon's."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TextIO
+
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.config import Config, load_config
+from kerno_otel.daemon.plugins import PluginHost, record_failures
+from kerno_otel.doctor.engine import CycleResult, build_doctor, settings
+
+
+def analyzer_config(config: Config, ai: bool | None) -> Config | None:
+    """The config to make the analyzer with, or None when no analysis is wanted.
+
+    ``ai`` is ``--ai`` (True), ``--no-ai`` (False) or neither (None: ``ai.enabled``
+    decides). ``--ai`` asks for the analyzer for this run, whatever ``ai.enabled`` says.
+    """
+    enabled = bool(config.section("ai").get("enabled"))
+    if not (enabled if ai is None else ai):
+        return None
+    if enabled:
+        return config
+    sections = {**config.sections, "ai": {**config.section("ai"), "enabled": True}}
+    return dataclasses.replace(config, sections=sections)
+
+
+def diagnose(
+    config_path: str | None,
+    *,
+    duration: str | None,
+    env: Mapping[str, str],
+    stderr: TextIO,
+    ai: bool | None = None,
+) -> tuple[CycleResult, str]:
+    """One cycle, audited like the daemon's; (result, audit log path).
+
+    Opens the audit log from the config, loads the plugins (sources, rules,
+    sinks, and the analyzer through ``make_analyzer`` when ``ai`` or
+    ``ai.enabled`` asks for one), runs one cycle and closes the log. Raises
+    ConfigError, PluginLoadError and AuditFileError for the CLI to show.
+    """
+    config = load_config(config_path, env)
+    settings(config, duration)  # a bad duration stops us before the log opens
+    host = PluginHost(config.section("plugins"), env, stderr)
+    host.load()
+    event_types = host.event_types()
+    redaction = host.redaction_rules()
+    with AuditLog(
+        config.audit, event_types=event_types, redaction_rules=redaction, stderr=stderr
+    ) as log:
+        doctor = build_doctor(
+            log,
+            config,
+            sources=host.named("register_sources"),
+            rules=host.named("register_doctor_rules"),
+            sinks=host.named("register_sinks"),
+            duration=duration,
+        )
+        wanted = analyzer_config(config, ai)
+        if wanted is not None:
+            # No analysis is better than no diagnosis: a plugin failing here is a plugin.error.
+            doctor.analyzer = host.first(
+                "make_analyzer",
+                audit=log,
+                config=wanted,
+                providers=host.named("register_ai_providers"),
+            )
+        # Plugins that failed (loading, registering, making the analyzer) are on
+        # stderr already; the log records them too, as the daemon does.
+        record_failures(log, host.failures)
+        try:
+            result = doctor.run_cycle()
+        finally:
+            close = getattr(doctor.analyzer, "close", None)
+            if callable(close):
+                close()
+    assert result is not None  # no stop event: the window always completes
+    return result, config.audit.file_path
