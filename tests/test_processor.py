@@ -13,14 +13,14 @@ from pathlib import Path
 
 import orjson
 import pytest
-from helpers import stream_lines, stream_records
+from helpers import check_chain, stream_lines, stream_records
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 
 from kerno_otel.audit import files
-from kerno_otel.audit.chain import GENESIS, KEY_ORDER, check_chain, line_hash
+from kerno_otel.audit.chain import GENESIS, KEY_ORDER, line_hash
 from kerno_otel.audit.files import AuditFileError, rotated_files
 from kerno_otel.audit.log import AuditLog
-from kerno_otel.config.load import AuditConfig
+from kerno_otel.config import AuditConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -287,7 +287,7 @@ def test_fsync_always_syncs_every_emit(tmp_path: Path) -> None:
 _CHILD = r"""
 import sys
 from kerno_otel.audit.log import AuditLog
-from kerno_otel.config.load import AuditConfig
+from kerno_otel.config import AuditConfig
 config = AuditConfig(
     file_path=sys.argv[1], fsync="never", queue_size=1 << 20, pipeline=sys.argv[2]
 )

@@ -12,7 +12,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 
 from kerno_otel.audit import sdk
 from kerno_otel.audit.log import AuditLog
-from kerno_otel.config.load import AuditConfig
+from kerno_otel.config import AuditConfig
 
 
 def test_the_installed_sdk_takes_the_fast_path() -> None:

@@ -17,7 +17,7 @@ from helpers import check_chain, stream_lines, stream_records
 from kerno_otel.audit.files import AuditFileError
 from kerno_otel.audit.log import AuditLog
 from kerno_otel.audit.worker.client import WorkerTransport
-from kerno_otel.config.load import AuditConfig
+from kerno_otel.config import AuditConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -204,7 +204,7 @@ def test_second_writer_on_one_stream_is_refused(
 _PARENT = r"""
 import os, signal, sys
 from kerno_otel.audit.log import AuditLog
-from kerno_otel.config.load import AuditConfig
+from kerno_otel.config import AuditConfig
 log = AuditLog(AuditConfig(file_path=sys.argv[1], pipeline="process"))
 transport = log._processor.transport
 worker = transport._procs[0].pid

@@ -14,7 +14,7 @@ from kerno_otel.audit.chain import GENESIS, body_of
 from kerno_otel.audit.pipeline import build_sealer
 from kerno_otel.audit.worker import protocol as wire
 from kerno_otel.audit.worker.main import deliver
-from kerno_otel.config.load import AuditConfig, CheckpointConfig
+from kerno_otel.config import AuditConfig, CheckpointConfig
 from kerno_otel.records.catalogue import EventType
 from kerno_otel.records.redact import RedactionRule
 

@@ -17,7 +17,7 @@ from helpers import check_chain, stream_lines, stream_records
 
 from kerno_otel.audit.log import AuditLog
 from kerno_otel.audit.writer import Writer
-from kerno_otel.config.load import AuditConfig
+from kerno_otel.config import AuditConfig
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("mount") is None,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
@@ -128,40 +127,3 @@ class Chain:
         """Seal a whole record (keys in line order); returns the line without ``\\n``."""
         record = {**record, "seq": 0, "prev": GENESIS}
         return self.seal_body(body_of(record))
-
-
-@dataclass(frozen=True)
-class ChainProblem:
-    """One place where a sequence of lines stops being one unbroken chain."""
-
-    index: int
-    seq: int | None
-    reason: str
-
-
-def check_chain(
-    lines: list[bytes], start_prev: str = GENESIS, start_seq: int = 0
-) -> list[ChainProblem]:
-    """Check ``seq`` continuity and every ``prev`` over consecutive lines (no ``\\n``).
-
-    A building block for tests and for ``audit verify``; returns every problem
-    found, in order, empty when the chain is whole.
-    """
-    problems: list[ChainProblem] = []
-    prev, expect = start_prev, start_seq
-    for i, line in enumerate(lines):
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            problems.append(ChainProblem(i, None, "not JSON"))
-            prev = line_hash(line)
-            expect += 1
-            continue
-        seq = record.get("seq") if isinstance(record, dict) else None
-        if seq != expect:
-            problems.append(ChainProblem(i, seq, f"seq {seq}, expected {expect}"))
-        if not isinstance(record, dict) or record.get("prev") != prev:
-            problems.append(ChainProblem(i, seq, "prev does not match the line before"))
-        prev = line_hash(line)
-        expect = (seq + 1) if isinstance(seq, int) else expect + 1
-    return problems

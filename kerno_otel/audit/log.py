@@ -21,7 +21,7 @@ from kerno_otel.audit.pipeline import build_processor
 from kerno_otel.audit.processor import AuditProcessor
 from kerno_otel.audit.record import ATTR_ACTOR, ATTR_DETAILS, ATTR_OUTCOME
 from kerno_otel.audit.sdk import record_maker
-from kerno_otel.config.load import AuditConfig
+from kerno_otel.config import AuditConfig
 from kerno_otel.records.catalogue import BUILTIN_TYPES, EventType
 from kerno_otel.records.redact import RedactionRule, Redactor
 from kerno_otel.records.schema import SchemaSet

@@ -28,7 +28,7 @@ from typing import TextIO
 from kerno_otel.audit.processor import AuditProcessor, LocalTransport, Transport
 from kerno_otel.audit.record import Cleaner
 from kerno_otel.audit.sealer import Sealer
-from kerno_otel.config.load import AuditConfig
+from kerno_otel.config import AuditConfig
 from kerno_otel.records.catalogue import BUILTIN_TYPES, EventType
 from kerno_otel.records.redact import RedactionRule, Redactor
 from kerno_otel.records.schema import SchemaSet

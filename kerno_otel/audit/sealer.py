@@ -28,7 +28,7 @@ from kerno_otel.audit.keys import KeyFileError, load_private
 from kerno_otel.audit.record import WRITER_ACTOR, Clean, Cleaner
 from kerno_otel.audit.stream import OpenStream, open_stream
 from kerno_otel.audit.writer import Writer
-from kerno_otel.config.load import AuditConfig, ConfigError
+from kerno_otel.config import AuditConfig, ConfigError
 
 
 class Sealer:

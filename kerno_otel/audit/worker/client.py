@@ -41,7 +41,7 @@ from kerno_otel.audit.processor import LocalTransport
 from kerno_otel.audit.record import Clean, Cleaner, Fields, Refused
 from kerno_otel.audit.worker import protocol as wire
 from kerno_otel.audit.worker.main import deliver
-from kerno_otel.config.load import AuditConfig, ConfigError
+from kerno_otel.config import AuditConfig, ConfigError
 from kerno_otel.records.catalogue import EventType
 from kerno_otel.records.redact import RedactionRule
 

@@ -33,7 +33,7 @@ from typing import Any, Final
 
 import orjson
 
-from kerno_otel.config.load import AuditConfig, CheckpointConfig
+from kerno_otel.config import AuditConfig, CheckpointConfig
 from kerno_otel.records.catalogue import EventType
 from kerno_otel.records.redact import RedactionRule
 
