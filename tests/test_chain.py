@@ -3,16 +3,9 @@ from __future__ import annotations
 import hashlib
 
 import orjson
+from helpers import ChainProblem, check_chain
 
-from kerno_otel.audit.chain import (
-    GENESIS,
-    Chain,
-    ChainProblem,
-    Timestamps,
-    check_chain,
-    line_hash,
-    parse_ts,
-)
+from kerno_otel.audit.chain import GENESIS, Chain, Timestamps, line_hash, parse_ts
 
 
 def test_timestamps_nanoseconds_utc() -> None:
@@ -79,3 +72,28 @@ def test_check_chain_finds_edit_deletion_and_swap() -> None:
     swapped = lines(5)
     swapped[1], swapped[2] = swapped[2], swapped[1]
     assert [p.index for p in check_chain(swapped)] == [1, 1, 2, 2, 3, 3]
+
+
+def test_sealing_a_body_gives_the_bytes_of_encoding_the_whole_record() -> None:
+    record = {
+        "v": "1",
+        "seq": 0,
+        "ts": "2026-11-27T18:00:00.000000000Z",
+        "type": "a.b",
+        "actor": "x/y",
+        "details": {"k": "é\n\u2028"},
+        "resource": {"r": "1"},
+        "trace_id": "0" * 31 + "1",
+        "prev": GENESIS,
+    }
+    chain = Chain(41, "sha256:" + "a" * 64)
+    line = chain.seal_body(body_of(record))
+    assert line == orjson.dumps({**record, "seq": 41, "prev": "sha256:" + "a" * 64})
+    assert chain.prev == line_hash(line) and chain.next_seq == 42
+
+
+def test_body_of_refuses_a_record_out_of_line_order() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="line order"):
+        body_of({"seq": 0, "v": "1", "ts": "t", "prev": GENESIS})
