@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.bench
 
 
 def test_bench_forward_small_run(tmp_path: Path) -> None:
@@ -16,15 +20,16 @@ def test_bench_forward_small_run(tmp_path: Path) -> None:
             sys.executable,
             str(REPO / "benchmarks" / "bench_forward.py"),
             "--records",
-            "1000",
+            "200",
             "--out",
             str(tmp_path / "bench"),
         ],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
         timeout=120,
     )
+    assert result.returncode == 0, result.stderr
     numbers = json.loads(result.stdout.splitlines()[-1])
     assert set(numbers) == {
         "records",
@@ -35,7 +40,7 @@ def test_bench_forward_small_run(tmp_path: Path) -> None:
         "sdk_lost",
         "ratio",
     }
-    assert numbers["records"] > 1000
+    assert numbers["records"] > 200  # the 200 events and the log's own audit.start
     assert numbers["forwarder_received"] == numbers["records"]
     assert numbers["sdk_received"] + numbers["sdk_lost"] == numbers["records"]
     assert numbers["ratio"] > 0

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 from helpers import check_chain, stream_lines
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
@@ -15,6 +16,8 @@ from referencing import Registry, Resource
 from kerno_otel.audit.files import rotated_files
 
 REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.bench
 
 
 def independent_validator() -> Draft202012Validator:
@@ -30,14 +33,15 @@ def independent_validator() -> Draft202012Validator:
 
 def test_benchmark_output_validates_and_chains_across_rotation(tmp_path: Path) -> None:
     config = tmp_path / "kerno.yaml"
-    config.write_text("audit:\n  max_size_mb: 0.25\n  compress: true\n")
+    # Small files, so a few hundred records still rotate (and gzip) several times.
+    config.write_text("audit:\n  max_size_mb: 0.04\n  compress: true\n")
     out = tmp_path / "bench"
     result = subprocess.run(
         [
             sys.executable,
             str(REPO / "benchmarks" / "bench_pipeline.py"),
             "--records",
-            "3000",
+            "500",
             "--out",
             str(out),
             "--config",
@@ -46,10 +50,11 @@ def test_benchmark_output_validates_and_chains_across_rotation(tmp_path: Path) -
         capture_output=True,
         text=True,
         check=False,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in (
+    assert {
         "records",
         "written",
         "lost",
@@ -58,9 +63,8 @@ def test_benchmark_output_validates_and_chains_across_rotation(tmp_path: Path) -
         "ratio",
         "emit_p50_us",
         "emit_p99_us",
-    ):
-        assert key in figures
-    assert (figures["records"], figures["written"], figures["lost"]) == (3000, 3000, 0)
+    } <= set(figures)
+    assert (figures["records"], figures["written"], figures["lost"]) == (500, 500, 0)
 
     live = out / "pipeline" / "kerno-audit.jsonl"
     files = [*rotated_files(live), live]

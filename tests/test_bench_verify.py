@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.bench
 
 
 def test_bench_verify_small_run(tmp_path: Path) -> None:
@@ -16,16 +20,18 @@ def test_bench_verify_small_run(tmp_path: Path) -> None:
             sys.executable,
             str(REPO / "benchmarks" / "bench_verify.py"),
             "--records",
-            "3000",
+            "500",
             "--max-size-mb",
-            "0.5",
+            "0.05",
             "--out",
             str(tmp_path / "bench"),
         ],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
+        timeout=120,
     )
+    assert result.returncode == 0, result.stderr
     numbers = json.loads(result.stdout.splitlines()[-1])
     assert set(numbers) == {
         "records",
@@ -38,6 +44,6 @@ def test_bench_verify_small_run(tmp_path: Path) -> None:
         "sha256sum_seconds",
         "ratio",
     }
-    assert numbers["records"] >= 3000
+    assert numbers["records"] >= 500
     assert numbers["files"] >= 2
     assert numbers["ratio"] > 0
