@@ -5,7 +5,7 @@ import hashlib
 import orjson
 from helpers import ChainProblem, check_chain
 
-from kerno_otel.audit.chain import GENESIS, Chain, Timestamps, line_hash, parse_ts
+from kerno_otel.audit.chain import GENESIS, Chain, Timestamps, body_of, line_hash, parse_ts
 
 
 def test_timestamps_nanoseconds_utc() -> None:
