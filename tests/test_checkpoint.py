@@ -140,18 +140,6 @@ def test_resumed_stream_keeps_its_id(tmp_path: Path, keys: KeyPair) -> None:
     assert {cp["stream"] for cp in checkpoints(live)} == {stream}
 
 
-def test_on_checkpoint_hook_sees_each_checkpoint(tmp_path: Path, keys: KeyPair) -> None:
-    cfg = config(tmp_path, keys, every_records=5)
-    seen: list[dict[str, Any]] = []
-    log = AuditLog(cfg, stderr=io.StringIO())
-    log.on_checkpoint.append(seen.append)
-    for i in range(5):
-        log.emit("bpf.load", details=bpf(i))
-    log.close()
-    assert seen == checkpoints(Path(cfg.file_path))
-    assert len(seen) == 2
-
-
 def test_bad_key_file_is_a_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pem"
     cfg = AuditConfig(

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from kerno_otel.audit import files as _files
+from kerno_otel.audit import stream as _stream
 from kerno_otel.audit.chain import line_hash
 
 
@@ -55,7 +56,7 @@ def test_repair_sets_aside_torn_tail(tmp_path: Path) -> None:
     live = tmp_path / "kerno-audit.jsonl"
     whole = b'{"seq":0,"prev":"x"}\n{"seq":1,"prev":"y"}\n'
     live.write_bytes(whole + b'{"seq":2,"pr')
-    point = _files.repair_and_resume(live, 1_000_000_000)
+    point = _stream.repair_and_resume(live, 1_000_000_000)
     assert live.read_bytes() == whole
     assert point.last_seq == 1
     assert point.last_hash == line_hash(b'{"seq":1,"prev":"y"}')
@@ -70,7 +71,7 @@ def test_repair_long_lines_read_backwards(tmp_path: Path) -> None:
     live = tmp_path / "kerno-audit.jsonl"
     big = b'{"seq":7,"pad":"' + b"x" * 200_000 + b'"}'
     live.write_bytes(b'{"seq":6}\n' + big + b"\n" + b"y" * 100_000)
-    point = _files.repair_and_resume(live, 0)
+    point = _stream.repair_and_resume(live, 0)
     assert point.last_seq == 7
     assert point.last_hash == line_hash(big)
     assert point.torn is not None and point.torn.bytes == 100_000
@@ -80,7 +81,7 @@ def test_resume_from_rotated_when_live_missing(tmp_path: Path) -> None:
     live = tmp_path / "kerno-audit.jsonl"
     rotated = tmp_path / "kerno-audit-20261127T180000.000001Z.jsonl.gz"
     rotated.write_bytes(gzip.compress(b'{"seq":0}\n{"seq":1}\n'))
-    point = _files.repair_and_resume(live, 0)
+    point = _stream.repair_and_resume(live, 0)
     assert (point.last_seq, point.last_hash, point.torn) == (1, line_hash(b'{"seq":1}'), None)
 
 
@@ -88,7 +89,7 @@ def test_resume_refuses_a_last_line_that_is_not_a_record(tmp_path: Path) -> None
     live = tmp_path / "kerno-audit.jsonl"
     live.write_bytes(b"hello\n")
     with pytest.raises(_files.AuditFileError) as info:
-        _files.repair_and_resume(live, 0)
+        _stream.repair_and_resume(live, 0)
     assert str(info.value).startswith(f"{live}: the last whole line is not an audit record")
 
 

@@ -154,14 +154,8 @@ def test_write_error_exit_stops_the_process(small_disk: Path) -> None:
     live = small_disk / "kerno-audit.jsonl"
     codes: list[int] = []
     fd = os.open(live, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    writer = Writer(
-        live,
-        fd,
-        first_seq=0,
-        on_write_error="exit",
-        stderr=io.StringIO(),
-        exit_process=codes.append,
-    )
+    config = AuditConfig(file_path=str(live), on_write_error="exit")
+    writer = Writer(live, fd, config, first_seq=0, stderr=io.StringIO(), exit_process=codes.append)
     writer.start()
     fill(small_disk)
     writer.put(b'{"seq":0}')
@@ -173,9 +167,8 @@ def test_write_error_exit_stops_the_process(small_disk: Path) -> None:
 def test_writer_group_commit_counts(tmp_path: Path) -> None:
     live = tmp_path / "a.jsonl"
     fd = os.open(live, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    writer = Writer(
-        live, fd, first_seq=0, fsync="batch", fsync_interval_ms=50, stderr=io.StringIO()
-    )
+    config = AuditConfig(file_path=str(live), fsync="batch", fsync_interval_ms=50)
+    writer = Writer(live, fd, config, first_seq=0, stderr=io.StringIO())
     writer.start()
     tickets = [writer.put(f'{{"seq":{i}}}'.encode()) for i in range(1000)]
     assert writer.wait_durable(tickets[-1], timeout=10)

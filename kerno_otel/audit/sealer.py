@@ -25,8 +25,9 @@ from kerno_otel.audit.chain import Chain, Timestamps
 from kerno_otel.audit.checkpoints import Signer
 from kerno_otel.audit.counters import Counters
 from kerno_otel.audit.keys import KeyFileError, load_private
+from kerno_otel.audit.losses import LostRanges
 from kerno_otel.audit.record import WRITER_ACTOR, Clean, Cleaner
-from kerno_otel.audit.stream import OpenStream, open_stream
+from kerno_otel.audit.stream import OpenStream, ResumePoint, open_stream
 from kerno_otel.audit.writer import Writer
 from kerno_otel.config import AuditConfig, ConfigError
 
@@ -84,7 +85,16 @@ class Sealer:
         signing key cannot be loaded.
         """
         now = time.time_ns()
-        problem = self._cleaner.validator.check(self._probe(now))
+        probe = {
+            "v": "1",
+            "seq": 0,
+            "ts": self._ts.format(now),
+            "type": "audit.start",
+            "actor": WRITER_ACTOR,
+            "details": self._start(None),
+            "resource": self._cleaner.resource,
+        }
+        problem = self._cleaner.validator.check(probe)
         if problem is not None:  # the resource, checked here once per stream
             raise ValueError(f"cannot start the audit stream: {problem}")
         if self.config.checkpoint.key_file:
@@ -98,19 +108,11 @@ class Sealer:
         if point.last_seq is not None and point.last_hash is not None:
             self._chain = Chain(point.last_seq + 1, point.last_hash)
         self._file_bytes, self._file_opened_ns = point.live_size, now
-        config = self.config
         self._writer = Writer(
             self._live,
             stream.fd,
+            self.config,
             first_seq=self._chain.next_seq,
-            fsync=config.fsync,
-            fsync_interval_ms=config.fsync_interval_ms,
-            queue_size=config.queue_size,
-            on_write_error=config.on_write_error,
-            compress=config.compress,
-            max_backups=config.max_backups,
-            max_age_days=config.max_age_days,
-            echo=self._stderr if config.stderr else None,
             stderr=self._stderr,
             counters=self.counters,
             exit_process=self._exit,
@@ -132,17 +134,7 @@ class Sealer:
                     "set_aside": torn.set_aside.name,
                 }
                 self._own("audit.recover", recover, severity="WARN")
-            start: dict[str, Any] = {
-                "file": self._live.name,
-                "resumed": point.last_seq is not None,
-                "last_seq": point.last_seq,
-                "last_hash": point.last_hash,
-                "fsync": config.fsync,
-                "version": self._version,
-            }
-            if self.stream_id is not None:
-                start["stream"] = self.stream_id
-            self._own("audit.start", start)
+            self._own("audit.start", self._start(point))
             self._last_checkpoint = time.monotonic()
         if self._signer is not None:
             self._timer = threading.Thread(
@@ -150,24 +142,19 @@ class Sealer:
             )
             self._timer.start()
 
-    def _probe(self, now: int) -> dict[str, Any]:
-        details = {
+    def _start(self, point: ResumePoint | None) -> dict[str, Any]:
+        """``audit.start``'s details (``point`` None: a probe, before the file is opened)."""
+        details: dict[str, Any] = {
             "file": self._live.name,
-            "resumed": False,
-            "last_seq": None,
-            "last_hash": None,
+            "resumed": point is not None and point.last_seq is not None,
+            "last_seq": point.last_seq if point else None,
+            "last_hash": point.last_hash if point else None,
             "fsync": self.config.fsync,
             "version": self._version,
         }
-        return {
-            "v": "1",
-            "seq": 0,
-            "ts": self._ts.format(now),
-            "type": "audit.start",
-            "actor": WRITER_ACTOR,
-            "details": details,
-            "resource": self._cleaner.resource,
-        }
+        if self.stream_id is not None:
+            details["stream"] = self.stream_id
+        return details
 
     def close(self) -> bool:
         """Record pending losses, seal with a last checkpoint, flush and close. Safe twice."""
@@ -300,7 +287,7 @@ class Sealer:
         line = self._chain.seal_body(body)
         if self.stream_id is None and self._chain.next_seq == 1:
             self.stream_id = self._chain.prev
-        ticket = writer.put(line) if sidecar is None else writer.put_checkpoint(line, sidecar)
+        ticket = writer.put(line, sidecar)
         self._file_bytes += len(line) + 1
         if rotate and self._file_bytes >= self._max_bytes:
             self._rotate("size")
@@ -418,47 +405,3 @@ class Sealer:
                 if time.monotonic() >= self._last_checkpoint + every:
                     self._checkpoint()
                 wait = max(0.001, self._last_checkpoint + every - time.monotonic())
-
-
-class LostRanges:
-    """Seq ranges the writer dropped, each either waiting for a loss record or claimed by one.
-
-    A claim is settled once the writer is done with its loss record's line and
-    that line was not dropped; a dropped one hands its range back, merged with
-    its own seq (the ranges are contiguous), to be claimed again.
-    """
-
-    def __init__(self) -> None:
-        self._open: list[tuple[int, int]] = []  # (first, last), waiting for a loss record
-        self._claims: list[tuple[int, int, int]] = []  # (first, last, seq of its loss record)
-
-    def add(self, first: int, last: int) -> None:
-        """Seqs ``first``..``last`` were dropped (possibly loss records claiming ranges)."""
-        ranges = [(first, last)]
-        for claim in list(self._claims):
-            if first <= claim[2] <= last:
-                self._claims.remove(claim)
-                ranges.append((claim[0], claim[1]))
-        merged: list[tuple[int, int]] = []
-        for lo, hi in sorted([*self._open, *ranges]):
-            if merged and lo <= merged[-1][1] + 1:
-                merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
-            else:
-                merged.append((lo, hi))
-        self._open = merged
-
-    def confirm(self, done: int) -> None:
-        """The writer is done with every line up to seq ``done`` (its drops already added)."""
-        self._claims = [claim for claim in self._claims if claim[2] > done]
-
-    def unclaimed(self) -> list[tuple[int, int]]:
-        return list(self._open)
-
-    def claim(self, first: int, last: int, seq: int) -> None:
-        """The loss record for ``first``..``last`` is the line at ``seq``."""
-        self._open.remove((first, last))
-        self._claims.append((first, last, seq))
-
-    def pending_seqs(self) -> int:
-        """Seqs dropped and not yet named by a loss record known to be in the file."""
-        return sum(hi - lo + 1 for lo, hi, *_ in [*self._open, *self._claims])

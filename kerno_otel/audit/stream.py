@@ -2,12 +2,224 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from kerno_otel.audit import files
+from kerno_otel.audit.chain import line_hash
 from kerno_otel.audit.checkpoints import read_sidecar, sidecar_path
+from kerno_otel.audit.files import (
+    AuditFileError,
+    _open_error,
+    _read_whole,
+    rotated_files,
+    stamp,
+    write_private,
+)
+
+
+@dataclass(frozen=True)
+class TornTail:
+    """What a crash left after the last whole line, now set aside."""
+
+    bytes: int
+    digest: str
+    set_aside: Path
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where an existing stream stands: its last whole line, and any torn tail repaired."""
+
+    last_seq: int | None
+    last_hash: str | None
+    live_size: int
+    torn: TornTail | None
+
+
+def _last_line(data: bytes) -> bytes | None:
+    """The last ``\\n``-terminated line of ``data`` (without the newline), or None."""
+    if not data:
+        return None
+    end = len(data) - 1 if data.endswith(b"\n") else data.rfind(b"\n")
+    if end < 0:
+        return None
+    start = data.rfind(b"\n", 0, end) + 1
+    return data[start:end]
+
+
+def _read_tail(fd: int, size: int, chunk: int = 65536) -> tuple[bytes, int]:
+    """Bytes from the start of the last whole line to the end of the file, and their offset.
+
+    Reads backwards in growing chunks until the tail holds one complete line
+    (or the whole file).
+    """
+    offset = size
+    data = b""
+    while offset > 0:
+        step = min(chunk, offset)
+        offset -= step
+        data = os.pread(fd, step, offset) + data
+        cut = data.rstrip(b"\n") if data.endswith(b"\n") else data
+        # one newline before the last whole line's start, or we've reached the beginning
+        if cut.count(b"\n") >= 2 or (data.endswith(b"\n") and cut.count(b"\n") >= 1):
+            break
+        chunk *= 2
+    return data, offset
+
+
+def _describe(path: Path, line: bytes) -> tuple[int, str]:
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("seq"), int):
+        raise AuditFileError(
+            f"{path}: the last whole line is not an audit record with a seq; "
+            "refusing to continue a stream that cannot be chained (move the file aside)"
+        )
+    return record["seq"], line_hash(line)
+
+
+def repair_and_resume(live: Path, now_ns: int) -> ResumePoint:
+    """Repair a torn last line of ``live`` and find where its stream stands.
+
+    A torn tail (bytes after the last ``\\n``: the process died mid-write) is
+    copied to ``<live>.torn-<stamp>`` (0600) and cut from the live file, so the
+    chain continues from the last whole line. When the live file is missing or
+    empty, the newest rotated file tells where the stream stands (a crash
+    right after a rotation).
+    """
+    torn: TornTail | None = None
+    size = 0
+    last: tuple[int, str] | None = None
+    try:
+        fd = os.open(live, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = -1
+    except OSError as exc:
+        raise _open_error(live, exc) from None
+    if fd >= 0:
+        try:
+            size = os.fstat(fd).st_size
+            if size:
+                data, offset = _read_tail(fd, size)
+                if not data.endswith(b"\n"):
+                    cut = data.rfind(b"\n") + 1
+                    fragment = data[cut:]
+                    aside = live.with_name(f"{live.name}.torn-{stamp(now_ns)}")
+                    write_private(aside, fragment)
+                    os.ftruncate(fd, offset + cut)
+                    os.fsync(fd)
+                    size = offset + cut
+                    torn = TornTail(
+                        len(fragment), "sha256:" + hashlib.sha256(fragment).hexdigest(), aside
+                    )
+                    data = data[:cut]
+                line = _last_line(data)
+                if line is not None:
+                    last = _describe(live, line)
+        finally:
+            os.close(fd)
+    if last is None:
+        found = _newest_rotated_line(live)
+        if found is not None:
+            last = _describe(*found)
+    if last is None:
+        return ResumePoint(None, None, size, torn)
+    return ResumePoint(last[0], last[1], size, torn)
+
+
+def _newest_rotated_line(live: Path) -> tuple[Path, bytes] | None:
+    """The last whole line of the newest rotated file that has one, and that file."""
+    for older in reversed(rotated_files(live)):
+        # No skipping an unreadable file: resuming from an older one would reuse seqs.
+        line = _last_line(_read_whole(older))
+        if line is not None:
+            return older, line
+    return None
+
+
+def last_whole_line(live: Path) -> tuple[Path, bytes] | None:
+    """The stream's last whole line (read-only): the live file's, else the newest rotated one's.
+
+    What :func:`repair_and_resume` finds, without repairing anything; a torn
+    tail is simply not a whole line.
+    """
+    try:
+        fd = os.open(live, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            size = os.fstat(fd).st_size
+            line = _last_line(_read_tail(fd, size)[0]) if size else None
+        finally:
+            os.close(fd)
+        if line is not None:
+            return live, line
+    try:
+        return _newest_rotated_line(live)
+    except (OSError, EOFError):
+        return None
+
+
+def first_line(path: Path) -> bytes | None:
+    """The first whole line of ``path`` (plain or ``.gz``, no newline); None when it has none."""
+    try:
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rb") as handle:
+                line = handle.readline()
+        else:
+            with open(path, "rb") as handle:
+                line = handle.readline()
+    except (OSError, EOFError):
+        return None
+    return line[:-1] if line.endswith(b"\n") else None
+
+
+def stream_of_line(line: bytes) -> str | None:
+    """The stream id a file's first line tells: its own hash at seq 0, else ``details.stream``."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    if record.get("seq") == 0:
+        return line_hash(line)
+    details = record.get("details")
+    stream = details.get("stream") if isinstance(details, dict) else None
+    return stream if isinstance(stream, str) else None
+
+
+def find_stream_id(live: Path) -> str | None:
+    """The id of ``live``'s stream: the ``line_hash`` of its seq-0 line.
+
+    Every file of a stream starts with either that line or an ``audit.rotate``
+    carrying the id in ``details.stream``, so the first line of the live file
+    (or of the newest rotated one) is enough. Streams written before the id
+    existed are found by their seq-0 line in the oldest rotated file; None when
+    nothing tells.
+    """
+    candidates = [live, *reversed(rotated_files(live))]
+    for path in candidates:
+        line = first_line(path)
+        if line is not None:
+            found = stream_of_line(line)
+            if found is not None:
+                return found
+            break
+    for path in rotated_files(live)[:1]:
+        line = first_line(path)
+        if line is not None and line.startswith(b'{"v":"1","seq":0,'):
+            return line_hash(line)
+    return None
 
 
 @dataclass(frozen=True)
@@ -17,7 +229,7 @@ class OpenStream:
     fd: int
     lock_fd: int
     sidecar_fd: int | None
-    point: files.ResumePoint
+    point: ResumePoint
     #: ``line_hash`` of the stream's seq-0 line (None for a stream with no line yet).
     stream_id: str | None
 
@@ -36,7 +248,7 @@ def open_stream(live: Path, now_ns: int, *, checkpoints: bool) -> OpenStream:
     files.ensure_directory(live.parent)
     lock_fd = files.lock_stream(live)
     try:
-        point = files.repair_and_resume(live, now_ns)
+        point = repair_and_resume(live, now_ns)
         sidecar_fd = files.open_append(sidecar_path(live)) if checkpoints else None
         fd = files.open_append(live)
     except BaseException:
@@ -46,7 +258,7 @@ def open_stream(live: Path, now_ns: int, *, checkpoints: bool) -> OpenStream:
     if point.last_seq is not None and point.last_hash is not None:
         # A stream written before stream ids existed, whose seq-0 file is gone, is
         # named after the line where its checkpoints begin (then carried onwards).
-        stream_id = files.find_stream_id(live) or _sidecar_stream(live) or point.last_hash
+        stream_id = find_stream_id(live) or _sidecar_stream(live) or point.last_hash
     return OpenStream(fd, lock_fd, sidecar_fd, point, stream_id)
 
 

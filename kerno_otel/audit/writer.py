@@ -19,16 +19,17 @@ import collections
 import contextlib
 import errno
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from kerno_otel.audit import files as _files
 from kerno_otel.audit.counters import Counters
+from kerno_otel.config import AuditConfig
 
 #: The writer wakes for this many queued lines, or after ``_GATHER_S`` of the first.
 _WAKE_BATCH = 2048
@@ -67,38 +68,28 @@ class Writer:
         self,
         live: Path,
         fd: int,
+        config: AuditConfig,
         *,
         first_seq: int,
-        fsync: str = "batch",
-        fsync_interval_ms: int = 50,
-        queue_size: int = 65_536,
-        on_write_error: str = "block",
-        compress: bool = False,
-        max_backups: int = 0,
-        max_age_days: float = 0.0,
-        echo: TextIO | None = None,
-        stderr: TextIO | None = None,
+        stderr: TextIO,
         counters: Counters | None = None,
         exit_process: Callable[[int], None] = os._exit,
         sidecar_fd: int | None = None,
         on_durable: Callable[[int], None] | None = None,
     ) -> None:
         self.live = live
+        self.config = config
         self._fd = fd
         self._size = os.fstat(fd).st_size
-        self._fsync = fsync
-        self._interval = fsync_interval_ms / 1000.0
-        self._capacity = queue_size
-        self._on_write_error = on_write_error
-        self._compress = compress
-        self._max_backups = max_backups
-        self._max_age_days = max_age_days
-        self._echo = echo
-        self._stderr = stderr if stderr is not None else sys.stderr
+        self._fsync = config.fsync
+        self._interval = config.fsync_interval_ms / 1000.0
+        self._echo = stderr if config.stderr else None
+        self._stderr = stderr
         self.counters = counters if counters is not None else Counters()
         self._exit = exit_process
         self._sidecar_fd = sidecar_fd
-
+        #: Called from the writer thread with the ticket count now durable, each time it grows.
+        self._on_durable = on_durable
         self._cond = threading.Condition(threading.Lock())
         # A deque: producers append and the writer pops without taking _cond
         # (both are atomic under the GIL); _cond is only for sleeping and waking.
@@ -114,75 +105,61 @@ class Writer:
         self._losses: list[WriteLoss] = []
         self._last_alarm = 0.0
         self._failed: str | None = None
-        self._compressor = _Compressor(self._stderr) if compress else None
+        # Rotated files are compressed one at a time, off the writer thread.
+        self._gzip = (
+            ThreadPoolExecutor(1, thread_name_prefix="kerno-audit-gzip")
+            if config.compress
+            else None
+        )
         self._thread = threading.Thread(target=self._run, name="kerno-audit-writer", daemon=True)
-        #: Called from the writer thread with the ticket count now durable, each time it grows.
-        self._on_durable = on_durable
 
     # -- emitting side (called under the processor's lock) -------------------------
 
     def start(self) -> None:
-        if self._compressor is not None:
+        if self._gzip is not None:
             for pending in _files.finish_compressions(self.live):
-                self._compressor.submit(pending, self._retention)
+                self._gzip.submit(self._compress, pending)
         self._thread.start()
 
     def reserve(self, n: int, block: bool) -> bool:
         """Wait for room for ``n`` lines; False (at once) when full and ``block`` is False."""
-        if len(self._items) + n <= self._capacity:
+        if len(self._items) + n <= self.config.queue_size:
             return True
         if not block:
             return False
         with self._cond:
             self.counters.blocked_emits += 1
-            while len(self._items) + n > self._capacity and not self._stopping:
+            while len(self._items) + n > self.config.queue_size and not self._stopping:
                 self._flush_wanted = True  # a full queue is worth writing now
                 self._cond.notify_all()
                 self._cond.wait(0.5)
             return True
 
-    def put(self, line: bytes) -> int:
-        """Queue one line (no newline); returns its ticket for :meth:`wait_durable`.
+    def put(self, line: bytes, sidecar: bytes | None = None) -> int:
+        """Queue one line (no newline); its ticket for :meth:`wait_durable`. One producer
+        at a time (the sealer holds its lock).
 
-        Called with the processor's lock held, so there is one producer at a time.
+        With ``sidecar`` (one JSON line) the line is an ``audit.checkpoint``: the sidecar
+        is appended to the checkpoints file, fsynced, once the log line is durable, so the
+        checkpoints file never vouches for more than the log holds.
         """
-        items = self._items
-        items.append(line)
+        self._push(line if sidecar is None else _Checkpoint(line, sidecar))
         self._enqueued += 1
-        queued = len(items)
-        if queued == 1:
-            self._first_put = time.monotonic()
-            if self._idle:
-                self._wake()
-        elif queued == _WAKE_BATCH and self._idle:
-            self._wake()
-        return self._enqueued
-
-    def put_checkpoint(self, line: bytes, sidecar: bytes) -> int:
-        """Queue an ``audit.checkpoint`` line; ``sidecar`` (one JSON line, no newline) is
-        appended to the checkpoints file, fsynced, once the log line is durable, so the
-        checkpoints file never vouches for more than the log holds. Returns the ticket.
-        """
-        items = self._items
-        items.append(_Checkpoint(line, sidecar))
-        self._enqueued += 1
-        if len(items) == 1:
-            self._first_put = time.monotonic()
-        if self._idle:
-            self._wake()
         return self._enqueued
 
     def rotate(self, name: str) -> None:
         """Queue a rotation: lines queued before go to the old file, lines after to the new."""
-        self._items.append(_Rotate(name))
-        if len(self._items) == 1:
-            self._first_put = time.monotonic()
-        if self._idle:
-            self._wake()
+        self._push(_Rotate(name))
 
-    def _wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
+    def _push(self, item: bytes | _Rotate | _Checkpoint) -> None:
+        items = self._items
+        items.append(item)
+        queued = len(items)
+        if queued == 1:
+            self._first_put = time.monotonic()
+        if self._idle and (queued == 1 or queued == _WAKE_BATCH or type(item) is not bytes):
+            with self._cond:
+                self._cond.notify_all()
 
     def take_losses(self) -> tuple[list[WriteLoss], int]:
         """Write losses not yet taken, and the seq of the last line the writer is done with
@@ -229,8 +206,8 @@ class Writer:
             self._stopping = True
             self._cond.notify_all()
         self._thread.join(timeout)
-        if self._compressor is not None:
-            self._compressor.close(timeout)
+        if self._gzip is not None:
+            self._gzip.shutdown(wait=True)
         with self._cond:
             unwritten = self._enqueued - self._written
         if unwritten:
@@ -255,10 +232,6 @@ class Writer:
     def enqueued(self) -> int:
         """Lines ever put (the last ticket handed out)."""
         return self._enqueued
-
-    @property
-    def queued(self) -> int:
-        return len(self._items)
 
     # -- the thread ----------------------------------------------------------------
 
@@ -397,7 +370,7 @@ class Writer:
                     os.ftruncate(self._fd, before)
                 reason = errno.errorcode.get(exc.errno or 0, "EIO")
                 message = f"{reason} ({exc.strerror})"
-                if self._on_write_error == "exit":
+                if self.config.on_write_error == "exit":
                     self._stderr.write(
                         f"kerno-otel: audit: cannot write to {self.live}: {message}; "
                         "on_write_error is 'exit': stopping\n"
@@ -405,7 +378,7 @@ class Writer:
                     self._stderr.flush()
                     self._exit(74)  # EX_IOERR
                     return False
-                if self._on_write_error == "drop":
+                if self.config.on_write_error == "drop":
                     with self._cond:
                         first = self._first_seq + self._written
                         self._losses.append(WriteLoss(count, first, first + count - 1, reason))
@@ -467,49 +440,19 @@ class Writer:
         self._size = 0
         _files.fsync_directory(self.live.parent)
         self.counters.rotations += 1
-        if self._compressor is not None:
-            self._compressor.submit(target, self._retention)
+        if self._gzip is not None:
+            self._gzip.submit(self._compress, target)
         else:
             self._retention()
 
+    def _compress(self, path: Path) -> None:
+        try:
+            _files.compress(path)
+            self._retention()
+        except OSError as exc:
+            self._stderr.write(f"kerno-otel: audit: cannot compress {path}: {exc}\n")
+
     def _retention(self) -> None:
-        if self._max_backups or self._max_age_days:
-            _files.apply_retention(self.live, self._max_backups, self._max_age_days, time.time())
-
-
-class _Compressor:
-    """Compresses rotated files one at a time, off the writer thread."""
-
-    def __init__(self, stderr: TextIO) -> None:
-        self._stderr = stderr
-        self._cond = threading.Condition()
-        self._jobs: list[tuple[Path, Callable[[], None]]] = []
-        self._busy = False
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="kerno-audit-gzip", daemon=True)
-        self._thread.start()
-
-    def submit(self, path: Path, then: Callable[[], None]) -> None:
-        with self._cond:
-            self._jobs.append((path, then))
-            self._cond.notify()
-
-    def close(self, timeout: float | None) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._jobs and not self._stop:
-                    self._cond.wait()
-                if not self._jobs:
-                    return
-                path, then = self._jobs.pop(0)
-            try:
-                _files.compress(path)
-                then()
-            except OSError as exc:
-                self._stderr.write(f"kerno-otel: audit: cannot compress {path}: {exc}\n")
+        config = self.config
+        if config.max_backups or config.max_age_days:
+            _files.apply_retention(self.live, config.max_backups, config.max_age_days, time.time())

@@ -27,6 +27,7 @@ from typing import IO, Any, cast
 import orjson
 
 from kerno_otel.audit import files as _files
+from kerno_otel.audit import stream as _stream
 from kerno_otel.audit.chain import line_hash
 
 _CHUNK = 1 << 20
@@ -123,11 +124,11 @@ class StreamReader:
         for key, path in sorted(by_key.items()):
             ident = self._ids.get(key)
             if ident is None:
-                line = _files.first_line(path)
+                line = _stream.first_line(path)
                 if line is not None:
                     ident = self._ids[key] = line_hash(line)
             out.append((path, ident))
-        line = _files.first_line(self.live)
+        line = _stream.first_line(self.live)
         out.append((self.live, line_hash(line) if line is not None else None))
         return out
 
@@ -182,7 +183,7 @@ class StreamReader:
                 continue
             if start is None:
                 start = (path, ident)
-            line = _files.first_line(path)
+            line = _stream.first_line(path)
             first = _seq_of(line) if line is not None else None
             if want is not None and first is not None and first <= want:
                 start = (path, ident)
@@ -294,5 +295,5 @@ class StreamReader:
 
 def last_seq_on_disk(live: Path) -> int | None:
     """The seq of the stream's last whole line (live file, else the newest rotated one)."""
-    found = _files.last_whole_line(live)
+    found = _stream.last_whole_line(live)
     return _seq_of(found[1]) if found is not None else None

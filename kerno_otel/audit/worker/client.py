@@ -21,76 +21,37 @@ write per batch. What this side guarantees:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 
 from kerno_otel.audit.counters import Counters, merged
-from kerno_otel.audit.files import AuditFileError, write_all
 from kerno_otel.audit.pipeline import build_sealer
 from kerno_otel.audit.processor import LocalTransport
 from kerno_otel.audit.record import Clean, Cleaner, Fields, Refused
 from kerno_otel.audit.worker import protocol as wire
 from kerno_otel.audit.worker.main import deliver
-from kerno_otel.config import AuditConfig, ConfigError
+from kerno_otel.audit.worker.spawn import start_worker
+from kerno_otel.config import AuditConfig
 from kerno_otel.records.catalogue import EventType
 from kerno_otel.records.redact import RedactionRule
 
 #: How long a partial batch may wait for company before the sender thread writes it.
 _LINGER_S = 0.002
-_PIPE_SIZE = 1 << 20
 #: Bytes that may wait here besides the ``queue_size`` bound (records can be large).
 _MAX_BUFFER = 64 << 20
 _EXIT_ON_WRITE_ERROR = 74  # the worker's status for on_write_error: exit (EX_IOERR)
-_ERRORS: dict[str, Callable[[str], Exception]] = {
-    "AuditFileError": AuditFileError,
-    "ConfigError": ConfigError,
-    "ValueError": ValueError,
-}
-_SECRET_WORDS = ("TOKEN", "SECRET", "KEY", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")
-
-
 _PASSTHROUGH = (
     orjson.OPT_PASSTHROUGH_DATACLASS
     | orjson.OPT_PASSTHROUGH_DATETIME
     | orjson.OPT_PASSTHROUGH_SUBCLASS
 )
-
-
-def _start(stage: str, stdin: int, stdout: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    root = str(Path(__file__).resolve().parents[3])
-    command = [
-        sys.executable,
-        "-c",
-        f"import sys; sys.path.insert(0, {root!r}); "
-        f"from kerno_otel.audit.worker.main import main; sys.exit(main({stage!r}))",
-    ]
-    return subprocess.Popen(command, stdin=stdin, stdout=stdout, env=env)
-
-
-class WorkerError(RuntimeError):
-    """The audit worker could not be started."""
-
-
-def worker_environment() -> dict[str, str]:
-    """This process's environment without what the worker has no use for and should not
-    hold: our own and OpenTelemetry's settings (its configuration comes over the pipe)
-    and anything named like a secret."""
-    return {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("KERNO_", "OTEL_"))
-        and not any(word in name.upper() for word in _SECRET_WORDS)
-    }
 
 
 class WorkerTransport:
@@ -145,43 +106,7 @@ class WorkerTransport:
 
     def open(self) -> None:
         """Start the worker and wait until it has opened (or failed to open) the log."""
-        # parent -> clean stage -> seal stage -> files; the seal stage answers.
-        to_clean_r, to_clean_w = os.pipe()
-        to_seal_r, to_seal_w = os.pipe()
-        answers_r, answers_w = os.pipe()
-        for fd in (to_clean_w, to_seal_w):
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-        env = worker_environment()
-        try:
-            self._procs.append(_start("seal", to_seal_r, answers_w, env))
-            self._procs.insert(0, _start("clean", to_clean_r, to_seal_w, env))
-        except OSError as exc:
-            for fd in (to_clean_r, to_clean_w, to_seal_r, to_seal_w, answers_r, answers_w):
-                os.close(fd)
-            for proc in self._procs:
-                proc.wait()
-            raise WorkerError(
-                f"cannot start the audit worker ({exc}); set audit.pipeline: thread"
-            ) from None
-        for fd in (to_clean_r, to_seal_r, to_seal_w, answers_w):
-            os.close(fd)
-        self._fd = to_clean_w
-        write_all(self._fd, self._init.frame())
-        reader = wire.FrameReader(answers_r)
-        while (first := reader.next_frame()) is not None and first[0] == wire.STDERR:
-            self._stderr.write(wire.value(first[1]))  # what opening said (a repaired tail)
-        if first is None or first[0] != wire.READY:
-            os.close(self._fd)  # the clean stage ends, and with it the seal stage
-            statuses = [proc.wait() for proc in self._procs]
-            os.close(answers_r)
-            if first is not None and first[0] == wire.ERROR:
-                error = wire.value(first[1])
-                raise _ERRORS.get(error["kind"], WorkerError)(error["message"])
-            raise WorkerError(
-                f"the audit worker exited at start (status {statuses}); "
-                "see its message above, or set audit.pipeline: thread"
-            )
+        self._procs, self._fd, reader = start_worker(self._init, self._stderr)
         self._sender = threading.Thread(
             target=self._send_loop, name="kerno-audit-send", daemon=True
         )
