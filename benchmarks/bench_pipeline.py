@@ -33,7 +33,7 @@ import orjson
 from samples import sample_events
 
 from kerno_otel.audit.log import AuditLog
-from kerno_otel.config.load import AuditConfig, load_config
+from kerno_otel.config import AuditConfig, load_config
 
 
 def _percentile(sorted_values: list[int], q: float) -> float:

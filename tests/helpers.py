@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,3 +87,19 @@ def fake_distribution(site: Path, name: str, version: str, modules: dict[str, st
         (site / f"{module}.py").write_text(source)
         lines.append(f"{module.removeprefix('kerno_test_')} = {module}")
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Wait for ``condition`` to hold (checked every few ms), at most ``timeout`` seconds.
+
+    For states nothing signals (another process's progress, a thread blocked inside
+    the code under test): the wait ends as soon as the state is reached, not after a
+    guessed delay.
+    """
+    deadline = time.monotonic() + timeout
+    tick = threading.Event()
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        tick.wait(0.005)
+    return True

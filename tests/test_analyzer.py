@@ -31,7 +31,7 @@ from kerno_otel_plugins._ai_prompt import template_text
 
 from kerno_otel import AIProvider, PluginInfo
 from kerno_otel.audit.log import AuditLog
-from kerno_otel.config.load import SECTION_DEFAULTS, AuditConfig, Config
+from kerno_otel.config import SECTION_DEFAULTS, AuditConfig, Config
 from kerno_otel.daemon.plugins import PluginHost
 from kerno_otel.findings import Analysis, Analyzer, Finding, Signals
 from kerno_otel.hookspecs import DaemonContext

@@ -24,7 +24,7 @@ from kerno_otel_plugins import auth
 from kerno_otel_plugins._auth_limiter import OVERFLOW_IP, FailureLimiter
 
 from kerno_otel.audit.log import AuditLog
-from kerno_otel.config.load import AuditConfig, Config, load_config
+from kerno_otel.config import AuditConfig, Config, load_config
 from kerno_otel.hookspecs import ConfigDiff, DaemonContext, Route
 from kerno_otel.records.schema import SchemaSet
 from kerno_otel.records.validate import RecordValidator

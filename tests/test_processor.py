@@ -449,3 +449,47 @@ def test_records_are_cleaned_on_the_emitting_thread_once_another_processor_joins
     assert total == 2
     written = Path(config(tmp_path).file_path).read_text()
     assert written.count("from [REDACTED:ip]") == 2 and "10.1.2.3" not in written
+
+
+class _Tricky(str):
+    def __hash__(self) -> int:
+        raise RuntimeError("hash")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("eq")
+
+
+_SECRET = "sk-ABCDEFGHIJKLMNOPQRSTUVWX"
+
+
+def test_a_refused_record_shows_other_processors_nothing_of_its_fields(tmp_path: Path) -> None:
+    """Any field of a refused record may be what made it refusable: type, actor, outcome,
+    severity, ids. Other processors see a well-formed known type name at most."""
+    spy = _Spy()
+    seen_names: list[object] = []
+
+    class Names(_Spy):
+        def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+            lr = log_record.log_record
+            seen_names.append((lr.event_name, lr.severity_text, lr.trace_id, lr.span_id))
+
+    ok = plugin_load("p")
+    with AuditLog(config(tmp_path), stderr=io.StringIO()) as log:
+        log.provider.add_log_record_processor(spy)
+        log.provider.add_log_record_processor(Names())
+        log.emit(f"a.{_SECRET.lower().replace('-', '_')}", details=ok)
+        log.emit("plugin.load", actor=_SECRET, details=ok)
+        log.emit("plugin.load", outcome=_SECRET, details=ok)
+        log.emit("plugin.load", severity=_SECRET, details=ok)
+        log.emit("plugin.load", details=ok, trace_id=_SECRET)  # type: ignore[arg-type]
+        log.emit("plugin.load", details=ok, span_id=_SECRET)  # type: ignore[arg-type]
+        log.emit(_Tricky("plugin.load"), severity=_Tricky("INFO"), details=ok)
+    assert repr(spy.seen).lower().find(_SECRET.lower()[3:]) == -1
+    assert repr(seen_names).lower().find(_SECRET.lower()[3:]) == -1
+    assert [names[0] for names in seen_names] == [None, *["plugin.load"] * 5, None]
+    written = Path(config(tmp_path).file_path).read_text()
+    assert _SECRET[3:] not in written and _SECRET.lower()[3:] not in written
+    losses = [
+        r for r in stream_records(Path(config(tmp_path).file_path)) if r["type"] == "audit.loss"
+    ]
+    assert len(losses) == 7

@@ -272,3 +272,83 @@ def test_worker_does_not_inherit_secrets_from_the_environment(
     assert b"PATH" in names or not os.environ.get("PATH")
     assert not {b"KERNO_AI_API_KEY", b"OTEL_EXPORTER_OTLP_HEADERS", b"GITHUB_TOKEN"} & names
     assert b"KERNO_TEST_HARMLESS_PATHLIKE" not in names  # all of KERNO_* stays behind
+
+
+def test_an_emitter_blocked_when_the_worker_dies_hands_its_record_to_the_fallback(
+    tmp_path: Path,
+) -> None:
+    """Every record is written or counted: the one an emitter was blocked on at queue_size
+    goes to the in-process sealer, not nowhere."""
+    from helpers import wait_until
+
+    cfg = config(tmp_path, queue_size=16, fsync="never")
+    with AuditLog(cfg, stderr=io.StringIO()) as log:
+        worker = transport(log)
+        seal = worker._procs[1]
+        os.kill(seal.pid, signal.SIGSTOP)
+        emitter = threading.Thread(
+            target=lambda: [
+                log.emit("plugin.load", details=plugin_load(f"r{i}")) for i in range(40)
+            ]
+        )
+        emitter.start()
+        assert wait_until(lambda: worker.counters.blocked_emits >= 1)
+        os.kill(seal.pid, signal.SIGKILL)
+        emitter.join(30)
+        assert not emitter.is_alive()
+        assert log.flush(timeout=30)
+    records = stream_records(Path(cfg.file_path))
+    names = {r["details"].get("plugin") for r in records if r["type"] == "plugin.load"}
+    missing = [i for i in range(40) if f"r{i}" not in names]
+    lost = sum(r["details"]["count"] for r in records if r["type"] == "audit.loss")
+    assert missing and lost >= len(missing)
+    assert missing == list(range(len(missing)))  # the ones the dead worker held, in order
+
+
+def test_records_emitted_while_closing_are_written_or_counted(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    log = AuditLog(cfg, stderr=io.StringIO())
+    started = threading.Barrier(5)
+    emitted = [0] * 4
+
+    def emit_on(slot: int) -> None:
+        started.wait()
+        after_close = 0  # each thread goes on for a while after close() returned
+        while after_close < 50:
+            after_close += log.closed
+            log.emit("plugin.load", details=plugin_load(f"{slot}-{emitted[slot]}"))
+            emitted[slot] += 1
+
+    threads = [threading.Thread(target=emit_on, args=(slot,)) for slot in range(4)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    log.close()
+    for thread in threads:
+        thread.join(60)
+    written = sum(1 for r in stream_records(Path(cfg.file_path)) if r["type"] == "plugin.load")
+    closed = log.stats()["records_dropped"].get("closed", 0)
+    assert written + closed == sum(emitted)
+    assert closed > 0
+
+
+def test_an_ill_formed_type_name_is_counted_in_the_queue_loss_never_named(
+    tmp_path: Path,
+) -> None:
+    cfg = config(tmp_path, queue_size=16, on_overflow="drop")
+    with AuditLog(cfg, stderr=io.StringIO()) as log:
+        clean = transport(log)._procs[0]
+        os.kill(clean.pid, signal.SIGSTOP)  # nothing is taken in: the queue fills
+        try:
+            for i in range(40):
+                log.emit("plugin.load", details=plugin_load(f"p{i}"))
+            log.emit("Not A Type", details={})
+        finally:
+            os.kill(clean.pid, signal.SIGCONT)
+        assert log.flush(timeout=30)
+    records = stream_records(Path(cfg.file_path))
+    losses = [r["details"] for r in records if r["type"] == "audit.loss"]
+    written = sum(1 for r in records if r["type"] == "plugin.load")
+    assert [loss["reason"] for loss in losses] == ["queue_full"]
+    assert losses[0]["count"] == 41 - written
+    assert losses[0]["types"] == {"plugin.load": 40 - written}

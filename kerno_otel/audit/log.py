@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import socket
@@ -127,7 +128,8 @@ class AuditLog:
         once it is on disk). Never raises: a record that cannot be written is
         refused and its loss written instead.
         """
-        event = self._types.get(type) if isinstance(type, str) else None
+        # Exact str only: a subclass could raise from __hash__ or __eq__ in a lookup.
+        event = self._types.get(type) if builtins.type(type) is str else None
         if actor is None:
             actor = event.actor if event is not None and not event.actor.endswith("/") else ""
         if severity is None:
@@ -146,7 +148,7 @@ class AuditLog:
         record = LogRecord(
             timestamp=time.time_ns(),
             severity_number=_SEVERITY_NUMBER.get(severity, SeverityNumber.UNSPECIFIED)
-            if isinstance(severity, str)
+            if builtins.type(severity) is str
             else SeverityNumber.UNSPECIFIED,
             severity_text=severity,
             event_name=type,
@@ -162,7 +164,8 @@ class AuditLog:
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Return once everything emitted before the call is durable; False on timeout."""
-        millis = 2**31 if timeout is None else int(timeout * 1000)
+        # None, inf or NaN: as long as it takes (the SDK takes milliseconds as an int).
+        millis = 2**31 if timeout is None or not timeout < 2**31 / 1000 else int(timeout * 1000)
         return self._processor.force_flush(millis)
 
     def close(self) -> None:

@@ -132,16 +132,21 @@ class AuditProcessor(LogRecordProcessor):
         if self._raw and not self._closed and self.transport.send_raw(fields, durable=self._always):
             return
         result = self.cleaner.clean(fields)
-        if type(attrs) is dict or isinstance(attrs, MutableMapping):
-            # Processors after this one see what the file holds: never a raw value.
-            attrs[ATTR_DETAILS] = result.details if isinstance(result, Clean) else {}
+        # Processors after this one see what the file holds: never a raw value.
+        if isinstance(result, Clean):
+            if type(attrs) is dict or isinstance(attrs, MutableMapping):
+                attrs[ATTR_DETAILS] = result.details
+        else:
+            _scrub(log_record, result)
         if self._closed:
             with self._lock:
                 self._counters.dropped("closed")
-            self._stderr.write(
-                f"kerno-otel: audit: a {result.type or '(invalid type)'} record was emitted "
-                "after shutdown\n"
-            )
+                first = self._counters.records_dropped["closed"] == 1
+            if first:  # once: a busy emitter racing shutdown must not flood stderr
+                self._stderr.write(
+                    "kerno-otel: audit: records were emitted after shutdown; not written "
+                    "(counted in stats as records_dropped.closed)\n"
+                )
             return
         if isinstance(result, Clean):
             self.transport.send(result, durable=self._always)
@@ -166,3 +171,14 @@ class AuditProcessor(LogRecordProcessor):
             own = self._counters.as_dict()
         own["redactions"] = dict(self.cleaner.redactor.counts)
         return merged(self.transport.stats(), own)
+
+
+def _scrub(log_record: ReadWriteLogRecord, refused: Refused) -> None:
+    """What other processors see of a refused record: nothing the producer gave but a
+    well-formed type name (any field may be what made it refusable)."""
+    lr = log_record.log_record
+    lr.event_name = refused.type
+    lr.severity_text = None
+    lr.trace_id = lr.span_id = 0
+    lr.body = None
+    lr.attributes = {ATTR_DETAILS: {}}

@@ -90,15 +90,14 @@ class Cleaner:
         integers, ``details`` that cannot be redacted, anything the schema rejects.
         """
         name = fields.type
+        known = name if self.validator.knows(name) else None  # only a known name is shown
         try:
             if type(name) is str and name.startswith(WRITER_PREFIX):
-                name = type_label(name)
-                return Refused(
-                    name, f"{name or '(invalid type)'}: /type: reserved for the audit writer"
-                )
+                label = known or "(unknown type)"
+                return Refused(known, f"{label}: /type: reserved for the audit writer")
             return self._clean(fields, redact=True)
         except Exception as exc:  # a hostile Mapping: say what broke, never the value
-            return Refused(type_label(name), _unexpected(name, exc))
+            return Refused(known, _unexpected(known, exc))
 
     def clean_own(
         self,
@@ -119,14 +118,13 @@ class Cleaner:
 
     def _clean(self, fields: Fields, *, redact: bool) -> Clean | Refused:
         ts_ns, name, actor, severity, outcome, details, trace_id, span_id = fields
+        if not self.validator.knows(name):  # never named: an unknown name may carry a value
+            return Refused(None, "(unknown type): /type: not an event type of this log")
         if redact and (type(details) is dict or isinstance(details, Mapping)):
             try:
                 details = self.redactor.redact_details(str(name), details)
             except ValueError as exc:  # nesting too deep or a cycle: say which, not what
-                label = type_label(name)
-                return Refused(
-                    label, f"{label or '(invalid type)'}: /details: cannot be redacted ({exc})"
-                )
+                return Refused(name, f"{name}: /details: cannot be redacted ({exc})")
         record: dict[str, Any] = {
             "v": "1",
             "seq": 0,
@@ -138,22 +136,22 @@ class Cleaner:
             "details": details,
             "resource": self.resource,
         }
+        if span_id and not trace_id:
+            return Refused(name, f"{name}: /span_id: given without a trace_id")
         if trace_id:
             try:
                 record["trace_id"] = _id_hex(trace_id, _TRACE_LIMIT, 32)
                 if span_id:
                     record["span_id"] = _id_hex(span_id, _SPAN_LIMIT, 16)
             except ValueError:
-                label = type_label(name)
-                return Refused(label, f"{label or '(invalid type)'}: /trace_id: not a valid id")
+                return Refused(name, f"{name}: /trace_id: not a valid id")
         record["prev"] = GENESIS
         problem = self.validator.check_built(record)
         if problem is not None:
-            return Refused(type_label(name), problem)
+            return Refused(name, problem)
         # The schema accepted the type: a well-formed name.
         return Clean(name, body_of(record), details)
 
 
-def _unexpected(name: Any, exc: Exception) -> str:
-    label = type_label(name) or "(invalid type)"
-    return f"{label}: (root): cannot be processed ({type(exc).__name__})"
+def _unexpected(name: str | None, exc: Exception) -> str:
+    return f"{name or '(unknown type)'}: (root): cannot be processed ({type(exc).__name__})"

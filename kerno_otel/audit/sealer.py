@@ -26,7 +26,7 @@ from kerno_otel.audit.checkpoints import Signer
 from kerno_otel.audit.counters import Counters
 from kerno_otel.audit.keys import KeyFileError, load_private
 from kerno_otel.audit.losses import LostRanges
-from kerno_otel.audit.record import WRITER_ACTOR, Clean, Cleaner
+from kerno_otel.audit.record import WRITER_ACTOR, Clean, Cleaner, type_label
 from kerno_otel.audit.stream import OpenStream, ResumePoint, open_stream
 from kerno_otel.audit.writer import Writer
 from kerno_otel.config import AuditConfig, ConfigError
@@ -167,13 +167,14 @@ class Sealer:
                 self._closed = True
                 return True
             self._record_losses()
-            self._checkpoint()
             self._closed = True
         for _ in range(3):  # a loss record dropped on the way is written again, a few times
             writer.flush(10.0)
             with self._lock:
                 if not self._record_losses():
                     break
+        with self._lock:
+            self._checkpoint()  # the last line of the stream
         ok = writer.close()
         with self._lock:
             losses, done = writer.take_losses()
@@ -316,7 +317,9 @@ class Sealer:
         sidecar = orjson.dumps(details) if checkpoint else None
         self._seal(result.body, rotate=rotate and not checkpoint, sidecar=sidecar)
 
-    def _loss(self, reason: str, count: int, types: dict[str, int], **extra: Any) -> None:
+    def _loss(self, reason: str, count: int, types: Mapping[str, int], **extra: Any) -> None:
+        # Only well-formed names are written; the count covers every record.
+        types = {name: n for name, n in types.items() if type_label(name) is not None}
         details = {
             "count": count,
             "reason": reason,
@@ -324,7 +327,7 @@ class Sealer:
             "types": types,
             **extra,
         }
-        self._own("audit.loss", details, severity="ERROR", outcome="failure")
+        self._own("audit.loss", details, severity="ERROR", outcome="failure", rotate=False)
 
     def _record_losses(self) -> bool:
         """Write ``audit.loss`` records for queue drops and writer drops not yet recorded;
@@ -355,7 +358,8 @@ class Sealer:
                 "types": {},
             }
             self._lost.claim(first, last, self._chain.next_seq)
-            self._own("audit.loss", details, severity="ERROR", outcome="failure")
+            # rotate=False: nothing may come between the claim and its line
+            self._own("audit.loss", details, severity="ERROR", outcome="failure", rotate=False)
             wrote = True
         return wrote
 

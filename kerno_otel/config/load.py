@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import yaml
 
-from kerno_otel.config.audit import AuditConfig, CheckpointConfig, apply_audit_env, audit_section
+from kerno_otel.config.audit import apply_audit_env, audit_section
 from kerno_otel.config.model import Config
 from kerno_otel.config.sections import (
     SECTION_DEFAULTS,
@@ -22,20 +22,7 @@ from kerno_otel.config.sections import (
     check_section,
     copy_defaults,
 )
-from kerno_otel.config.values import ConfigError, parse_duration
-
-# Issue 10 moved these names out of this module; they stay importable from here
-# for the callers not yet switched to ``from kerno_otel.config import …``.
-__all__ = [
-    "SECTION_DEFAULTS",
-    "AuditConfig",
-    "CheckpointConfig",
-    "Config",
-    "ConfigError",
-    "find_config_file",
-    "load_config",
-    "parse_duration",
-]
+from kerno_otel.config.values import ConfigError
 
 SEARCH_PATH: Final = ("/etc/kerno/kerno.yaml", "./kerno.yaml")
 

@@ -86,7 +86,8 @@ class Line:
     end: int
 
 
-def _seq_of(line: bytes) -> int | None:
+def seq_of(line: bytes) -> int | None:
+    """The ``seq`` of one line, None when it is not a record with one."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -184,7 +185,7 @@ class StreamReader:
             if start is None:
                 start = (path, ident)
             line = _stream.first_line(path)
-            first = _seq_of(line) if line is not None else None
+            first = seq_of(line) if line is not None else None
             if want is not None and first is not None and first <= want:
                 start = (path, ident)
         if start is None:
@@ -271,7 +272,7 @@ class StreamReader:
             line = buffer[start:end]
             start = end + 1
             if self._skip_through is not None:
-                seq = _seq_of(line)
+                seq = seq_of(line)
                 if seq is not None and seq <= self._skip_through:
                     continue
                 self._skip_through = None
@@ -296,4 +297,4 @@ class StreamReader:
 def last_seq_on_disk(live: Path) -> int | None:
     """The seq of the stream's last whole line (live file, else the newest rotated one)."""
     found = _stream.last_whole_line(live)
-    return _seq_of(found[1]) if found is not None else None
+    return seq_of(found[1]) if found is not None else None

@@ -50,7 +50,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from kerno_otel.audit.chain import line_hash, parse_ts
 from kerno_otel.config import SECTION_DEFAULTS, parse_duration
-from kerno_otel.forward.cursor import Cursor, Line, StreamReader, last_seq_on_disk
+from kerno_otel.forward.cursor import Cursor, Line, StreamReader, last_seq_on_disk, seq_of
 from kerno_otel.forward.otlp import encode_request
 
 BACKOFF_CAP_S: Final = 30.0
@@ -362,7 +362,7 @@ class Forwarder:
 
     def _acknowledged(self, batch: list[Line]) -> None:
         last = batch[-1]
-        seq = _seq(last.data)
+        seq = seq_of(last.data)
         cursor = Cursor(
             file=last.file,
             offset=last.end,
@@ -418,15 +418,6 @@ class Forwarder:
             self._stderr.flush()
         except (OSError, ValueError):
             pass
-
-
-def _seq(line: bytes) -> int | None:
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    seq = record.get("seq") if isinstance(record, dict) else None
-    return seq if isinstance(seq, int) else None
 
 
 def _ts_ns(line: bytes) -> int | None:

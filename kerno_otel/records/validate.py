@@ -153,6 +153,10 @@ class RecordValidator:
         self._severities = frozenset(SEVERITIES)
         self._outcomes = frozenset(OUTCOMES)
 
+    def knows(self, name: object) -> bool:
+        """Whether ``name`` is an event type of this validator's schema set."""
+        return type(name) is str and name in self._types
+
     def check_built(self, record: dict[str, Any]) -> str | None:
         """:meth:`check` for records the audit processor built itself (the hot path).
 

@@ -34,7 +34,7 @@ import orjson
 from kerno_otel.audit.counters import Counters, merged
 from kerno_otel.audit.pipeline import build_sealer
 from kerno_otel.audit.processor import LocalTransport
-from kerno_otel.audit.record import Clean, Cleaner, Fields, Refused
+from kerno_otel.audit.record import Clean, Cleaner, Fields, Refused, type_label
 from kerno_otel.audit.worker import protocol as wire
 from kerno_otel.audit.worker.main import deliver
 from kerno_otel.audit.worker.spawn import start_worker
@@ -165,6 +165,9 @@ class WorkerTransport:
         with self._lock:
             if self._full() and self.local is None and not self._make_room(type_name):
                 return
+            if self.local is None and (self._closing or self._ended):
+                self.counters.dropped("closed")  # emitted while close() runs: counted
+                return
             if self.local is not None:
                 self._lock.release()  # the fallback has its own lock; keep ours short
                 try:
@@ -183,9 +186,11 @@ class WorkerTransport:
             self._records += 1
 
     def _make_room(self, type_name: str) -> bool:
-        """At capacity (lock held): wait for the worker (``block``) or count the record."""
+        """At capacity (lock held): wait for the worker (``block``) or count the record
+        (``drop``); True when the record may go on (to the worker, or to the fallback)."""
         if not self._block:
-            self._dropped[type_name] = self._dropped.get(type_name, 0) + 1
+            name = type_label(type_name) or ""  # an ill-formed name is counted, not named
+            self._dropped[name] = self._dropped.get(name, 0) + 1
             return False
         self.counters.blocked_emits += 1
         while self._full() and self.local is None and not self._ended:
@@ -197,7 +202,7 @@ class WorkerTransport:
                         self._room.wait(0.5)
             finally:
                 self._lock.acquire()
-        return self.local is None and not self._ended
+        return True
 
     def _full(self) -> bool:
         """Whether ``queue_size`` frames are on their way to the worker and not yet taken in."""
@@ -220,13 +225,14 @@ class WorkerTransport:
                 self._wake.wait_for(
                     lambda: self._piped >= sent or self.local is not None or self._stop, timeout
                 )
-                and self.local is None
+                and self._piped >= sent
             )
 
     def _put_dropped(self) -> None:
         if self._dropped:
             types, self._dropped = self._dropped, {}
             self._append(wire.message(wire.DROP, {"types": types}))
+            self._records += sum(types.values())  # the worker counts them in DURABLE too
 
     # -- requests -----------------------------------------------------------------------
 
@@ -253,7 +259,7 @@ class WorkerTransport:
     def _ask(self, kind: bytes, timeout: float | None) -> Any:
         """Send a request after everything queued so far; its answer, or None."""
         ident = next(self._ids)
-        timeout_ms = 2**31 if timeout is None else int(timeout * 1000)
+        timeout_ms = 2**31 if timeout is None or not timeout < 2**31 / 1000 else int(timeout * 1000)
         with self._lock:
             if self.local is not None or self._closing:
                 return None
@@ -284,6 +290,9 @@ class WorkerTransport:
                     self._put_dropped()
                 data, self._buf, self._urgent = self._buf, bytearray(), False
                 frames, self._frames = self._frames, 0
+            if len(data) >= _MAX_BUFFER:  # emitters may be waiting on the buffer's size
+                with self._room:
+                    self._room.notify_all()
             # Not files.write_all: on a failure, what the worker did not get must be known.
             view = memoryview(data)
             try:
@@ -388,7 +397,7 @@ class WorkerTransport:
                 return
             # Frames the pipe did not take whole never reached the worker: they are replayed.
             waiting = [line for line in bytes(self._buf).split(b"\n") if line]
-            unsent = sum(1 for line in waiting if line[:1] in (wire.RAW, wire.RECORD, wire.REFUSE))
+            unsent = sum(wire.records_in(line) for line in waiting)
             lost = self._records - unsent - self._durable
             if lost > 0:
                 local.sealer.lost(lost)

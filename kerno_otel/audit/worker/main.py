@@ -52,7 +52,9 @@ def deliver(sealer: Sealer, kind: bytes, payload: bytes, cleaner: Cleaner | None
         sealer.refused(refused["type"], str(refused["problem"]))
         return 1
     if kind == wire.DROP:
-        sealer.dropped(wire.value(payload)["types"])
+        types = wire.value(payload)["types"]
+        sealer.dropped(types)
+        return sum(types.values())
     return 0
 
 
@@ -155,8 +157,10 @@ def serve(in_fd: int, out_fd: int) -> int:
         if taken - acked >= ack_every or not select.select([in_fd], [], [], 0)[0]:
             out.send(wire.message(wire.TAKEN, taken))
             acked = taken
-    # The parent went away without closing: finish the log in order all the same.
+    # The parent went away without closing (or the clean stage died): finish the log in
+    # order all the same, and say what is durable to a parent that may still listen.
     sealer.close()
+    out.send(wire.message(wire.DURABLE, records))
     return 0
 
 

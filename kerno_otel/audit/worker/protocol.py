@@ -148,3 +148,13 @@ class Init:
             dict(data["resource"]),
             str(data["version"]),
         )
+
+
+def records_in(frame: bytes) -> int:
+    """How many of the parent's records a frame (kind byte first, no newline) carries."""
+    kind = frame[:1]
+    if kind in (RAW, RECORD, REFUSE):
+        return 1
+    if kind == DROP:
+        return sum(value(frame[1:])["types"].values())
+    return 0

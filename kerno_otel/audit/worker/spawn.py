@@ -90,8 +90,10 @@ def start_worker(
         raise WorkerError(message) from None
     for fd in (to_clean_r, to_seal_r, to_seal_w, answers_w):
         os.close(fd)
-    write_all(to_clean_w, init.frame())
     reader = wire.FrameReader(answers_r)
+    first: tuple[bytes, bytes] | None = None
+    with contextlib.suppress(BrokenPipeError):  # a stage that died at start: see below
+        write_all(to_clean_w, init.frame())
     while (first := reader.next_frame()) is not None and first[0] == wire.STDERR:
         stderr.write(wire.value(first[1]))  # what opening said (a repaired tail)
     if first is not None and first[0] == wire.READY:
