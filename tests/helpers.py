@@ -1,8 +1,11 @@
-"""Shared test helpers: read a whole log stream back in order, check its chain."""
+"""Shared test helpers: read a whole log stream back in order, check its chain, wait for
+checkpoints."""
 
 from __future__ import annotations
 
 import gzip
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +14,7 @@ import orjson
 
 from kerno_otel.audit.chain import GENESIS, line_hash
 from kerno_otel.audit.files import rotated_files
+from kerno_otel.audit.log import AuditLog
 
 
 def stream_lines(live: Path) -> list[bytes]:
@@ -66,6 +70,33 @@ def check_chain(
         prev = line_hash(line)
         expect = (seq + 1) if isinstance(seq, int) else expect + 1
     return problems
+
+
+class CheckpointWatch:
+    """The signed checkpoints a log writes, as ``AuditLog.on_checkpoint`` passes them, to wait on.
+
+    A callback runs once its checkpoint is queued for writing: ``log.flush()``
+    after a wait puts the line and its checkpoints-file entry on disk.
+    """
+
+    def __init__(self, log: AuditLog) -> None:
+        self._changed = threading.Condition()
+        self._seen: list[dict[str, Any]] = []
+        log.on_checkpoint.append(self._add)
+
+    def _add(self, details: dict[str, Any]) -> None:
+        with self._changed:
+            self._seen.append(details)
+            self._changed.notify_all()
+
+    def wait_for(
+        self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 20.0
+    ) -> list[dict[str, Any]]:
+        """The checkpoints so far, once ``done(checkpoints)`` holds; fails after ``timeout``."""
+        with self._changed:
+            ok = self._changed.wait_for(lambda: done(self._seen), timeout)
+            assert ok, f"checkpoints seen: {self._seen!r}"
+            return list(self._seen)
 
 
 def fake_distribution(site: Path, name: str, version: str, modules: dict[str, str]) -> None:
