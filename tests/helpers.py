@@ -1,4 +1,5 @@
-"""Shared test helpers: read a whole log stream back in order, check its chain."""
+"""Shared test helpers: read a whole log stream back in order, check its chain, wait for
+checkpoints."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import Any
 import orjson
 
 from kerno_otel.audit.chain import GENESIS, line_hash
+from kerno_otel.audit.checkpoints import read_sidecar, sidecar_path
 from kerno_otel.audit.files import rotated_files
+from kerno_otel.audit.log import AuditLog
 
 
 def stream_lines(live: Path) -> list[bytes]:
@@ -69,6 +72,29 @@ def check_chain(
         prev = line_hash(line)
         expect = (seq + 1) if isinstance(seq, int) else expect + 1
     return problems
+
+
+class CheckpointWatch:
+    """The signed checkpoints a log has made durable (its ``.checkpoints`` file), to wait on.
+
+    The writer appends a checkpoint to that file once its log line is durable, so a
+    checkpoint seen here is on disk in both files.
+    """
+
+    def __init__(self, log: AuditLog) -> None:
+        self._path = sidecar_path(Path(log.config.file_path))
+
+    def _seen(self) -> list[dict[str, Any]]:
+        if not self._path.exists():
+            return []
+        return [item for _, item in read_sidecar(self._path) if item is not None]
+
+    def wait_for(
+        self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 20.0
+    ) -> list[dict[str, Any]]:
+        """The checkpoints so far, once ``done(checkpoints)`` holds; fails after ``timeout``."""
+        assert wait_until(lambda: done(self._seen()), timeout), f"checkpoints: {self._seen()!r}"
+        return self._seen()
 
 
 def fake_distribution(site: Path, name: str, version: str, modules: dict[str, str]) -> None:

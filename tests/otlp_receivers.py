@@ -1,7 +1,9 @@
 """In-process OTLP log receivers on opentelemetry-proto's generated services, over loopback.
 
-Both keep every request they acknowledged (as received) and can be told to
-fail (gRPC UNAVAILABLE / HTTP 503) for a number of requests or be slow.
+Both keep every request they acknowledged (as received), can be told to fail
+(gRPC UNAVAILABLE / HTTP 503) for a number of requests or to hold every request
+until released (a stalled collector), and signal what they got, so a test
+waits for an event instead of sleeping.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import gzip
 import ssl
 import threading
-import time
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,16 +30,23 @@ from kerno_otel.forward.otlp import rebuild_lines
 class _Behaviour:
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self._kept = threading.Condition(self.lock)
         self.requests: list[ExportLogsServiceRequest] = []
+        self.records = 0  # log records in the requests kept
         self.fail_next = 0  # answer this many requests with an error
-        self.delay = 0.0  # seconds before answering
         self.failed = 0
         self.gzipped = 0  # HTTP requests that came gzip-encoded
+        #: Open (set) by default; cleared, every request waits at it until it is set again.
+        self.gate = threading.Event()
+        self.gate.set()
+        #: Set once a request is waiting at the closed gate.
+        self.holding = threading.Event()
 
     def decide(self) -> bool:
         """True: accept this request; False: answer with an error."""
-        if self.delay:
-            time.sleep(self.delay)
+        if not self.gate.is_set():
+            self.holding.set()
+            self.gate.wait()
         with self.lock:
             if self.fail_next > 0:
                 self.fail_next -= 1
@@ -47,8 +55,20 @@ class _Behaviour:
             return True
 
     def keep(self, request: ExportLogsServiceRequest) -> None:
-        with self.lock:
+        with self._kept:
             self.requests.append(request)
+            self.records += sum(
+                len(scope.log_records)
+                for resource in request.resource_logs
+                for scope in resource.scope_logs
+            )
+            self._kept.notify_all()
+
+    def wait_for_records(self, count: int, timeout: float = 20.0) -> None:
+        """Return once the requests kept hold at least ``count`` log records."""
+        with self._kept:
+            got = self._kept.wait_for(lambda: self.records >= count, timeout)
+            assert got, f"{self.records} records received, waited for {count}"
 
     def lines(self) -> list[bytes]:
         with self.lock:
@@ -141,6 +161,7 @@ class GrpcReceiver(_Behaviour):
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
+        self.gate.set()  # held requests answer; the server stops without waiting on them
         if self._server is not None:
             self._server.stop(grace=None).wait(5)
             self._server = None
@@ -206,6 +227,7 @@ class HttpReceiver(_Behaviour):
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/v1/logs"
 
     def stop(self) -> None:
+        self.gate.set()  # held requests answer; the server stops without waiting on them
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

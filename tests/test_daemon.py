@@ -6,10 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -23,7 +23,7 @@ from kerno_otel.hookspecs import hookimpl
 def daemon_startup(context):
     def boom():
         raise RuntimeError("boom: password=hunter2 at /home/alice/x")
-    threading.Timer(0.3, boom).start()
+    threading.Thread(target=boom).start()
 """
 
 BROKEN = """
@@ -36,9 +36,16 @@ def daemon_startup(context):
 
 BAD_IMPORT = "raise ImportError('missing dependency')\n"
 
+T = TypeVar("T")
+
 
 class Daemon:
-    """A ``kerno-otel run`` child process and its audit log."""
+    """A ``kerno-otel run`` child process and its audit log.
+
+    Every record the daemon writes is echoed on its stderr (``audit.stderr``)
+    once it is in the file; a thread reads stderr as it comes, so a test waits
+    for the record or line it needs instead of polling the file.
+    """
 
     def __init__(self, tmp: Path, config: str, plugins: str, site: Path | None = None) -> None:
         self.log = tmp / "log" / "kerno-audit.jsonl"
@@ -46,6 +53,8 @@ class Daemon:
         self.config.write_text(f"audit:\n  file_path: {self.log}\n" + config)
         env = {k: v for k, v in os.environ.items() if not k.startswith("KERNO_")}
         env["KERNO_OTEL_PLUGINS"] = plugins
+        # From the environment, not the file: the reload tests rewrite the file.
+        env["KERNO_AUDIT_STDERR"] = "true"
         if site is not None:
             env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])])
         self.proc = subprocess.Popen(
@@ -55,47 +64,73 @@ class Daemon:
             env=env,
             cwd=tmp,
         )
-        assert self.proc.stderr is not None
         self.stderr_lines: list[str] = []
+        self._changed = threading.Condition()
+        self._closed = False  # stderr reached its end
+        self._looked = 0  # stderr lines expect() has looked at
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
         self.expect("kerno-otel: audit log ")
 
-    def expect(self, prefix: str, timeout: float = 20) -> str:
-        """Read stderr lines until one starts with ``prefix``."""
+    def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            self.stderr_lines.append(line)
-            if line.startswith(prefix):
-                return line
-        raise AssertionError(f"no {prefix!r} on stderr; got {self.stderr_lines!r}")
+        for line in self.proc.stderr:
+            with self._changed:
+                self.stderr_lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def _wait(self, found: Callable[[], T | None], timeout: float, what: str) -> T:
+        """``found()``'s answer once it has one (called as stderr grows); fails at its end."""
+        answer: T | None = None
+
+        def ready() -> bool:
+            nonlocal answer
+            answer = found()
+            return answer is not None or self._closed
+
+        with self._changed:
+            self._changed.wait_for(ready, timeout)
+            if answer is None:
+                raise AssertionError(f"{what} not seen on stderr; got {self.stderr_lines!r}")
+            return answer
+
+    def expect(self, prefix: str, timeout: float = 20) -> str:
+        """The next stderr line that starts with ``prefix``."""
+
+        def found() -> str | None:
+            for index in range(self._looked, len(self.stderr_lines)):
+                if self.stderr_lines[index].startswith(prefix):
+                    self._looked = index + 1
+                    return self.stderr_lines[index]
+            return None
+
+        return self._wait(found, timeout, repr(prefix))
+
+    def wait_for(self, type_name: str, count: int = 1, timeout: float = 20) -> list[dict[str, Any]]:
+        """The first ``count`` (or more) records of ``type_name``, once they are in the file."""
+
+        def found() -> list[dict[str, Any]] | None:
+            written = [orjson.loads(line) for line in self.stderr_lines if line.startswith("{")]
+            matching = [r for r in written if r["type"] == type_name]
+            return matching if len(matching) >= count else None
+
+        return self._wait(found, timeout, f"{count} {type_name} records")
 
     def records(self) -> list[dict[str, Any]]:
         return [orjson.loads(line) for line in stream_lines(self.log)]
 
-    def wait_for(self, type_name: str, count: int = 1, timeout: float = 20) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = [r for r in self._flushed() if r["type"] == type_name]
-            if len(found) >= count:
-                return found
-            time.sleep(0.05)
-        raise AssertionError(f"{count} {type_name} records not seen")
-
-    def _flushed(self) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        data = self.log.read_bytes()
-        return [orjson.loads(line) for line in data.splitlines() if line.endswith(b"}")]
+    def wait_exit(self, timeout: float = 30) -> int:
+        """The exit code, once the process ended and all of its stderr was read."""
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout)
+        return code
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=30)
-        assert self.proc.stderr is not None
-        self.stderr_lines.extend(self.proc.stderr.readlines())
-        return code
+        return self.wait_exit()
 
 
 @pytest.fixture
@@ -206,9 +241,7 @@ def test_panic_digest_and_no_traceback_in_the_log(tmp_path: Path, started: list[
     fake_distribution(site, "kerno-test-crash", "1.0", {"kerno_test_crash": CRASHER})
     daemon = Daemon(tmp_path, "", "lifecycle,crash", site)
     started.append(daemon)
-    code = daemon.proc.wait(timeout=30)
-    assert daemon.proc.stderr is not None
-    daemon.stderr_lines.extend(daemon.proc.stderr.readlines())
+    code = daemon.wait_exit()
     stderr = "".join(daemon.stderr_lines)
     assert code == 70
     assert "Traceback (most recent call last)" in stderr
@@ -234,8 +267,10 @@ def test_a_failing_plugin_does_not_stop_the_daemon(tmp_path: Path, started: list
     daemon = Daemon(tmp_path, "", "lifecycle,broken,noimport", site)
     started.append(daemon)
     daemon.wait_for("daemon.start")
-    time.sleep(0.3)
-    assert daemon.proc.poll() is None  # still running
+    # Still running after the failures: its main loop answers a reload.
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_for("config.reload")
+    assert daemon.proc.poll() is None
     assert daemon.stop() == 0
     errors = [r["details"] for r in daemon.records() if r["type"] == "plugin.error"]
     assert [(e["plugin"], e["hook"], e["error_type"], e["distribution"]) for e in errors] == [

@@ -8,7 +8,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,13 @@ import pytest
 from helpers import stream_lines
 from otlp_receivers import GrpcReceiver, HttpReceiver, self_signed
 
+from kerno_otel.audit.chain import parse_ts
 from kerno_otel.audit.files import rotated_files
 from kerno_otel.audit.keys import generate
 from kerno_otel.audit.log import AuditLog
 from kerno_otel.config import AuditConfig, CheckpointConfig, load_config
 from kerno_otel.forward.cursor import Cursor
-from kerno_otel.forward.forwarder import Forwarder, ForwarderOptions
+from kerno_otel.forward.forwarder import Forwarder, ForwarderOptions, make_sender
 
 Receiver = GrpcReceiver | HttpReceiver
 RECEIVERS = {"grpc": GrpcReceiver, "http": HttpReceiver}
@@ -65,11 +66,38 @@ def emit(log: AuditLog, count: int, start: int = 0) -> None:
         log.emit("bpf.load", details={"program": f"prog{i}", "attach": ["t"], "success": True})
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+class WatchedSender:
+    """The real sender for ``opts``, telling a waiting test how many sends began and failed."""
+
+    def __init__(self, opts: ForwarderOptions) -> None:
+        self._sender = make_sender(opts)
+        self._changed = threading.Condition()
+        self.calls = 0
+        self.failures = 0
+
+    def send(self, request: bytes) -> bool:
+        self._count("calls")
+        ok = False
+        try:
+            ok = self._sender.send(request)
+        finally:
+            if not ok:
+                self._count("failures")
+        return ok
+
+    def shutdown(self) -> None:
+        self._sender.shutdown()
+
+    def _count(self, name: str) -> None:
+        with self._changed:
+            setattr(self, name, getattr(self, name) + 1)
+            self._changed.notify_all()
+
+    def wait_for(self, name: str, count: int, timeout: float = 30.0) -> None:
+        """Return once ``count`` sends began (``calls``) or failed (``failures``)."""
+        with self._changed:
+            got = self._changed.wait_for(lambda: getattr(self, name) >= count, timeout)
+            assert got, f"{getattr(self, name)} {name}, waited for {count}"
 
 
 def counts(seqs: list[int]) -> collections.Counter[int]:
@@ -109,7 +137,9 @@ def test_outage_across_rotation_and_restart_loses_nothing(tmp_path: Path, protoc
     receiver = RECEIVERS[protocol]().start()
     requests = receiver.requests
     log = audit_log(live)
-    first = Forwarder(live, options(receiver, protocol), stderr=io.StringIO())
+    opts = options(receiver, protocol)
+    first_sender = WatchedSender(opts)
+    first = Forwarder(live, opts, sender=first_sender, stderr=io.StringIO())
     first.start()
     emit(log, 100)
     log.flush()
@@ -118,14 +148,15 @@ def test_outage_across_rotation_and_restart_loses_nothing(tmp_path: Path, protoc
     receiver.stop()
     emit(log, 250, start=100)
     log.flush()
-    wait_until(lambda: first.stats()["failures"] >= 1)
+    first_sender.wait_for("failures", 1)
     assert first.stop(5)
     saved = Cursor.load(Cursor.path_for(live))
     assert saved.last_seq == acked  # nothing acknowledged during the outage
-    second = Forwarder(live, options(receiver, protocol), stderr=io.StringIO())
+    second_sender = WatchedSender(opts)
+    second = Forwarder(live, opts, sender=second_sender, stderr=io.StringIO())
     second.start()
     emit(log, 50, start=350)
-    time.sleep(0.2)
+    second_sender.wait_for("failures", 1)  # the new forwarder ran into the outage too
     restarted = RECEIVERS[protocol](receiver.port)
     restarted.requests = requests  # one history across the outage
     restarted.start()
@@ -143,8 +174,9 @@ def test_outage_across_rotation_and_restart_loses_nothing(tmp_path: Path, protoc
 
 def test_rotation_every_few_lines_with_concurrent_writers_and_a_restart(tmp_path: Path) -> None:
     """Hundreds of rotations (and gzips) while three threads write and the forwarder is
-    replaced mid-stream: every line arrives, in order, with no warning; the only repeats
-    allowed are the batch in flight when the first forwarder stopped."""
+    replaced mid-stream (once it shipped some, before the writers are done): every line
+    arrives, in order, with no warning; the only repeats allowed are the batch in flight
+    when the first forwarder stopped."""
     live = tmp_path / "kerno-audit.jsonl"
     receiver = GrpcReceiver().start()
     log = audit_log(live, max_size_mb=0.002)
@@ -152,20 +184,22 @@ def test_rotation_every_few_lines_with_concurrent_writers_and_a_restart(tmp_path
     opts = options(receiver, "grpc", batch_size=7, poll_interval=0.001)
     forwarder = Forwarder(live, opts, stderr=err)
     forwarder.start()
+    replaced = threading.Event()
 
     def work(t: int) -> None:
         for i in range(300):
+            if i == 150:
+                replaced.wait(30)
             log.emit("bpf.load", details={"program": f"p{t}-{i}", "attach": [], "success": True})
-            if i % 50 == 0:
-                time.sleep(0.001)
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
     for thread in threads:
         thread.start()
-    time.sleep(0.1)
+    receiver.wait_for_records(100)
     assert forwarder.stop()
     forwarder = Forwarder(live, opts, stderr=err)
     forwarder.start()
+    replaced.set()
     for thread in threads:
         thread.join()
     log.close()
@@ -232,25 +266,28 @@ def test_errors_then_recovery(tmp_path: Path, protocol: str, receiver: Receiver)
     assert log.stats()["blocked_emits"] == 0
 
 
-def test_slow_receiver_does_not_block_the_writer(tmp_path: Path, protocol: str) -> None:
+def test_stalled_receiver_does_not_block_the_writer(tmp_path: Path, protocol: str) -> None:
+    """The collector holds the forwarder's first request unanswered; the writer goes on."""
     live = tmp_path / "kerno-audit.jsonl"
     receiver = RECEIVERS[protocol]().start()
-    receiver.delay = 0.1
-    log = audit_log(live)
-    forwarder = Forwarder(live, options(receiver, protocol), stderr=io.StringIO())
+    receiver.gate.clear()
+    log = audit_log(live, max_size_mb=100)  # one file: stream_lines is exact while it is open
+    # A timeout longer than the stall: a retried request would be received twice.
+    forwarder = Forwarder(live, options(receiver, protocol, timeout=60.0), stderr=io.StringIO())
     forwarder.start()
     try:
-        started = time.perf_counter()
+        assert receiver.holding.wait(20)
         emit(log, 400)
         log.flush()
-        took = time.perf_counter() - started
-        assert forwarder.stats()["lag_records"] > 0  # the receiver is behind, the writer is not
+        stats = forwarder.stats()
+        assert receiver.requests == []  # still stalled: the writer did not wait for it
+        assert (stats["records_sent"], stats["lag_records"]) == (0, len(stream_lines(live)))
+        receiver.gate.set()
         log.close()
         assert forwarder.wait_caught_up(60)
         assert forwarder.stop()
     finally:
         receiver.stop()
-    assert took < 60.0  # the writer never waited on the slow receiver (a wait would be minutes)
     assert log.stats()["blocked_emits"] == 0
     assert stream_lines(live) == receiver.lines()
 
@@ -321,12 +358,13 @@ def _dead_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _black_hole() -> tuple[socket.socket, list[socket.socket]]:
-    """A TCP listener that accepts and never answers."""
+def _black_hole() -> tuple[socket.socket, list[socket.socket], threading.Event]:
+    """A TCP listener that accepts and never answers; the event is set at the first accept."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(16)
     accepted: list[socket.socket] = []
+    connected = threading.Event()
 
     def accept() -> None:
         while True:
@@ -335,9 +373,10 @@ def _black_hole() -> tuple[socket.socket, list[socket.socket]]:
             except OSError:
                 return
             accepted.append(conn)
+            connected.set()
 
     threading.Thread(target=accept, daemon=True).start()
-    return server, accepted
+    return server, accepted, connected
 
 
 @pytest.mark.parametrize("kind", ["refused", "black_hole"])
@@ -350,16 +389,16 @@ def test_dead_collector_never_makes_stop_hang(tmp_path: Path, protocol: str, kin
     if kind == "refused":
         port = _dead_port()
     else:
-        hole, accepted = _black_hole()
+        hole, accepted, connected = _black_hole()
         port = hole.getsockname()[1]
     endpoint = f"http://127.0.0.1:{port}" + ("/v1/logs" if protocol == "http" else "")
-    forwarder = Forwarder(
-        live,
-        ForwarderOptions(endpoint=endpoint, protocol=protocol, timeout=30.0, poll_interval=0.01),
-        stderr=io.StringIO(),
-    )
+    opts = ForwarderOptions(endpoint=endpoint, protocol=protocol, timeout=30.0, poll_interval=0.01)
+    sender = WatchedSender(opts)
+    forwarder = Forwarder(live, opts, sender=sender, stderr=io.StringIO())
     forwarder.start()
-    time.sleep(0.5)
+    sender.wait_for("calls", 1)  # stopped while a send is under way
+    if hole is not None:
+        assert connected.wait(20)  # ... and its request went to a peer that never answers
     started = time.monotonic()
     forwarder.stop(timeout=2.0)
     assert time.monotonic() - started < 10.0  # bounded by the 2 s given, with slack for load
@@ -372,32 +411,36 @@ def test_dead_collector_never_makes_stop_hang(tmp_path: Path, protocol: str, kin
 
 
 def test_lag_alarm_on_stderr_rate_limited(tmp_path: Path) -> None:
+    """An hour behind by the injected clock: one alarm, however many failures follow."""
     live = tmp_path / "kerno-audit.jsonl"
     log = audit_log(live)
     emit(log, 30)
     log.close()
+    lines = stream_lines(live)
+    oldest_ns = parse_ts(orjson.loads(lines[0])["ts"])
+    now = oldest_ns / 1e9 + 3600.0
     err = io.StringIO()
-    forwarder = Forwarder(
-        live,
-        ForwarderOptions(
-            endpoint=f"http://127.0.0.1:{_dead_port()}",
-            timeout=0.2,
-            backoff_initial=0.05,
-            backoff_cap=0.1,
-            alarm_lag_seconds=0.0,
-            alarm_every_seconds=3600.0,
-        ),
-        stderr=err,
+    opts = ForwarderOptions(
+        endpoint=f"http://127.0.0.1:{_dead_port()}",
+        timeout=0.2,
+        backoff_initial=0.05,
+        backoff_cap=0.1,
+        alarm_lag_seconds=60.0,
+        alarm_every_seconds=3600.0,
     )
+    sender = WatchedSender(opts)
+    forwarder = Forwarder(live, opts, sender=sender, stderr=err, clock=lambda: now)
     forwarder.start()
-    wait_until(lambda: forwarder.stats()["failures"] >= 3)
+    sender.wait_for("failures", 3)
     stats = forwarder.stats()
     forwarder.stop(2.0)
+    lag = max(0.0, now - oldest_ns / 1e9)
     alarms = [line for line in err.getvalue().splitlines() if "forwarding lags" in line]
-    assert len(alarms) == 1
-    assert alarms[0].startswith(f"kerno-otel: otlp: forwarding lags {len(stream_lines(live))} ")
-    assert stats["lag_records"] == len(stream_lines(live))
-    assert stats["lag_seconds"] > 0
+    assert alarms == [
+        f"kerno-otel: otlp: forwarding lags {len(lines)} records ({lag:.0f} s) behind {live}; "
+        "still retrying (the files keep every record)"
+    ]
+    assert (stats["lag_records"], stats["lag_seconds"]) == (len(lines), lag)
     assert stats["state"] == "retrying"
 
 

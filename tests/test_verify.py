@@ -9,12 +9,12 @@ from __future__ import annotations
 import gzip
 import io
 import shutil
-import time
 from pathlib import Path
 
 import orjson
 import pytest
 from click.testing import CliRunner, Result
+from helpers import CheckpointWatch
 
 from kerno_otel.audit.chain import Chain, line_hash
 from kerno_otel.audit.checkpoints import Signer, sidecar_path
@@ -286,20 +286,18 @@ def test_cut_before_any_later_checkpoint_caught_by_periodic_one(
     copy = tmp_path / "copy"
     copy.mkdir()
     with AuditLog(cfg, stderr=io.StringIO()) as log:
+        watch = CheckpointWatch(log)
         for i in range(3):
             log.emit("bpf.load", details=bpf_load(i))
         log.flush()
-        last_data = 3  # audit.start is seq 0; maybe a periodic checkpoint in between
+        # audit.start is seq 0; maybe a periodic checkpoint in between
         records = [orjson.loads(line) for line in lines_of(directory / LIVE)]
         last_data = max(r["seq"] for r in records if r["type"] == "bpf.load")
         sidecar = sidecar_path(directory / LIVE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            entries = [orjson.loads(line) for line in lines_of(sidecar)]
-            # one covering the record, and one more for an interval with no records
-            if entries and entries[-1]["seq"] >= last_data + 1:
-                break
-            time.sleep(0.05)
+        # One covering the record, and one more for an interval with no records: real
+        # 0.2 s intervals, as the processor's timer reads the monotonic clock itself.
+        watch.wait_for(lambda seen: any(cp["seq"] >= last_data + 1 for cp in seen))
+        log.flush()  # the checkpoint line and its checkpoints-file entry are on disk
         shutil.copy(sidecar, copy / sidecar.name)  # first, so the log copy holds at least as much
         shutil.copy(directory / LIVE, copy / LIVE)
     lines = lines_of(copy / LIVE)

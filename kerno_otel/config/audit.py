@@ -8,16 +8,13 @@ environment's raw values into an :class:`AuditConfig`, refusing unknown keys.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
-from kerno_otel.config.values import ConfigError, env_value, number, parse_duration
+from kerno_otel.config.values import ConfigError, Where, env_value, number, parse_duration
 from kerno_otel.records.redact import RedactionRule
-
-#: Says where a dotted key's value came from: ``FILE:LINE: audit.fsync`` or ``KERNO_AUDIT_FSYNC``.
-Where = Callable[[str], str]
 
 
 @dataclass(frozen=True)

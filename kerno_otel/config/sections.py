@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from kerno_otel.config.audit import Where
-from kerno_otel.config.values import ConfigError, env_value, number, parse_duration
+from kerno_otel.config.values import ConfigError, Where, env_value, number, parse_duration
 
 #: The other sections of DESIGN.md with their embedded defaults. A key's type is
 #: its default's (None: a string or nothing); unknown keys are refused.

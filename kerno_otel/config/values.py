@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 import yaml
@@ -10,6 +11,10 @@ import yaml
 
 class ConfigError(ValueError):
     """A configuration problem, worded for the operator: where, which key, why."""
+
+
+#: Says where a dotted key's value came from: ``FILE:LINE: audit.fsync`` or ``KERNO_AUDIT_FSYNC``.
+Where = Callable[[str], str]
 
 
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$")
