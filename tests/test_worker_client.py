@@ -301,8 +301,8 @@ def test_an_emitter_blocked_when_the_worker_dies_hands_its_record_to_the_fallbac
     names = {r["details"].get("plugin") for r in records if r["type"] == "plugin.load"}
     missing = [i for i in range(40) if f"r{i}" not in names]
     lost = sum(r["details"]["count"] for r in records if r["type"] == "audit.loss")
-    assert missing and lost >= len(missing)
-    assert missing == list(range(len(missing)))  # the ones the dead worker held, in order
+    assert lost >= len(missing)  # every record is written or counted
+    assert missing == list(range(len(missing)))  # only ones the dead worker held, in order
 
 
 def test_records_emitted_while_closing_are_written_or_counted(tmp_path: Path) -> None:

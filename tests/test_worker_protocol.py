@@ -138,7 +138,7 @@ def test_deliver_dispatches_record_refuse_and_drop(tmp_path: Path) -> None:
     assert deliver(sealer, wire.RECORD, body_of(record)) == 1
     refuse = orjson.dumps({"type": "bpf.load", "problem": "bpf.load: /details: bad"})
     assert deliver(sealer, wire.REFUSE, refuse) == 1
-    assert deliver(sealer, wire.DROP, orjson.dumps({"types": {"ai.call": 2}})) == 0
+    assert deliver(sealer, wire.DROP, orjson.dumps({"types": {"ai.call": 2}})) == 2
     sealer.close()
     records = stream_records(Path(config.file_path))
     assert [r["type"] for r in records] == [

@@ -15,7 +15,7 @@ import orjson
 
 GENESIS: Final = "sha256:" + "0" * 64
 
-#: Key order of a line (DESIGN.md, record format v1). Records are built in this
+#: Key order of a line (record format v1, docs/audit-schema.md). Records are built in this
 #: order and orjson keeps insertion order, so encoding needs no sorting.
 KEY_ORDER: Final = (
     "v",

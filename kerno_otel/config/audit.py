@@ -41,7 +41,7 @@ def default_audit_path() -> str:
 
 @dataclass(frozen=True)
 class AuditConfig:
-    """The ``audit`` section. Defaults are the embedded defaults of DESIGN.md."""
+    """The ``audit`` section, with its embedded defaults (README, "Configuration")."""
 
     file_path: str = field(default_factory=default_audit_path)
     max_size_mb: float = 100.0

@@ -18,7 +18,7 @@ MASK: Final = "***"
 class Config:
     """The whole configuration: the typed ``audit`` section and every other section.
 
-    Sections of DESIGN.md are checked key by key and filled with their
+    Sections of the config (README, "Configuration") are checked key by key and filled with their
     defaults; a plugin's own section (named after the plugin) is kept as the
     file gave it, for the plugin to check.
     """

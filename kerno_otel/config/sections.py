@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from kerno_otel.config.values import ConfigError, Where, env_value, number, parse_duration
 
-#: The other sections of DESIGN.md with their embedded defaults. A key's type is
+#: The other config sections with their embedded defaults. A key's type is
 #: its default's (None: a string or nothing); unknown keys are refused.
 SECTION_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
     "otlp": {

@@ -1,4 +1,4 @@
-"""The lossless OTLP mapping of an audit line (DESIGN.md, "Record format"), both ways.
+"""The lossless OTLP mapping of an audit line (docs/audit-schema.md), both ways.
 
 ``type`` is ``LogRecord.event_name``, ``severity`` the severity text (and its
 number), ``ts`` the timestamp in nanoseconds, ``trace_id``/``span_id`` the
