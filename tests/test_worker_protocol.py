@@ -183,7 +183,7 @@ def test_clean_stage_turns_raw_frames_into_records_or_refusals(tmp_path: Path) -
     )
     assert value_of(clean_frame(cleaner, b'{"not": "an array"}')) == (
         wire.REFUSE,
-        {"type": None, "problem": "(invalid type): (root): not a record frame"},
+        {"type": None, "problem": "(unknown type): (root): not a record frame"},
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from kerno_otel.audit.chain import GENESIS, Timestamps, body_of
@@ -83,13 +83,13 @@ class Cleaner:
         self.resource = dict(resource)
         self._ts = Timestamps()
 
-    def clean(self, fields: Fields) -> Clean | Refused:
+    def clean(self, fields: Sequence[Any]) -> Clean | Refused:
         """One producer's record through the stages; never raises.
 
         Refused: a writer type (``audit.*``), ids that are not 128/64-bit
         integers, ``details`` that cannot be redacted, anything the schema rejects.
         """
-        name = fields.type
+        name = fields[1]  # a Fields, or the same eight values as a list (the worker's)
         known = name if self.validator.knows(name) else None  # only a known name is shown
         try:
             if type(name) is str and name.startswith(WRITER_PREFIX):
@@ -116,7 +116,7 @@ class Cleaner:
         except Exception as exc:  # a bug of ours: the sealer says so loudly
             return Refused(name, _unexpected(name, exc))
 
-    def _clean(self, fields: Fields, *, redact: bool) -> Clean | Refused:
+    def _clean(self, fields: Sequence[Any], *, redact: bool) -> Clean | Refused:
         ts_ns, name, actor, severity, outcome, details, trace_id, span_id = fields
         if not self.validator.knows(name):  # never named: an unknown name may carry a value
             return Refused(None, "(unknown type): /type: not an event type of this log")

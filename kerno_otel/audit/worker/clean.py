@@ -25,14 +25,16 @@ _BATCH = 512
 def clean_frame(cleaner: Cleaner, payload: bytes) -> bytes:
     """The ``RECORD`` or ``REFUSE`` frame for one ``RAW`` frame's payload."""
     try:
-        fields = Fields(*orjson.loads(payload))
-    except (orjson.JSONDecodeError, TypeError):  # not ours: never written, said why
+        fields = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        fields = None
+    if type(fields) is not list or len(fields) != len(Fields._fields):  # not ours
         return wire.message(
-            wire.REFUSE, {"type": None, "problem": "(invalid type): (root): not a record frame"}
+            wire.REFUSE, {"type": None, "problem": "(unknown type): (root): not a record frame"}
         )
     result = cleaner.clean(fields)
-    if isinstance(result, Clean):
-        return wire.frame(wire.RECORD, result.body)
+    if type(result) is Clean:
+        return b"%b%b\n" % (wire.RECORD, result.body)
     return wire.message(wire.REFUSE, result._asdict())
 
 
