@@ -211,3 +211,66 @@ def test_loss_records_are_never_lost_while_the_disk_stays_full(
     assert records[-1]["type"] == "plugin.load"
     report = verify([live])
     assert report.intact, report.problems
+
+
+@pytest.mark.parametrize("pipeline", ["process", "thread"])
+def test_a_symlink_planted_at_the_live_path_is_never_renamed_read_or_compressed(
+    tmp_path: Path, pipeline: str
+) -> None:
+    """Rotation renames the live path only while it holds the file being written: a
+    symlink put there (to a file the daemon can read) is left alone, and no rotated or
+    compressed file ever holds its target's content."""
+    secret = tmp_path / "passwd-copy"
+    secret.write_text("root:x:0:0:SECRET-CONTENT:/root:/bin/sh\n")
+    directory = tmp_path / "log"
+    live = directory / "kerno-audit.jsonl"
+    err = io.StringIO()
+    config = AuditConfig(file_path=str(live), max_size_mb=0.004, compress=True, pipeline=pipeline)
+    with AuditLog(config, stderr=err) as log:
+        log.emit("plugin.load", details=plugin_load("before"))
+        assert log.flush(timeout=30)
+        live.unlink()
+        live.symlink_to(secret)
+        for i in range(40):  # several rotations' worth
+            log.emit("plugin.load", details=plugin_load(f"after{i}"))
+        assert log.flush(timeout=30)
+    assert secret.read_text() == "root:x:0:0:SECRET-CONTENT:/root:/bin/sh\n"
+    assert live.is_symlink()
+    for path in directory.iterdir():
+        if path.is_symlink():
+            continue
+        data = path.read_bytes()
+        if path.name.endswith(".gz"):
+            import gzip
+
+            data = gzip.decompress(data)
+        assert b"SECRET-CONTENT" not in data, path.name
+    assert "cannot rotate" in err.getvalue()
+    assert "the path no longer holds the file being written" in err.getvalue()
+
+
+@pytest.mark.parametrize("pipeline", ["process", "thread"])
+def test_a_rotation_that_cannot_happen_never_stops_the_writer(
+    tmp_path: Path, pipeline: str
+) -> None:
+    """The log directory removed under the writer: rotation fails, is said on stderr,
+    and flush/close go on working (they used to fail and hang: the thread had died)."""
+    import shutil
+
+    directory = tmp_path / "log"
+    err = io.StringIO()
+    config = AuditConfig(
+        file_path=str(directory / "kerno-audit.jsonl"), max_size_mb=0.004, pipeline=pipeline
+    )
+    log = AuditLog(config, stderr=err)
+    log.emit("plugin.load", details=plugin_load("before"))
+    assert log.flush(timeout=30)
+    shutil.rmtree(directory)
+    for i in range(40):
+        log.emit("plugin.load", details=plugin_load(f"after{i}"))
+    assert log.flush(timeout=30)
+    closer = threading.Thread(target=log.close)
+    closer.start()
+    closer.join(60)
+    assert not closer.is_alive()
+    assert "cannot rotate" in err.getvalue()

@@ -79,6 +79,15 @@ def open_append(path: Path) -> int:
     return fd
 
 
+def holds(path: Path, fd: int) -> bool:
+    """Whether ``path`` itself (not a symlink's target) is the file open as ``fd``."""
+    try:
+        here, ours = os.lstat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (ours.st_dev, ours.st_ino)
+
+
 def lock_path(live: Path) -> Path:
     """The lock file beside the live file: one writer per stream at a time."""
     return live.with_name(live.name + ".lock")
@@ -180,16 +189,19 @@ def compress(path: Path) -> Path:
     """
     target = path.with_name(path.name + ".gz")
     tmp = path.with_name(path.name + ".gz.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(
-        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE
-    )
-    with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-        with open(path, "rb") as source:
+    # The rotated file itself, never what a symlink put in its place points to.
+    source_fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(source_fd, "rb") as source:
+        if not stat.S_ISREG(os.fstat(source.fileno()).st_mode):
+            raise OSError(errno.EINVAL, f"{path}: not a regular file; not compressed")
+        tmp.unlink(missing_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, FILE_MODE)
+        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
             shutil.copyfileobj(source, gz, 1 << 20)
-        gz.close()
-        raw.flush()
-        os.fsync(raw.fileno())
+            gz.close()
+            raw.flush()
+            os.fsync(raw.fileno())
     os.rename(tmp, target)
     fsync_directory(path.parent)
     path.unlink()

@@ -432,11 +432,37 @@ class Writer:
         self.counters.fsync_seconds_max = max(self.counters.fsync_seconds_max, took)
 
     def _do_rotate(self, name: str) -> None:
+        """Rename the live file to ``name`` and open a new one; never fatal to this thread.
+
+        The path is renamed only while it still holds the file this writer has open:
+        a symlink (or any other file) planted there is never renamed, read or
+        compressed. When the rotation cannot happen, the writer says so and goes on
+        writing where it is, losing nothing.
+        """
         self._sync()
-        os.close(self._fd)
         target = self.live.parent / name
-        os.rename(self.live, target)
-        self._fd = _files.open_append(self.live)
+        try:
+            if not _files.holds(self.live, self._fd):
+                raise OSError(errno.ESTALE, "the path no longer holds the file being written")
+            os.rename(self.live, target)
+        except OSError as exc:
+            self.counters.write_errors += 1
+            self._stderr.write(
+                f"kerno-otel: audit: cannot rotate {self.live}: {exc.strerror or exc}; "
+                "writing on in the current file\n"
+            )
+            return
+        try:
+            fd = _files.open_append(self.live)
+        except OSError as exc:  # the renamed file stays open: records go on there
+            self.counters.write_errors += 1
+            self._stderr.write(
+                f"kerno-otel: audit: cannot open a new {self.live} after rotating: {exc}; "
+                f"writing on in {target.name}\n"
+            )
+            return
+        os.close(self._fd)
+        self._fd = fd
         self._size = 0
         _files.fsync_directory(self.live.parent)
         self.counters.rotations += 1
