@@ -121,7 +121,7 @@ class AuditProcessor(LogRecordProcessor):
                 lr.timestamp or time.time_ns(),
                 lr.event_name,
                 attrs.get(ATTR_ACTOR),
-                lr.severity_text or "INFO",
+                "INFO" if lr.severity_text is None else lr.severity_text,
                 attrs.get(ATTR_OUTCOME, "unknown"),
                 attrs.get(ATTR_DETAILS),
                 lr.trace_id,
