@@ -217,10 +217,16 @@ def test_the_daemon_runs_cycles_and_audits_them(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert proc.stderr is not None
-    lines = [proc.stderr.readline()]
-    while len([line for line in lines if "doctor: CRITICAL oom_imminent" in line]) < 2:
-        lines.append(proc.stderr.readline())
-        assert lines[-1], "".join(lines)
+    # Bounded: a daemon that hangs silently is killed, which ends the reads below.
+    watchdog = threading.Timer(120, proc.kill)
+    watchdog.start()
+    try:
+        lines = [proc.stderr.readline()]
+        while len([line for line in lines if "doctor: CRITICAL oom_imminent" in line]) < 2:
+            lines.append(proc.stderr.readline())
+            assert lines[-1], "".join(lines)
+    finally:
+        watchdog.cancel()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     records = stream_records(log)
