@@ -56,12 +56,14 @@ def build_sealer(
     rules: Iterable[RedactionRule],
     resource: Mapping[str, str],
     *,
+    event_types: Iterable[EventType] = (),
     version: str,
     stderr: TextIO,
     exit_process: Callable[[int], None] = os._exit,
 ) -> Sealer:
-    """The seal half (not yet opened). Its own records are built-in types only."""
-    cleaner = build_cleaner(config, (), rules, resource)
+    """The seal half (not yet opened). It writes built-in types only; ``event_types`` (a
+    plugin's) are the names its loss records may count a record under."""
+    cleaner = build_cleaner(config, event_types, rules, resource)
     return Sealer(config, cleaner, version=version, stderr=stderr, exit_process=exit_process)
 
 
@@ -98,7 +100,13 @@ def build_processor(
         )
     else:
         sealer = build_sealer(
-            config, rules, resource, version=version, stderr=stderr, exit_process=exit_process
+            config,
+            rules,
+            resource,
+            event_types=event_types,
+            version=version,
+            stderr=stderr,
+            exit_process=exit_process,
         )
         transport = LocalTransport(sealer)
     transport.open()

@@ -10,7 +10,6 @@ rule broken, never a value. Nothing here raises into the emitter.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple
@@ -30,7 +29,6 @@ ATTR_DETAILS: Final = "kerno.audit.details"
 WRITER_PREFIX: Final = "audit."
 WRITER_ACTOR: Final = "audit/writer"
 
-_TYPE_NAME: Final = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 _TRACE_LIMIT: Final = 1 << 128
 _SPAN_LIMIT: Final = 1 << 64
 
@@ -63,11 +61,6 @@ class Refused(NamedTuple):
     problem: str
 
 
-def type_label(name: Any) -> str | None:
-    """``name`` when it is a well-formed event type name (safe to write), else None."""
-    return name if type(name) is str and _TYPE_NAME.fullmatch(name) else None
-
-
 def _id_hex(value: Any, limit: int, width: int) -> str | None:
     if type(value) is not int or not 0 < value < limit:
         raise ValueError
@@ -90,11 +83,12 @@ class Cleaner:
         integers, ``details`` that cannot be redacted, anything the schema rejects.
         """
         name = fields[1]  # a Fields, or the same eight values as a list (the worker's)
-        known = name if self.validator.knows(name) else None  # only a known name is shown
+        if not self.validator.knows(name):  # never named: an unknown name may carry a value
+            return Refused(None, "(unknown type): /type: not an event type of this log")
+        known: str = name
         try:
-            if type(name) is str and name.startswith(WRITER_PREFIX):
-                label = known or "(unknown type)"
-                return Refused(known, f"{label}: /type: reserved for the audit writer")
+            if known.startswith(WRITER_PREFIX):
+                return Refused(known, f"{known}: /type: reserved for the audit writer")
             return self._clean(fields, redact=True)
         except Exception as exc:  # a hostile Mapping: say what broke, never the value
             return Refused(known, _unexpected(known, exc))
@@ -118,8 +112,6 @@ class Cleaner:
 
     def _clean(self, fields: Sequence[Any], *, redact: bool) -> Clean | Refused:
         ts_ns, name, actor, severity, outcome, details, trace_id, span_id = fields
-        if not self.validator.knows(name):  # never named: an unknown name may carry a value
-            return Refused(None, "(unknown type): /type: not an event type of this log")
         if redact and (type(details) is dict or isinstance(details, Mapping)):
             try:
                 details = self.redactor.redact_details(str(name), details)

@@ -26,7 +26,7 @@ from kerno_otel.audit.checkpoints import Signer
 from kerno_otel.audit.counters import Counters
 from kerno_otel.audit.keys import KeyFileError, load_private
 from kerno_otel.audit.losses import LostRanges
-from kerno_otel.audit.record import WRITER_ACTOR, Clean, Cleaner, type_label
+from kerno_otel.audit.record import WRITER_ACTOR, Clean, Cleaner
 from kerno_otel.audit.stream import OpenStream, ResumePoint, open_stream
 from kerno_otel.audit.writer import Writer
 from kerno_otel.config import AuditConfig, ConfigError
@@ -318,8 +318,9 @@ class Sealer:
         self._seal(result.body, rotate=rotate and not checkpoint, sidecar=sidecar)
 
     def _loss(self, reason: str, count: int, types: Mapping[str, int], **extra: Any) -> None:
-        # Only well-formed names are written; the count covers every record.
-        types = {name: n for name, n in types.items() if type_label(name) is not None}
+        # Only known names are written (another may carry a value); the count covers all.
+        known = self._cleaner.validator.knows
+        types = {name: n for name, n in types.items() if known(name)}
         details = {
             "count": count,
             "reason": reason,

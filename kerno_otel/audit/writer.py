@@ -22,13 +22,13 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from kerno_otel.audit import files as _files
 from kerno_otel.audit.counters import Counters
+from kerno_otel.audit.rotation import Rotator
 from kerno_otel.config import AuditConfig
 
 #: The writer wakes for this many queued lines, or after ``_GATHER_S`` of the first.
@@ -105,20 +105,13 @@ class Writer:
         self._losses: list[WriteLoss] = []
         self._last_alarm = 0.0
         self._failed: str | None = None
-        # Rotated files are compressed one at a time, off the writer thread.
-        self._gzip = (
-            ThreadPoolExecutor(1, thread_name_prefix="kerno-audit-gzip")
-            if config.compress
-            else None
-        )
+        self._rotator = Rotator(live, config, self._stderr, self.counters)
         self._thread = threading.Thread(target=self._run, name="kerno-audit-writer", daemon=True)
 
     # -- emitting side (called under the processor's lock) -------------------------
 
     def start(self) -> None:
-        if self._gzip is not None:
-            for pending in _files.finish_compressions(self.live):
-                self._gzip.submit(self._compress, pending)
+        self._rotator.start()
         self._thread.start()
 
     def reserve(self, n: int, block: bool) -> bool:
@@ -206,8 +199,7 @@ class Writer:
             self._stopping = True
             self._cond.notify_all()
         self._thread.join(timeout)
-        if self._gzip is not None:
-            self._gzip.shutdown(wait=True)
+        self._rotator.close()
         with self._cond:
             unwritten = self._enqueued - self._written
         if unwritten:
@@ -432,53 +424,7 @@ class Writer:
         self.counters.fsync_seconds_max = max(self.counters.fsync_seconds_max, took)
 
     def _do_rotate(self, name: str) -> None:
-        """Rename the live file to ``name`` and open a new one; never fatal to this thread.
-
-        The path is renamed only while it still holds the file this writer has open:
-        a symlink (or any other file) planted there is never renamed, read or
-        compressed. When the rotation cannot happen, the writer says so and goes on
-        writing where it is, losing nothing.
-        """
         self._sync()
-        target = self.live.parent / name
-        try:
-            if not _files.holds(self.live, self._fd):
-                raise OSError(errno.ESTALE, "the path no longer holds the file being written")
-            os.rename(self.live, target)
-        except OSError as exc:
-            self.counters.write_errors += 1
-            self._stderr.write(
-                f"kerno-otel: audit: cannot rotate {self.live}: {exc.strerror or exc}; "
-                "writing on in the current file\n"
-            )
-            return
-        try:
-            fd = _files.open_append(self.live)
-        except OSError as exc:  # the renamed file stays open: records go on there
-            self.counters.write_errors += 1
-            self._stderr.write(
-                f"kerno-otel: audit: cannot open a new {self.live} after rotating: {exc}; "
-                f"writing on in {target.name}\n"
-            )
-            return
-        os.close(self._fd)
-        self._fd = fd
-        self._size = 0
-        _files.fsync_directory(self.live.parent)
-        self.counters.rotations += 1
-        if self._gzip is not None:
-            self._gzip.submit(self._compress, target)
-        else:
-            self._retention()
-
-    def _compress(self, path: Path) -> None:
-        try:
-            _files.compress(path)
-            self._retention()
-        except OSError as exc:
-            self._stderr.write(f"kerno-otel: audit: cannot compress {path}: {exc}\n")
-
-    def _retention(self) -> None:
-        config = self.config
-        if config.max_backups or config.max_age_days:
-            _files.apply_retention(self.live, config.max_backups, config.max_age_days, time.time())
+        fd = self._rotator.rotate(self._fd, name)
+        if fd is not None:
+            self._fd, self._size = fd, 0

@@ -34,7 +34,7 @@ import orjson
 from kerno_otel.audit.counters import Counters, merged
 from kerno_otel.audit.pipeline import build_sealer
 from kerno_otel.audit.processor import LocalTransport
-from kerno_otel.audit.record import Clean, Cleaner, Fields, Refused, type_label
+from kerno_otel.audit.record import Clean, Cleaner, Fields, Refused
 from kerno_otel.audit.worker import protocol as wire
 from kerno_otel.audit.worker.main import deliver
 from kerno_otel.audit.worker.spawn import start_worker
@@ -189,7 +189,7 @@ class WorkerTransport:
         """At capacity (lock held): wait for the worker (``block``) or count the record
         (``drop``); True when the record may go on (to the worker, or to the fallback)."""
         if not self._block:
-            name = type_label(type_name) or ""  # an ill-formed name is counted, not named
+            name = type_name  # the sealer names only known types; the count covers all
             self._dropped[name] = self._dropped.get(name, 0) + 1
             return False
         self.counters.blocked_emits += 1
@@ -380,6 +380,7 @@ class WorkerTransport:
                 self.config,
                 init.rules,
                 init.resource,
+                event_types=init.event_types,
                 version=init.version,
                 stderr=self._stderr,
                 exit_process=self._exit,

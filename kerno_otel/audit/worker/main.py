@@ -101,7 +101,14 @@ def serve(in_fd: int, out_fd: int) -> int:
     init = wire.Init.read(first[1])
     config = init.config
     relay = cast(TextIO, _Relay(out))  # write() and flush() are all the sealer uses
-    sealer = build_sealer(config, init.rules, init.resource, version=init.version, stderr=relay)
+    sealer = build_sealer(
+        config,
+        init.rules,
+        init.resource,
+        event_types=init.event_types,
+        version=init.version,
+        stderr=relay,
+    )
     # (writer ticket, parent records taken by then): which of the parent's are durable.
     marks: collections.deque[tuple[int, int]] = collections.deque()
 
