@@ -311,19 +311,21 @@ def test_a_trickling_client_is_cut_at_the_request_deadline(start: Any) -> None:
     daemon = start({"bearer_token": TOKEN}, {"workers": 1, "timeout": "300ms"})
     slow = socket.create_connection((daemon.host, daemon.port))
     cut = threading.Event()
+    sending = threading.Event()
 
     def trickle() -> None:
         try:
             for byte in b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 1000:
                 slow.send(bytes([byte]))
-                time.sleep(0.1)
+                sending.set()
+                time.sleep(0.1)  # the slow client is the thing under test
         except OSError:
             cut.set()
 
     thread = threading.Thread(target=trickle)
     thread.start()
     try:
-        time.sleep(0.2)
+        assert sending.wait(5)  # the slow client holds the one worker
         began = time.monotonic()
         assert daemon.request("/healthz")[0] == 200
         assert time.monotonic() - began < 3
