@@ -18,6 +18,8 @@ class Counters:
     fsync_seconds_total: float = 0.0
     fsync_seconds_max: float = 0.0
     rotations: int = 0
+    #: Interference with the live file noticed, by kind: renamed, removed, hard_link.
+    file_faults: dict[str, int] = field(default_factory=dict)
     queue_depth: int = 0
     blocked_emits: int = 0
     redactions: dict[str, int] = field(default_factory=dict)

@@ -174,6 +174,16 @@ def rotated_files(live: Path) -> list[Path]:
     return sorted(names, key=lambda p: p.name.removesuffix(".gz"))
 
 
+def renamed_files(live: Path) -> list[Path]:
+    """Files that took the live file's name with a suffix, as logrotate renames without
+    ``copytruncate`` (``<live>.1``, ``<live>.1.gz``, ``<live>-20261129``), sorted by name."""
+    pattern = re.compile(rf"^{re.escape(live.name)}[.-][0-9][0-9._-]*(\.gz)?$")
+    try:
+        return sorted(p for p in live.parent.iterdir() if pattern.match(p.name))
+    except FileNotFoundError:
+        return []
+
+
 def _read_whole(path: Path) -> bytes:
     if path.name.endswith(".gz"):
         with gzip.open(path, "rb") as handle:

@@ -1,10 +1,12 @@
-"""Rotation on disk: the live file renamed aside, a new one opened, the old one compressed
-and old ones retired, off the writer's hot loop and never through a symlink."""
+"""After a rotation: the old file compressed and old ones retired, off the writer's hot loop.
+
+The rename and the new file are the sealer's (``livefile.LiveFile.rotate``, relative to the
+directory's fd, never through a symlink); the writer calls :meth:`Rotator.switched` once it
+has finished with the old file."""
 
 from __future__ import annotations
 
-import errno
-import os
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,8 +18,8 @@ from kerno_otel.config import AuditConfig
 
 
 class Rotator:
-    """Renames, reopens, compresses (one file at a time, on a thread of its own) and
-    applies retention for one live file. Called from the writer thread."""
+    """Compresses rotated files (one at a time, on a thread of its own) and applies
+    retention for one live file. Called from the writer thread."""
 
     def __init__(self, live: Path, config: AuditConfig, stderr: TextIO, counters: Counters):
         self.live = live
@@ -40,43 +42,18 @@ class Rotator:
         if self._gzip is not None:
             self._gzip.shutdown(wait=True)
 
-    def rotate(self, fd: int, name: str) -> int | None:
-        """Rename the live file (open as ``fd``, already synced) to ``name`` and open a new
-        one; the new descriptor, or None when the writer should go on with ``fd``.
-
-        The path is renamed only while it still holds the file open as ``fd``: a
-        symlink (or any other file) planted there is never renamed, read or
-        compressed. When the rotation cannot happen, it says so; nothing is lost.
-        """
-        target = self.live.parent / name
-        try:
-            if not files.holds(self.live, fd):
-                raise OSError(errno.ESTALE, "the path no longer holds the file being written")
-            os.rename(self.live, target)
-        except OSError as exc:
-            self._counters.write_errors += 1
-            self._stderr.write(
-                f"kerno-otel: audit: cannot rotate {self.live}: {exc.strerror or exc}; "
-                "writing on in the current file\n"
-            )
-            return None
-        try:
-            new = files.open_append(self.live)
-        except OSError as exc:  # the renamed file stays open: records go on there
-            self._counters.write_errors += 1
-            self._stderr.write(
-                f"kerno-otel: audit: cannot open a new {self.live} after rotating: {exc}; "
-                f"writing on in {target.name}\n"
-            )
-            return None
-        os.close(fd)
-        files.fsync_directory(self.live.parent)
+    def switched(self, rotated: str | None) -> None:
+        """The writer went on in a new live file (the old one synced and closed). ``rotated``:
+        the name the sealer rotated the old one to; None when someone else moved it away."""
+        with contextlib.suppress(OSError):
+            files.fsync_directory(self.live.parent)
+        if rotated is None:
+            return
         self._counters.rotations += 1
         if self._gzip is not None:
-            self._gzip.submit(self._compress, target)
+            self._gzip.submit(self._compress, self.live.parent / rotated)
         else:
             self._retention()
-        return new
 
     def _compress(self, path: Path) -> None:
         try:

@@ -20,11 +20,12 @@ from typing import Any, TextIO
 
 import orjson
 
-from kerno_otel.audit import files
 from kerno_otel.audit.chain import Chain, Timestamps
 from kerno_otel.audit.checkpoints import Signer
 from kerno_otel.audit.counters import Counters
+from kerno_otel.audit.file_life import CHECK_EVERY_RECORDS, FileLife
 from kerno_otel.audit.keys import KeyFileError, load_private
+from kerno_otel.audit.livefile import LiveFile
 from kerno_otel.audit.losses import LostRanges
 from kerno_otel.audit.record import WRITER_ACTOR, Clean, Cleaner
 from kerno_otel.audit.stream import OpenStream, ResumePoint, open_stream
@@ -32,7 +33,7 @@ from kerno_otel.audit.writer import Writer
 from kerno_otel.config import AuditConfig, ConfigError
 
 
-class Sealer:
+class Sealer(FileLife):
     """Seals and writes one stream's records, in order. Thread-safe."""
 
     def __init__(
@@ -70,6 +71,8 @@ class Sealer:
         self._last_checkpoint = time.monotonic()
         self._timer: threading.Thread | None = None
         self._timer_stop = threading.Event()
+        self._file: LiveFile | None = None
+        self._until_check = CHECK_EVERY_RECORDS
         #: The stream id: ``line_hash`` of the stream's seq-0 line (see docs/audit-schema.md).
         self.stream_id: str | None = None
 
@@ -104,7 +107,7 @@ class Sealer:
                 raise ConfigError(f"audit.checkpoint.key_file: {exc}") from None
         stream = open_stream(self._live, now, checkpoints=self._signer is not None)
         point = stream.point
-        self._stream, self.stream_id = stream, stream.stream_id
+        self._stream, self.stream_id, self._file = stream, stream.stream_id, stream.live
         if point.last_seq is not None and point.last_hash is not None:
             self._chain = Chain(point.last_seq + 1, point.last_hash)
         self._file_bytes, self._file_opened_ns = point.live_size, now
@@ -121,6 +124,15 @@ class Sealer:
         )
         self._writer.start()
         with self._lock:
+            if point.renamed_from is not None:  # the new live file names where the stream is
+                self._stderr.write(
+                    f"kerno-otel: audit: {self._live} was renamed to "
+                    f"{point.renamed_from.name} while the writer was down; continuing its stream\n"
+                )
+                self.counters.file_faults["renamed"] = (
+                    self.counters.file_faults.get("renamed", 0) + 1
+                )
+                self._own("audit.rotate", self._rotate_details(point.renamed_from.name, "renamed"))
             if point.torn is not None:
                 self._stderr.write(
                     f"kerno-otel: audit: {self._live}: set aside a torn last line "
@@ -136,11 +148,8 @@ class Sealer:
                 self._own("audit.recover", recover, severity="WARN")
             self._own("audit.start", self._start(point))
             self._last_checkpoint = time.monotonic()
-        if self._signer is not None:
-            self._timer = threading.Thread(
-                target=self._checkpoint_timer, name="kerno-audit-checkpoint", daemon=True
-            )
-            self._timer.start()
+        self._timer = threading.Thread(target=self._tick, name="kerno-audit-timer", daemon=True)
+        self._timer.start()
 
     def _start(self, point: ResumePoint | None) -> dict[str, Any]:
         """``audit.start``'s details (``point`` None: a probe, before the file is opened)."""
@@ -239,6 +248,7 @@ class Sealer:
             writer = self._writer
             if writer is None:
                 return True
+            self._check_file()  # what is flushed goes to a file that is still the log
             self._record_losses()
         return writer.flush(timeout)
 
@@ -273,6 +283,9 @@ class Sealer:
             return None
         if pending:
             self._record_losses()
+        self._until_check -= 1
+        if self._until_check <= 0:
+            self._check_file()
         return self._seal(body)
 
     def _seal(self, body: bytes, *, rotate: bool = True, sidecar: bytes | None = None) -> int:
@@ -364,30 +377,6 @@ class Sealer:
             wrote = True
         return wrote
 
-    def _rotate(self, reason: str) -> None:
-        writer = self._writer
-        assert writer is not None
-        now = time.time_ns()
-        name = files.rotated_name(self._live, now)
-        while name <= self._last_rotated:  # the previous rotation may not be on disk yet
-            now += 1000
-            name = files.rotated_name(self._live, now)
-        self._last_rotated = name
-        self._checkpoint()  # seal the old file: its last line is then a checkpoint
-        last_seq, last_hash = self._chain.last_seq, self._chain.prev
-        writer.rotate(name)
-        self._file_bytes, self._file_opened_ns = 0, now
-        details: dict[str, Any] = {
-            "old_file": name,
-            "new_file": self._live.name,
-            "last_seq": last_seq if last_seq is not None else 0,
-            "last_hash": last_hash,
-            "reason": reason,
-        }
-        if self.stream_id is not None:
-            details["stream"] = self.stream_id
-        self._own("audit.rotate", details, rotate=False)
-
     def _checkpoint(self) -> None:
         """Sign (stream, seq, hash, ts, key id) of the last line and write the checkpoint."""
         signer, last_seq = self._signer, self._chain.last_seq
@@ -397,16 +386,3 @@ class Sealer:
         self._own("audit.checkpoint", signer.sign(self.stream_id, last_seq, self._chain.prev, ts))
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
-
-    def _checkpoint_timer(self) -> None:
-        """Seal every ``every_seconds``, whether or not anything was written meanwhile
-        (an unsealed quiet interval is what let truncation pass in CVE-2023-31438)."""
-        every = self.config.checkpoint.every_seconds
-        wait = every
-        while not self._timer_stop.wait(wait):
-            with self._lock:
-                if self._closed:
-                    return
-                if time.monotonic() >= self._last_checkpoint + every:
-                    self._checkpoint()
-                wait = max(0.001, self._last_checkpoint + every - time.monotonic())

@@ -21,6 +21,7 @@ from kerno_otel.audit.files import (
     stamp,
     write_private,
 )
+from kerno_otel.audit.livefile import LiveFile
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class ResumePoint:
     last_hash: str | None
     live_size: int
     torn: TornTail | None
+    #: The file the stream resumes from when someone else renamed the live file to it
+    #: (logrotate without ``copytruncate``): the new live file must name it.
+    renamed_from: Path | None = None
 
 
 def _last_line(data: bytes) -> bytes | None:
@@ -126,13 +130,40 @@ def repair_and_resume(live: Path, now_ns: int) -> ResumePoint:
                     last = _describe(live, line)
         finally:
             os.close(fd)
+    renamed_from = None
     if last is None:
         found = _newest_rotated_line(live)
         if found is not None:
             last = _describe(*found)
+        renamed = _newest_renamed_line(live, last[0] if last is not None else -1)
+        if renamed is not None:
+            renamed_from, line = renamed
+            last = _describe(renamed_from, line)
     if last is None:
         return ResumePoint(None, None, size, torn)
-    return ResumePoint(last[0], last[1], size, torn)
+    return ResumePoint(last[0], last[1], size, torn, renamed_from)
+
+
+def _newest_renamed_line(live: Path, above: int) -> tuple[Path, bytes] | None:
+    """The last whole line, and its file, of the file renamed from the live one (see
+    :func:`files.renamed_files`) that reaches furthest past seq ``above``, if any.
+
+    A live file renamed while the writer was down (or before it noticed) holds the
+    stream's newest records: starting over, or from an older rotated file, would
+    fork the chain. Files that cannot be read or whose last line is not a record
+    are not the stream's and are passed over.
+    """
+    best: tuple[Path, bytes] | None = None
+    for path in files.renamed_files(live):
+        try:
+            line = _last_line(_read_whole(path))
+            record = orjson.loads(line) if line is not None else None
+        except (OSError, EOFError, ValueError, orjson.JSONDecodeError):
+            continue
+        seq = record.get("seq") if isinstance(record, dict) else None
+        if isinstance(seq, int) and seq > above and line is not None:
+            best, above = (path, line), seq
+    return best
 
 
 def _newest_rotated_line(live: Path) -> tuple[Path, bytes] | None:
@@ -198,7 +229,7 @@ def stream_of_line(line: bytes) -> str | None:
     return stream if isinstance(stream, str) else None
 
 
-def find_stream_id(live: Path) -> str | None:
+def find_stream_id(live: Path, resumed_from: Path | None = None) -> str | None:
     """The id of ``live``'s stream: the ``line_hash`` of its seq-0 line.
 
     Every file of a stream starts with either that line or an ``audit.rotate``
@@ -207,7 +238,7 @@ def find_stream_id(live: Path) -> str | None:
     existed are found by their seq-0 line in the oldest rotated file; None when
     nothing tells.
     """
-    candidates = [live, *reversed(rotated_files(live))]
+    candidates = [live, *([resumed_from] if resumed_from else []), *reversed(rotated_files(live))]
     for path in candidates:
         line = first_line(path)
         if line is not None:
@@ -232,9 +263,12 @@ class OpenStream:
     point: ResumePoint
     #: ``line_hash`` of the stream's seq-0 line (None for a stream with no line yet).
     stream_id: str | None
+    #: The live file and its directory, by descriptor.
+    live: LiveFile
 
     def close_lock(self) -> None:
         """Let the next writer start (after the file is closed)."""
+        self.live.close()
         os.close(self.lock_fd)
 
 
@@ -250,7 +284,12 @@ def open_stream(live: Path, now_ns: int, *, checkpoints: bool) -> OpenStream:
     try:
         point = repair_and_resume(live, now_ns)
         sidecar_fd = files.open_append(sidecar_path(live)) if checkpoints else None
-        fd = files.open_append(live)
+        handle = LiveFile(live)
+        try:
+            fd = handle.open()
+        except BaseException:
+            handle.close()
+            raise
     except BaseException:
         os.close(lock_fd)
         raise
@@ -258,8 +297,10 @@ def open_stream(live: Path, now_ns: int, *, checkpoints: bool) -> OpenStream:
     if point.last_seq is not None and point.last_hash is not None:
         # A stream written before stream ids existed, whose seq-0 file is gone, is
         # named after the line where its checkpoints begin (then carried onwards).
-        stream_id = find_stream_id(live) or _sidecar_stream(live) or point.last_hash
-    return OpenStream(fd, lock_fd, sidecar_fd, point, stream_id)
+        stream_id = (
+            find_stream_id(live, point.renamed_from) or _sidecar_stream(live) or point.last_hash
+        )
+    return OpenStream(fd, lock_fd, sidecar_fd, point, stream_id, handle)
 
 
 def _sidecar_stream(live: Path) -> str | None:

@@ -37,10 +37,12 @@ _GATHER_S = 0.010
 
 
 @dataclass(frozen=True)
-class _Rotate:
-    """Rename the live file to ``name`` and start a new one."""
+class _Switch:
+    """Go on in the live file open as ``fd`` (the sealer opened it). ``rotated``: the name
+    the previous file was rotated to (to compress), None when someone else moved it."""
 
-    name: str
+    fd: int
+    rotated: str | None
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class Writer:
         self._cond = threading.Condition(threading.Lock())
         # A deque: producers append and the writer pops without taking _cond
         # (both are atomic under the GIL); _cond is only for sleeping and waking.
-        self._items: collections.deque[bytes | _Rotate | _Checkpoint] = collections.deque()
+        self._items: collections.deque[bytes | _Switch | _Checkpoint] = collections.deque()
         self._enqueued = 0  # lines ever put
         self._written = 0  # lines ever written (or dropped by policy)
         self._durable = 0  # lines ever made durable (per the fsync policy)
@@ -140,11 +142,13 @@ class Writer:
         self._enqueued += 1
         return self._enqueued
 
-    def rotate(self, name: str) -> None:
-        """Queue a rotation: lines queued before go to the old file, lines after to the new."""
-        self._push(_Rotate(name))
+    def switch(self, fd: int, rotated: str | None) -> None:
+        """Queue a change of file: lines queued before go to the old file, lines after to
+        ``fd``. The writer syncs and closes the old file then, and compresses it (or applies
+        retention) when ``rotated`` names it."""
+        self._push(_Switch(fd, rotated))
 
-    def _push(self, item: bytes | _Rotate | _Checkpoint) -> None:
+    def _push(self, item: bytes | _Switch | _Checkpoint) -> None:
         items = self._items
         items.append(item)
         queued = len(items)
@@ -257,7 +261,7 @@ class Writer:
                 self._mark_durable(written)
                 pending_since = None
             elif pending_since is None:
-                self._mark_durable(written)  # rotations only, or dropped lines
+                self._mark_durable(written)  # file switches only, or dropped lines
             if stopping and not batch:
                 with self._cond:
                     if not self._items:
@@ -303,7 +307,7 @@ class Writer:
         if self._on_durable is not None:
             self._on_durable(written)
 
-    def _write_batch(self, batch: list[bytes | _Rotate | _Checkpoint]) -> bool:
+    def _write_batch(self, batch: list[bytes | _Switch | _Checkpoint]) -> bool:
         """Write runs of lines between rotation commands; True when bytes reached the file."""
         wrote = False
         run: list[bytes] = []
@@ -322,8 +326,8 @@ class Writer:
             if run:
                 wrote |= self._write_lines(run)
                 run = []
-            assert isinstance(item, _Rotate)
-            self._do_rotate(item.name)
+            assert isinstance(item, _Switch)
+            self._do_switch(item)
         if run:
             wrote |= self._write_lines(run)
         return wrote
@@ -423,8 +427,9 @@ class Writer:
         self.counters.fsync_seconds_total += took
         self.counters.fsync_seconds_max = max(self.counters.fsync_seconds_max, took)
 
-    def _do_rotate(self, name: str) -> None:
+    def _do_switch(self, item: _Switch) -> None:
         self._sync()
-        fd = self._rotator.rotate(self._fd, name)
-        if fd is not None:
-            self._fd, self._size = fd, 0
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        self._fd, self._size = item.fd, os.fstat(item.fd).st_size
+        self._rotator.switched(item.rotated)

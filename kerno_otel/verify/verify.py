@@ -88,6 +88,27 @@ def _collect(paths: Sequence[str | Path]) -> tuple[list[Path], bool]:
     return list(unique.values()), directory_mode
 
 
+def _with_named_predecessors(described: list[_File]) -> list[_File]:
+    """Add the files that ``audit.rotate`` records name as predecessors and that are beside
+    them under a name a directory listing passes over (``kerno-audit.jsonl.1``: the writer
+    found its live file renamed by someone else, and linked to it)."""
+    keys = {f.key for f in described}
+    todo = list(described)
+    while todo:
+        f = todo.pop()
+        pred = f.predecessor
+        if pred is None or pred in keys:
+            continue
+        for path in (f.path.parent / pred, f.path.parent / (pred + ".gz")):
+            if path.is_file() and not path.is_symlink():
+                added = _describe(path)
+                described.append(added)
+                todo.append(added)
+                keys.add(added.key)
+                break
+    return described
+
+
 def _describe(path: Path) -> _File:
     try:
         line = first_line(str(path))
@@ -190,7 +211,10 @@ def _verify(
     progress: Callable[[int, int], None] | None,
 ) -> Report:
     found, directory_mode = _collect(paths)
-    ordered = _chain_order([_describe(p) for p in found])
+    described = [_describe(p) for p in found]
+    if directory_mode:
+        described = _with_named_predecessors(described)
+    ordered = _chain_order(described)
     report = Report(files=[f.display for f in ordered])
     walker = _Walker(report, public_key)
 
@@ -231,7 +255,11 @@ def _verify(
         if pred is not None and (after is None or after != _display_of(ordered, pred)):
             # The file before this one is not here: say so, then go on from what the
             # rotate record claims about it.
-            gone = not any((f.path.parent / name).exists() for name in (pred, pred + ".gz"))
+            # A file naming itself: the writer found the live file removed and opened a new
+            # one under the same name; the one it names is gone whatever is there now.
+            gone = pred == f.key or not any(
+                (f.path.parent / name).exists() for name in (pred, pred + ".gz")
+            )
             last_seq, last_hash = details.get("last_seq"), details.get("last_hash")
             if gone or directory_mode:
                 span = f" (up to seq {last_seq})" if isinstance(last_seq, int) else ""

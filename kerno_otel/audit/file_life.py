@@ -1,0 +1,168 @@
+"""The sealer's part in the live file's life: rotation, and what others do to the file.
+
+Rotation renames the live file and opens the next one here, under the sealer's lock
+(:class:`kerno_otel.audit.livefile.LiveFile`, relative to the directory's fd), then
+queues the switch for the writer and seals the ``audit.rotate`` that opens the new
+file, so the record only ever states a rotation that happened. The same path answers
+a live file someone else renamed, deleted or replaced: noticed by two ``stat`` calls
+every ``CHECK_EVERY_RECORDS`` records, every ``CHECK_EVERY_S`` seconds (idle too) and
+before every flush; said on stderr and in ``stats()["file_faults"]``; recorded as
+``audit.rotate`` with reason ``renamed`` or ``removed`` at the head of a new live file.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from kerno_otel.audit import files
+from kerno_otel.audit.chain import Chain
+from kerno_otel.audit.checkpoints import Signer
+from kerno_otel.audit.counters import Counters
+from kerno_otel.audit.livefile import HARD_LINK, LiveFile
+from kerno_otel.audit.writer import Writer
+from kerno_otel.config import AuditConfig
+
+#: The live file is looked at (two ``stat`` calls) every this many records, every this
+#: many seconds, and before every flush.
+CHECK_EVERY_RECORDS = 512
+CHECK_EVERY_S = 0.5
+
+
+class FileLife:
+    """Mixed into :class:`kerno_otel.audit.sealer.Sealer`; every method runs under its lock."""
+
+    config: AuditConfig
+    counters: Counters
+    stream_id: str | None
+    _lock: threading.Lock
+    _live: Path
+    _file: LiveFile | None
+    _writer: Writer | None
+    _chain: Chain
+    _stderr: TextIO
+    _closed: bool
+    _signer: Signer | None
+    _file_bytes: int
+    _file_opened_ns: int
+    _last_rotated: str
+    _last_checkpoint: float
+    _until_check: int
+    _timer_stop: threading.Event
+
+    if TYPE_CHECKING:
+
+        def _own(
+            self,
+            name: str,
+            details: dict[str, Any],
+            *,
+            severity: str = "INFO",
+            outcome: str = "success",
+            rotate: bool = True,
+        ) -> None: ...
+
+        def _checkpoint(self) -> None: ...
+
+    def _rotate(self, reason: str) -> None:
+        writer, live = self._writer, self._file
+        assert writer is not None and live is not None
+        now = time.time_ns()
+        self._file_bytes, self._file_opened_ns = 0, now  # a refused rotation is tried again later
+        name = files.rotated_name(self._live, now)
+        while name <= self._last_rotated:  # the previous rotation may not be on disk yet
+            now += 1000
+            name = files.rotated_name(self._live, now)
+        try:
+            fd = live.rotate(name)
+        except OSError as exc:  # nothing rotated: records go on in the current file
+            self.counters.write_errors += 1
+            self._stderr.write(
+                f"kerno-otel: audit: cannot rotate {self._live}: {exc.strerror or exc}; "
+                "writing on in the current file\n"
+            )
+            self._check_file()
+            return
+        self._last_rotated = name
+        self._checkpoint()  # seal the old file: its last line is then a checkpoint
+        writer.switch(fd, name)
+        self._own("audit.rotate", self._rotate_details(name, reason), rotate=False)
+
+    def _rotate_details(self, old_file: str, reason: str, **extra: Any) -> dict[str, Any]:
+        last_seq = self._chain.last_seq
+        details: dict[str, Any] = {
+            "old_file": old_file,
+            "new_file": self._live.name,
+            "last_seq": last_seq if last_seq is not None else 0,
+            "last_hash": self._chain.prev,
+            "reason": reason,
+            **extra,
+        }
+        if self.stream_id is not None:
+            details["stream"] = self.stream_id
+        return details
+
+    def _check_file(self) -> None:
+        """Notice what was done to the live file from outside and answer it (under the lock):
+        a new live file opening with ``audit.rotate`` (reason ``renamed`` or ``removed``)."""
+        self._until_check = CHECK_EVERY_RECORDS
+        live, writer = self._file, self._writer
+        if live is None or writer is None or self._closed:
+            return
+        fault = live.check()
+        if fault is None:
+            return
+        faults = self.counters.file_faults
+        faults[fault] = faults.get(fault, 0) + 1
+        if fault == HARD_LINK:
+            self._stderr.write(
+                f"kerno-otel: audit: {self._live} has a hard link (another name): a writer "
+                "started on that name would be refused; remove the other link\n"
+            )
+            return
+        try:
+            new = live.replace(time.time_ns())
+        except OSError as exc:
+            self.counters.write_errors += 1
+            self._stderr.write(
+                f"kerno-otel: audit: {self._live} was {fault} and no new live file can be "
+                f"opened: {exc.strerror or exc}; records go on into the old one, trying again\n"
+            )
+            return
+        where = f" to {new.old_name}" if new.reason == "renamed" else ""
+        aside = (
+            f"; {new.displaced} at its path was set aside as {new.set_aside}"
+            if new.set_aside
+            else ""
+        )
+        self._stderr.write(
+            f"kerno-otel: audit: {self._live} was {new.reason}{where} by someone else{aside}; "
+            "writing on in a new live file (recorded as audit.rotate)\n"
+        )
+        if new.reason == "renamed":
+            self._checkpoint()  # the renamed file still holds the log: seal it
+        writer.switch(new.fd, None)
+        self._file_bytes, self._file_opened_ns = 0, time.time_ns()
+        extra = {"set_aside": new.set_aside} if new.set_aside else {}
+        details = self._rotate_details(new.old_name, new.reason, **extra)
+        self._own("audit.rotate", details, severity="WARN", rotate=False)
+
+    def _tick(self) -> None:
+        """Look at the live file every ``CHECK_EVERY_S`` (an idle log is looked at too) and
+        seal every ``checkpoint.every_seconds``, whether or not anything was written meanwhile
+        (an unsealed quiet interval is what let truncation pass in CVE-2023-31438)."""
+        every = self.config.checkpoint.every_seconds
+        wait = CHECK_EVERY_S
+        while not self._timer_stop.wait(wait):
+            with self._lock:
+                if self._closed:
+                    return
+                self._check_file()
+                wait = CHECK_EVERY_S
+                if self._signer is not None:
+                    if time.monotonic() >= self._last_checkpoint + every:
+                        self._checkpoint()
+                    due = self._last_checkpoint + every - time.monotonic()
+                    wait = max(0.001, min(wait, due))

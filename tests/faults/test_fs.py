@@ -1,0 +1,230 @@
+"""File-system faults under a running writer: the live file deleted, renamed (logrotate
+without copytruncate), replaced by a symlink, its directory removed, and a hard-linked
+alias. Each is noticed, said on stderr and in the counters, recorded in-band, and never
+followed through a symlink; ``verify`` then tells what happened."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+from helpers import wait_until
+
+from kerno_otel.audit.files import AuditFileError
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.config import AuditConfig
+from kerno_otel.verify.verify import verify
+
+PIPELINES = ["process", "thread"]
+
+
+def plugin_load(name: str) -> dict[str, object]:
+    return {"plugin": name, "distribution": "kerno-otel", "version": "0.1.0", "hooks": []}
+
+
+def records_of(path: Path) -> list[dict[str, object]]:
+    data = path.read_bytes()
+    if path.name.endswith(".gz"):
+        data = gzip.decompress(data)
+    assert data == b"" or data.endswith(b"\n"), f"{path.name}: torn last line"
+    return [orjson.loads(line) for line in data.splitlines()]
+
+
+def plugins_in(records: list[dict[str, object]]) -> list[str]:
+    return [r["details"]["plugin"] for r in records if r["type"] == "plugin.load"]  # type: ignore[index]
+
+
+def rotates(records: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [r["details"] for r in records if r["type"] == "audit.rotate"]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_a_deleted_live_file_is_noticed_replaced_and_recorded(
+    tmp_path: Path, pipeline: str
+) -> None:
+    """Issue 11 item 3: records used to go on into the unlinked inode, flush() True,
+    nothing said. Now: an alarm, a counter, a new live file opening with
+    ``audit.rotate`` (reason ``removed``), and verify reports the missing file."""
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    err = io.StringIO()
+    log = AuditLog(AuditConfig(file_path=str(live), pipeline=pipeline), stderr=err)
+    for i in range(5):
+        log.emit("plugin.load", details=plugin_load(f"before{i}"))
+    assert log.flush(timeout=30)
+    live.unlink()
+    assert log.flush(timeout=30)  # a flush looks at the file first
+    for i in range(5):
+        log.emit("plugin.load", details=plugin_load(f"after{i}"))
+    assert log.flush(timeout=30)
+    stats = log.stats()
+    log.close()
+    assert live.exists(), "no new live file was opened"
+    records = records_of(live)
+    assert records[0]["type"] == "audit.rotate"
+    link = rotates(records)[0]
+    assert link["reason"] == "removed" and link["old_file"] == live.name
+    assert link["last_seq"] == records[0]["seq"] - 1  # type: ignore[operator]
+    assert plugins_in(records) == [f"after{i}" for i in range(5)]
+    assert "was removed" in err.getvalue()
+    assert stats["file_faults"] == {"removed": 1}
+    report = verify([live.parent])
+    kinds = [p.kind for p in report.problems]
+    assert kinds == ["file-missing"], report.problems
+    assert f"up to seq {link['last_seq']}" in report.problems[0].explanation
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_an_external_rename_is_followed_and_verify_chains_through_it(
+    tmp_path: Path, pipeline: str
+) -> None:
+    """Issue 11 item 5 (running): ``mv kerno-audit.jsonl kerno-audit.jsonl.1`` (logrotate
+    without copytruncate, ``create``) used to leave the writer in ``.1`` silently."""
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    moved = live.with_name(live.name + ".1")
+    err = io.StringIO()
+    log = AuditLog(AuditConfig(file_path=str(live), pipeline=pipeline), stderr=err)
+    log.emit("plugin.load", details=plugin_load("before"))
+    assert log.flush(timeout=30)
+    live.rename(moved)
+    live.touch(mode=0o644)  # logrotate's "create"
+    assert log.flush(timeout=30)
+    log.emit("plugin.load", details=plugin_load("after"))
+    assert log.flush(timeout=30)
+    stats = log.stats()
+    log.close()
+    old, new = records_of(moved), records_of(live)
+    assert plugins_in(old) == ["before"] and plugins_in(new) == ["after"]
+    link = rotates(new)[0]
+    assert new[0]["type"] == "audit.rotate"
+    assert (link["reason"], link["old_file"]) == ("renamed", moved.name)
+    assert link["last_seq"] == old[-1]["seq"]
+    assert stats["file_faults"] == {"renamed": 1}
+    assert "was renamed" in err.getvalue()
+    assert oct(live.stat().st_mode & 0o777) == oct(0o600)
+    report = verify([live.parent])
+    assert report.intact, report.problems
+    assert report.records == len(old) + len(new)
+
+
+@pytest.mark.parametrize("create", [False, True], ids=["no-create", "create"])
+def test_a_restart_after_an_external_rename_continues_the_stream(
+    tmp_path: Path, create: bool
+) -> None:
+    """Issue 11 item 5 (restart): the live file renamed while the daemon was down used to
+    start a new seq-0 stream, and ``verify DIR`` said intact over the fork."""
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    moved = live.with_name(live.name + ".1")
+    config = AuditConfig(file_path=str(live), pipeline="thread")
+    with AuditLog(config, stderr=io.StringIO()) as log:
+        log.emit("plugin.load", details=plugin_load("first-run"))
+    live.rename(moved)
+    if create:
+        live.touch(mode=0o600)
+    with AuditLog(config, stderr=io.StringIO()) as log:
+        log.emit("plugin.load", details=plugin_load("second-run"))
+    old, new = records_of(moved), records_of(live)
+    assert new[0]["type"] == "audit.rotate"
+    assert new[0]["seq"] == old[-1]["seq"] + 1  # type: ignore[operator]
+    assert (rotates(new)[0]["reason"], rotates(new)[0]["old_file"]) == ("renamed", moved.name)
+    start = next(r for r in new if r["type"] == "audit.start")["details"]
+    assert start["resumed"] is True and start["last_seq"] == old[-1]["seq"]  # type: ignore[index]
+    report = verify([live.parent])
+    assert report.intact, report.problems
+    assert report.first_seq == 0 and report.records == len(old) + len(new)
+
+
+def test_a_restart_never_forks_a_renamed_stream_unnoticed(tmp_path: Path) -> None:
+    """Whatever name the renamed file has, a second seq-0 stream beside it is not what
+    a restart makes: verify over the directory is never intact over two streams."""
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    config = AuditConfig(file_path=str(live), pipeline="thread")
+    with AuditLog(config, stderr=io.StringIO()) as log:
+        log.emit("plugin.load", details=plugin_load("first-run"))
+    live.rename(live.with_name("kerno-audit.jsonl-20261129"))  # logrotate dateext
+    with AuditLog(config, stderr=io.StringIO()) as log:
+        log.emit("plugin.load", details=plugin_load("second-run"))
+    seqs = [r["seq"] for r in records_of(live)]
+    assert seqs[0] != 0
+    assert verify([live.parent]).intact
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_a_symlink_at_the_live_path_is_set_aside_never_followed(
+    tmp_path: Path, pipeline: str
+) -> None:
+    secret = tmp_path / "passwd-copy"
+    secret.write_text("root:x:0:0:SECRET-CONTENT:/root:/bin/sh\n")
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    err = io.StringIO()
+    config = AuditConfig(file_path=str(live), max_size_mb=0.004, compress=True, pipeline=pipeline)
+    with AuditLog(config, stderr=err) as log:
+        log.emit("plugin.load", details=plugin_load("before"))
+        assert log.flush(timeout=30)
+        live.unlink()
+        live.symlink_to(secret)
+        assert log.flush(timeout=30)
+        for i in range(40):  # several rotations' worth
+            log.emit("plugin.load", details=plugin_load(f"after{i}"))
+        assert log.flush(timeout=30)
+    assert secret.read_text() == "root:x:0:0:SECRET-CONTENT:/root:/bin/sh\n"
+    assert not live.is_symlink() and live.is_file()
+    aside = [p for p in live.parent.iterdir() if p.is_symlink()]
+    assert len(aside) == 1 and aside[0].name.startswith(live.name + ".displaced-")
+    everything = b""
+    for path in live.parent.iterdir():
+        if path.is_symlink():
+            continue
+        data = path.read_bytes()
+        everything += gzip.decompress(data) if path.name.endswith(".gz") else data
+    assert b"SECRET-CONTENT" not in everything
+    removed = [r for r in map(orjson.loads, everything.splitlines()) if r["type"] == "audit.rotate"]
+    assert any(r["details"].get("set_aside") == aside[0].name for r in removed)
+    assert "a symbolic link at its path was set aside" in err.getvalue()
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_a_directory_removed_under_the_writer_is_made_again(tmp_path: Path, pipeline: str) -> None:
+    directory = tmp_path / "log"
+    live = directory / "kerno-audit.jsonl"
+    err = io.StringIO()
+    config = AuditConfig(file_path=str(live), max_size_mb=0.004, pipeline=pipeline)
+    log = AuditLog(config, stderr=err)
+    log.emit("plugin.load", details=plugin_load("before"))
+    assert log.flush(timeout=30)
+    shutil.rmtree(directory)
+    for i in range(40):
+        log.emit("plugin.load", details=plugin_load(f"after{i}"))
+    assert log.flush(timeout=30)
+    log.close()
+    assert directory.is_dir() and oct(directory.stat().st_mode & 0o777) == oct(0o700)
+    report = verify([directory])
+    assert [p.kind for p in report.problems] == ["file-missing"], report.problems
+    in_order = [r for name in report.files for r in records_of(Path(name))]
+    after = plugins_in(in_order)
+    # what was written to the removed files is gone with them; the rest is all there
+    assert after == [f"after{i}" for i in range(40 - len(after), 40)]
+    assert "was removed" in err.getvalue()
+
+
+def test_a_hard_linked_alias_cannot_fork_the_chain(tmp_path: Path) -> None:
+    """Issue 11 item 18: a second writer given another name for the live file (a hard
+    link) took another lock file and appended to the same inode: two chains in one file."""
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    alias = tmp_path / "log" / "alias.jsonl"
+    err = io.StringIO()
+    with AuditLog(AuditConfig(file_path=str(live), pipeline="thread"), stderr=err) as first:
+        first.emit("plugin.load", details=plugin_load("first"))
+        assert first.flush(timeout=30)
+        os.link(live, alias)
+        with pytest.raises(AuditFileError, match="hard link"):
+            AuditLog(AuditConfig(file_path=str(alias), pipeline="thread"), stderr=io.StringIO())
+        assert wait_until(lambda: first.stats()["file_faults"].get("hard_link") == 1, 10)
+        first.emit("plugin.load", details=plugin_load("second"))
+    assert "hard link" in err.getvalue()
+    assert plugins_in(records_of(live)) == ["first", "second"]
+    assert verify([live]).intact
