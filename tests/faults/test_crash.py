@@ -1,0 +1,127 @@
+"""SIGKILL × 20 for each fsync mode (``always``, ``batch``) and pipeline (``process``,
+``thread``): every acknowledged record is in the log, and the chain verifies across
+every restart. The four runs go side by side (each in its own directory) to keep the
+file under a minute and a half."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from helpers import check_chain, stream_lines, wait_until
+
+from kerno_otel.audit import files
+from kerno_otel.audit.log import AuditLog
+from kerno_otel.config import AuditConfig
+from kerno_otel.verify.verify import verify
+
+KILLS = 20
+CHILD = Path(__file__).with_name("crash_child.py")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Run:
+    pipeline: str
+    fsync: str
+    live: Path
+    acknowledged: list[str] = field(default_factory=list)
+    kills: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def _reader(child: subprocess.Popen[bytes], into: list[str], ready: threading.Event) -> None:
+    assert child.stdout is not None
+    for raw in child.stdout:
+        line = raw.decode().strip()
+        if line == "ready":
+            ready.set()
+        elif line:
+            into.append(line)
+
+
+def _one_run(run: Run, seed: int) -> None:
+    rng = random.Random(seed)
+    for attempt in range(KILLS):
+        acked: list[str] = []
+        ready = threading.Event()
+        child = subprocess.Popen(
+            [sys.executable, str(CHILD), str(run.live), run.pipeline, run.fsync, f"k{attempt}"],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        reader = threading.Thread(target=_reader, args=(child, acked, ready), daemon=True)
+        reader.start()
+        # Where the kill lands: after a random number of acknowledged records.
+        target = rng.randrange(1, 400 if run.fsync == "batch" else 120)
+        if not (ready.wait(60) and wait_until(lambda: len(acked) >= target, 60)):
+            run.failures.append(f"kill {attempt}: the child made no progress")
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        reader.join(10)
+        run.acknowledged.extend(acked)
+        run.kills += 1
+        # process mode: the orphaned audit worker finishes the log, holding the lock
+        os.close(files.lock_stream(run.live, wait_s=60))
+        lines = stream_lines(run.live)
+        problems = check_chain(lines)
+        if problems:
+            run.failures.append(f"kill {attempt}: chain broken: {problems[:3]}")
+    with AuditLog(
+        AuditConfig(file_path=str(run.live), pipeline=run.pipeline, fsync=run.fsync),
+        stderr=io.StringIO(),
+    ) as log:
+        log.emit(
+            "plugin.load",
+            details={"plugin": "final", "distribution": "crash", "version": "1", "hooks": []},
+        )
+
+
+def test_every_acknowledged_record_survives_20_kills(tmp_path: Path) -> None:
+    runs = [
+        Run(pipeline, fsync, tmp_path / f"{pipeline}-{fsync}" / "kerno-audit.jsonl")
+        for pipeline in ("process", "thread")
+        for fsync in ("always", "batch")
+    ]
+    threads = [
+        threading.Thread(target=_one_run, args=(run, seed)) for seed, run in enumerate(runs)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(240)
+        assert not thread.is_alive()
+    summary = []
+    for run in runs:
+        assert run.failures == [], (run.pipeline, run.fsync, run.failures)
+        lines = stream_lines(run.live)
+        assert check_chain(lines) == []
+        records = [orjson.loads(line) for line in lines]
+        present = {r["details"]["plugin"] for r in records if r["type"] == "plugin.load"}
+        missing = [name for name in run.acknowledged if name not in present]
+        assert missing == [], (run.pipeline, run.fsync, len(missing), missing[:5])
+        report = verify([run.live.parent])
+        assert report.intact, report.problems
+        types = [r["type"] for r in records]
+        assert types.count("audit.start") == KILLS + 1  # one stream, resumed at every start
+        summary.append(
+            {
+                "pipeline": run.pipeline,
+                "fsync": run.fsync,
+                "kills": run.kills,
+                "acknowledged": len(run.acknowledged),
+                "written": len(present) - 1,
+                "recovered_torn_tails": types.count("audit.recover"),
+                "rotations": types.count("audit.rotate"),
+                "records": len(records),
+            }
+        )
+    print(orjson.dumps(summary).decode())
