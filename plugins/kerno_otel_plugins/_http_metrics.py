@@ -46,6 +46,12 @@ _PIPELINE: Final[dict[str, tuple[str, str, str, str | None]]] = {
         None,
     ),
     "rotations": ("rotations_total", "counter", "Log file rotations.", None),
+    "file_faults": (
+        "file_faults_total",
+        "counter",
+        "Interference with the live log file noticed (renamed, removed, hard_link), by kind.",
+        "kind",
+    ),
     "queue_depth": ("queue_depth", "gauge", "Records waiting to be written.", None),
     "blocked_emits": (
         "blocked_emits_total",

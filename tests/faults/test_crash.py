@@ -1,4 +1,4 @@
-"""SIGKILL × 20 for each fsync mode (``always``, ``batch``) and pipeline (``process``,
+"""SIGKILL x 20 for each fsync mode (``always``, ``batch``) and pipeline (``process``,
 ``thread``): every acknowledged record is in the log, and the chain verifies across
 every restart. The four runs go side by side (each in its own directory) to keep the
 file under a minute and a half."""
@@ -62,7 +62,7 @@ def _one_run(run: Run, seed: int) -> None:
         reader.start()
         # Where the kill lands: after a random number of acknowledged records.
         target = rng.randrange(1, 400 if run.fsync == "batch" else 120)
-        if not (ready.wait(60) and wait_until(lambda: len(acked) >= target, 60)):
+        if not (ready.wait(60) and wait_until(lambda a=acked, t=target: len(a) >= t, 60)):
             run.failures.append(f"kill {attempt}: the child made no progress")
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
@@ -91,9 +91,7 @@ def test_every_acknowledged_record_survives_20_kills(tmp_path: Path) -> None:
         for pipeline in ("process", "thread")
         for fsync in ("always", "batch")
     ]
-    threads = [
-        threading.Thread(target=_one_run, args=(run, seed)) for seed, run in enumerate(runs)
-    ]
+    threads = [threading.Thread(target=_one_run, args=(run, seed)) for seed, run in enumerate(runs)]
     for thread in threads:
         thread.start()
     for thread in threads:

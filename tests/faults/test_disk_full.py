@@ -65,7 +65,7 @@ def test_block_holds_emitters_and_loses_nothing(small_disk: Path, pipeline: str)
     assert not thread.is_alive()
     log.close()
     records = check_every_line(live)
-    names = [r["details"]["plugin"] for r in records if r["type"] == "plugin.load"]  # type: ignore[index]
+    names = [r["details"]["plugin"] for r in records if r["type"] == "plugin.load"]
     assert names == [f"r{i}" for i in range(N)]
     assert not [r for r in records if r["type"] == "audit.loss"]
     assert verify([live]).intact
@@ -90,19 +90,19 @@ def test_drop_names_every_lost_seq_exactly_once(small_disk: Path, pipeline: str)
     log.close()
     records = check_every_line(live)
     seqs = [r["seq"] for r in records]
-    missing = sorted(set(range(seqs[-1] + 1)) - set(seqs))  # type: ignore[call-overload]
+    missing = sorted(set(range(seqs[-1] + 1)) - set(seqs))
     losses = [r["details"] for r in records if r["type"] == "audit.loss"]
     named = sorted(
         s
         for loss in losses
-        for s in range(loss["first_seq"], loss["last_seq"] + 1)  # type: ignore[index]
+        for s in range(loss["first_seq"], loss["last_seq"] + 1)
     )
     assert named == missing  # each missing seq named exactly once, nothing else missing
-    assert sum(loss["count"] for loss in losses) == len(missing)  # type: ignore[index]
+    assert sum(loss["count"] for loss in losses) == len(missing)
     written = [r for r in records if r["type"] == "plugin.load"]
     assert len(written) - 1 + len(missing) >= N  # every record written or named lost
     assert verify([live]).intact
-    ranges = [(loss["first_seq"], loss["last_seq"]) for loss in losses]  # type: ignore[index]
+    ranges = [(loss["first_seq"], loss["last_seq"]) for loss in losses]
     print(
         orjson.dumps(
             {

@@ -36,11 +36,11 @@ def records_of(path: Path) -> list[dict[str, object]]:
 
 
 def plugins_in(records: list[dict[str, object]]) -> list[str]:
-    return [r["details"]["plugin"] for r in records if r["type"] == "plugin.load"]  # type: ignore[index]
+    return [r["details"]["plugin"] for r in records if r["type"] == "plugin.load"]
 
 
 def rotates(records: list[dict[str, object]]) -> list[dict[str, object]]:
-    return [r["details"] for r in records if r["type"] == "audit.rotate"]  # type: ignore[misc]
+    return [r["details"] for r in records if r["type"] == "audit.rotate"]
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
@@ -68,7 +68,7 @@ def test_a_deleted_live_file_is_noticed_replaced_and_recorded(
     assert records[0]["type"] == "audit.rotate"
     link = rotates(records)[0]
     assert link["reason"] == "removed" and link["old_file"] == live.name
-    assert link["last_seq"] == records[0]["seq"] - 1  # type: ignore[operator]
+    assert link["last_seq"] == records[0]["seq"] - 1
     assert plugins_in(records) == [f"after{i}" for i in range(5)]
     assert "was removed" in err.getvalue()
     assert stats["file_faults"] == {"removed": 1}
@@ -129,10 +129,10 @@ def test_a_restart_after_an_external_rename_continues_the_stream(
         log.emit("plugin.load", details=plugin_load("second-run"))
     old, new = records_of(moved), records_of(live)
     assert new[0]["type"] == "audit.rotate"
-    assert new[0]["seq"] == old[-1]["seq"] + 1  # type: ignore[operator]
+    assert new[0]["seq"] == old[-1]["seq"] + 1
     assert (rotates(new)[0]["reason"], rotates(new)[0]["old_file"]) == ("renamed", moved.name)
     start = next(r for r in new if r["type"] == "audit.start")["details"]
-    assert start["resumed"] is True and start["last_seq"] == old[-1]["seq"]  # type: ignore[index]
+    assert start["resumed"] is True and start["last_seq"] == old[-1]["seq"]
     report = verify([live.parent])
     assert report.intact, report.problems
     assert report.first_seq == 0 and report.records == len(old) + len(new)
