@@ -92,11 +92,7 @@ def test_drop_names_every_lost_seq_exactly_once(small_disk: Path, pipeline: str)
     seqs = [r["seq"] for r in records]
     missing = sorted(set(range(seqs[-1] + 1)) - set(seqs))
     losses = [r["details"] for r in records if r["type"] == "audit.loss"]
-    named = sorted(
-        s
-        for loss in losses
-        for s in range(loss["first_seq"], loss["last_seq"] + 1)
-    )
+    named = sorted(s for loss in losses for s in range(loss["first_seq"], loss["last_seq"] + 1))
     assert named == missing  # each missing seq named exactly once, nothing else missing
     assert sum(loss["count"] for loss in losses) == len(missing)
     written = [r for r in records if r["type"] == "plugin.load"]
