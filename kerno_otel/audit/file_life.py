@@ -50,6 +50,8 @@ class FileLife:
     _last_rotated: str
     _last_checkpoint: float
     _until_check: int
+    _fault_pending: str | None  # a fault noticed and not yet answered (no new file yet)
+    _fault_alarm: float
     _timer_stop: threading.Event
 
     if TYPE_CHECKING:
@@ -114,8 +116,9 @@ class FileLife:
         fault = live.check()
         if fault is None:
             return
-        faults = self.counters.file_faults
-        faults[fault] = faults.get(fault, 0) + 1
+        if fault != self._fault_pending:  # counted once, not at every retry
+            faults = self.counters.file_faults
+            faults[fault] = faults.get(fault, 0) + 1
         if fault == HARD_LINK:
             self._stderr.write(
                 f"kerno-otel: audit: {self._live} has a hard link (another name): a writer "
@@ -126,11 +129,16 @@ class FileLife:
             new = live.replace(time.time_ns())
         except OSError as exc:
             self.counters.write_errors += 1
-            self._stderr.write(
-                f"kerno-otel: audit: {self._live} was {fault} and no new live file can be "
-                f"opened: {exc.strerror or exc}; records go on into the old one, trying again\n"
-            )
+            now = time.monotonic()
+            if fault != self._fault_pending or now - self._fault_alarm >= 10:
+                self._stderr.write(
+                    f"kerno-otel: audit: {self._live} was {fault} and no new live file can be "
+                    f"opened: {exc.strerror or exc}; records go on into the old one, trying again\n"
+                )
+                self._fault_alarm = now
+            self._fault_pending = fault
             return
+        self._fault_pending = None
         where = f" to {new.old_name}" if new.reason == "renamed" else ""
         aside = (
             f"; {new.displaced} at its path was set aside as {new.set_aside}"

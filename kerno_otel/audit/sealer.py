@@ -73,6 +73,8 @@ class Sealer(FileLife):
         self._timer_stop = threading.Event()
         self._file: LiveFile | None = None
         self._until_check = CHECK_EVERY_RECORDS
+        self._fault_pending: str | None = None
+        self._fault_alarm = 0.0
         #: The stream id: ``line_hash`` of the stream's seq-0 line (see docs/audit-schema.md).
         self.stream_id: str | None = None
 

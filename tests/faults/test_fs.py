@@ -228,3 +228,30 @@ def test_a_hard_linked_alias_cannot_fork_the_chain(tmp_path: Path) -> None:
     assert "hard link" in err.getvalue()
     assert plugins_in(records_of(live)) == ["first", "second"]
     assert verify([live]).intact
+
+
+def test_a_directory_that_cannot_be_made_again_is_retried_with_one_alarm(tmp_path: Path) -> None:
+    """The directory removed and a file put at its path: no new live file can be opened.
+    The writer says so once (not at every retry), writes on into what it has, and opens
+    the new file as soon as the path is free again."""
+    directory = tmp_path / "log"
+    live = directory / "kerno-audit.jsonl"
+    err = io.StringIO()
+    log = AuditLog(AuditConfig(file_path=str(live), pipeline="thread"), stderr=err)
+    log.emit("plugin.load", details=plugin_load("before"))
+    assert log.flush(timeout=30)
+    shutil.rmtree(directory)
+    directory.write_text("not a directory\n")
+    for i in range(3):
+        log.emit("plugin.load", details=plugin_load(f"blocked{i}"))
+        assert log.flush(timeout=30)  # each flush looks again
+    assert err.getvalue().count("no new live file can be opened") == 1
+    assert log.stats()["file_faults"] == {"removed": 1}
+    directory.unlink()
+    assert log.flush(timeout=30)
+    log.emit("plugin.load", details=plugin_load("after"))
+    log.close()
+    records = records_of(live)
+    assert records[0]["type"] == "audit.rotate" and records[0]["details"]["reason"] == "removed"
+    assert plugins_in(records) == ["after"]
+    assert "was removed by someone else" in err.getvalue()
