@@ -127,7 +127,7 @@ def test_checkpoint_key_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path, env={})
     assert (
-        str(info.value) == f"{path}:3: audit.checkpoint.every_records: expected a whole number >= 1"
+        str(info.value) == f"{path}:3: audit.checkpoint.every_records: expected a whole number from 1 to 1000000000, got 0"
     )
 
 
