@@ -128,12 +128,10 @@ def check_number(dotted: str, value: Any) -> float:
             amount = parse_duration(value)
         except ValueError:
             raise ValueError(f"{_DURATION_HINT}, got {_given(value)}") from None
-    elif isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
-        amount = None
-    elif bound.kind == "whole" and not isinstance(value, int):
-        amount = None
-    else:
+    elif _usable(value, whole=bound.kind == "whole"):
         amount = value if bound.kind == "whole" else float(value)
+    else:
+        amount = None
     if amount is None or amount < bound.low or amount > bound.high or (
         bound.above_low and amount == bound.low
     ):
@@ -163,6 +161,15 @@ def _given(value: Any) -> str:
         return f"a {value.bit_length()}-bit number"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _usable(value: Any, *, whole: bool) -> bool:
+    """An int (or, unless ``whole``, a finite float); never a bool."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return not whole and isinstance(value, float) and math.isfinite(value)
 
 
 def _finite(value: int | float) -> bool:
