@@ -170,9 +170,7 @@ def test_other_sections_are_checked_and_defaulted(tmp_path: Path) -> None:
         "acme:\n  anything: [1, 2]\n",
     )
     # "acme" is the section of a plugin registered in process, not through an entry point.
-    config = load_config(
-        path, env={"KERNO_AI_PRIVACY_MODE": "redacted"}, plugin_sections={"acme"}
-    )
+    config = load_config(path, env={"KERNO_AI_PRIVACY_MODE": "redacted"}, plugin_sections={"acme"})
     assert config.section("http")["listen"] == "127.0.0.1:0"
     assert config.section("doctor")["thresholds"]["tcp_retransmit_pct"] == 5
     assert config.section("doctor")["thresholds"]["oom_memory_pct"] == 90.0

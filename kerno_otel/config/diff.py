@@ -12,9 +12,7 @@ from kerno_otel.config.secrets import mask
 LIVE_PREFIXES: Final = ("doctor.", "ai.", "http.bearer_token")
 
 
-def diff(
-    old: Config, new: Config, secrets: Iterable[str] = ()
-) -> list[tuple[str, Any, Any]]:
+def diff(old: Config, new: Config, secrets: Iterable[str] = ()) -> list[tuple[str, Any, Any]]:
     """(key, before, after) for every key that differs; secrets masked.
 
     ``secrets``: dotted keys plugins declared secret (``webhook.routing_key``), on

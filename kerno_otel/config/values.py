@@ -132,8 +132,11 @@ def check_number(dotted: str, value: Any) -> float:
         amount = value if bound.kind == "whole" else float(value)
     else:
         amount = None
-    if amount is None or amount < bound.low or amount > bound.high or (
-        bound.above_low and amount == bound.low
+    if (
+        amount is None
+        or amount < bound.low
+        or amount > bound.high
+        or (bound.above_low and amount == bound.low)
     ):
         raise ValueError(f"{_expected(bound)}, got {_given(value)}")
     return amount

@@ -99,9 +99,7 @@ def test_names_that_say_secret(name: str, secret: bool) -> None:
 
 def test_sighup_reload_masks_webhook_secrets(tmp_path: Path, started: list[Daemon]) -> None:  # noqa: F811
     section = "webhook:\n  format: pagerduty\n  url: {url}\n  routing_key: {key}\n"
-    daemon = Daemon(
-        tmp_path, section.format(url=SLACK_OLD, key=ROUTING_OLD), "lifecycle,webhook"
-    )
+    daemon = Daemon(tmp_path, section.format(url=SLACK_OLD, key=ROUTING_OLD), "lifecycle,webhook")
     started.append(daemon)
     daemon.wait_for("daemon.start")
     daemon.config.write_text(
