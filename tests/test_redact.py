@@ -140,6 +140,7 @@ NEGATIVES = [
     "/sys/fs/bpf/kerno/map",
     "/lib/modules/6.1.0-28-amd64/build",
     "/usr/src/linux-headers-6.1.0-28-common/include",
+    "plugin.load: /details/hooks: not a JSON value (set)",
     "1.2.3",
     "version 1.2.3",
     "1.2.3.400",

@@ -31,6 +31,9 @@ SENSITIVE_ROOTS: Final = ("home", "root", "Users", "run/user", "var/mail", "var/
 #: them whole. Every other absolute path in free text keeps only its top directory
 #: ("/etc/shadow" -> "/etc/[REDACTED:path]"). ``/proc/<pid>`` still loses its pid.
 KERNEL_PATHS: Final = ("sys/kernel", "sys/fs/bpf", "lib/modules", "usr/src", "proc")
+#: JSON pointers into a record ("/details/hooks") name fields, not files: validation
+#: problems quote them, and they stay whole too.
+RECORD_POINTERS: Final = ("details", "resource")
 
 #: Webhook URLs whose path is the secret: the host stays, the path goes
 #: ("https://hooks.slack.com/[REDACTED:secret]").

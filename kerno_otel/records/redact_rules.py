@@ -54,7 +54,9 @@ _KEY: Final = (
     r"|[Aa][Pp][Ii]_?[Kk][Ee][Yy]|[Tt][Oo][Kk][Ee][Nn])"
 )
 _HOOKS: Final = "|".join(_patterns.WEBHOOK_HOSTS)
-_KERNEL: Final = "|".join(re.escape(p) for p in _patterns.KERNEL_PATHS)
+_KERNEL: Final = "|".join(
+    re.escape(p) for p in (*_patterns.KERNEL_PATHS, *_patterns.RECORD_POINTERS)
+)
 # Multi-part sensitive roots ("/run/user/") are the _PATH substitution's, which runs
 # next: the general one leaves them alone rather than cut them shorter.
 _DEEP_ROOTS: Final = "|".join(re.escape(r) for r in _patterns.SENSITIVE_ROOTS if "/" in r)
