@@ -31,7 +31,7 @@ from kerno_otel.records.validate import RecordValidator
 
 #: Examples per pipeline: each opens and closes a log (two child processes in process
 #: mode), so the suite stays well under a minute on the CI machine kind.
-EXAMPLES = {"thread": 40, "process": 12}
+EXAMPLES = {"thread": 60, "process": 20}
 
 _VALIDATOR = RecordValidator(SchemaSet.builtin())
 _FIGURES: dict[str, dict[str, float]] = {}
