@@ -139,6 +139,18 @@ def register_redaction_rules(register: Callable[[RedactionRule], None]) -> None:
 
 
 @hookspec
+def register_config_secrets(register: Callable[[str], None]) -> None:
+    """Declare the keys of your own config section whose values are secrets.
+
+    ``register("routing_key")`` (a dotted key inside your section; a mapping is
+    masked whole). Called once at start-up. Their values never appear in a
+    ``config.reload`` record's ``changes``. Keys named like a secret (``*key*``,
+    ``*token*``, ``*secret*``, ``*password*``, ``url``, ``headers``) are masked
+    whether declared or not.
+    """
+
+
+@hookspec
 def register_sources(register: Callable[[str, SourceFactory], None]) -> None:
     """Contribute signal sources for the doctor: ``register(name, factory)``.
 

@@ -58,7 +58,7 @@ KIND_SAMPLES: list[tuple[str, str, dict[str, int]]] = [
         '"/home/[REDACTED:path]" and "/root/[REDACTED:path]"',
         {"path": 2},
     ),
-    ("/data/home/x/y", "/data/home/[REDACTED:path]", {"path": 1}),
+    ("/data/home/x/y", "/data/[REDACTED:path]", {"path": 1}),
     # email
     ("mail bob@example.com", "mail [REDACTED:email]", {"email": 1}),
     ("From: Alice.Smith+tag@mail.example.co.uk>", "From: [REDACTED:email]>", {"email": 1}),
@@ -131,8 +131,16 @@ NEGATIVES = [
     "2026-11-27T18:00:00Z",
     "cycle-20261127-180000",
     "sha256:" + "0123456789abcdef" * 4,
-    "/etc/kerno/kerno.yaml",
+    "/etc",
+    "/metrics",
     "http://host:8080/path",
+    "http://host:8080/a/b/c",
+    "a/b/c and 3/4/5",
+    "/sys/kernel/tracing/events/raw_syscalls/sys_enter/id",
+    "/sys/fs/bpf/kerno/map",
+    "/lib/modules/6.1.0-28-amd64/build",
+    "/usr/src/linux-headers-6.1.0-28-common/include",
+    "plugin.load: /details/hooks: not a JSON value (set)",
     "1.2.3",
     "version 1.2.3",
     "1.2.3.400",
@@ -613,3 +621,69 @@ def test_invariant_with_hypothesis() -> None:
         _check_details(text, other)
 
     check()
+
+
+# Issue 11, item 17: what the redactor used to miss in free text.
+FREE_TEXT_LEAKS: list[tuple[str, str, dict[str, int]]] = [
+    (
+        "AccessDenied for AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY here",
+        "AccessDenied for [REDACTED:secret] [REDACTED:secret] here",
+        {"secret": 2},
+    ),
+    (
+        "creds AKIAIOSFODNN7EXAMPLE, secret key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY.",
+        "creds [REDACTED:secret], secret key: [REDACTED:secret].",
+        {"secret": 2},
+    ),
+    (
+        "aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "aws_secret_access_key=[REDACTED:secret]",
+        {"secret": 1},
+    ),
+    (
+        "AWS_SECRET_ACCESS_KEY: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "AWS_SECRET_ACCESS_KEY: [REDACTED:secret]",
+        {"secret": 1},
+    ),
+    (
+        "routing_key=0123456789abcdef0123456789abcdef",
+        "routing_key=[REDACTED:secret]",
+        {"secret": 1},
+    ),
+    (
+        "POST https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX: 404",
+        "POST https://hooks.slack.com/[REDACTED:secret] 404",
+        {"secret": 1},
+    ),
+    (
+        "https://discord.com/api/webhooks/1234567890/abcDEF-ghi",
+        "https://discord.com/api/webhooks/[REDACTED:secret]",
+        {"secret": 1},
+    ),
+    (
+        "https://acme.webhook.office.com/webhookb2/a-b@c-d/IncomingWebhook/e/f",
+        "https://acme.webhook.office.com/[REDACTED:secret]",
+        {"secret": 1},
+    ),
+    ("cannot read /etc/shadow: EACCES", "cannot read /etc/[REDACTED:path]: EACCES", {"path": 1}),
+    ("copied /tmp/payroll-2026.csv", "copied /tmp/[REDACTED:path]", {"path": 1}),
+    ("open('/var/lib/x/y.db') failed", "open('/var/[REDACTED:path]') failed", {"path": 1}),
+    ("file:///etc/passwd", "file:///etc/[REDACTED:path]", {"path": 1}),
+    (
+        "/srv/kerno.yaml:3: audit.fsync: bad",
+        "/srv/[REDACTED:path]:3: audit.fsync: bad",
+        {"path": 1},
+    ),
+    (
+        "no /sys/kernel/btf/vmlinux; /opt/bcc/lib.so; /proc/4242/maps",
+        "no /sys/kernel/btf/vmlinux; /opt/[REDACTED:path] /proc/[REDACTED:pid]/maps",
+        {"path": 1, "pid": 1},
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected", "counts"), FREE_TEXT_LEAKS)
+def test_free_text_secrets_and_paths(text: str, expected: str, counts: dict[str, int]) -> None:
+    redactor = Redactor()
+    assert (expected, counts) == redactor.redact_text(text)
+    assert (expected, {}) == redactor.redact_text(expected)  # redacting twice is a no-op

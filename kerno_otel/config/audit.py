@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
-from kerno_otel.config.values import ConfigError, Where, env_value, number, parse_duration
+from kerno_otel.config.values import NUMBERS, ConfigError, Where, check_number, env_value
 from kerno_otel.records.redact import RedactionRule
 
 
@@ -123,28 +123,16 @@ def _convert(key: str, value: Any, where: Where) -> Any:
         if not isinstance(value, str) or not value.strip():
             raise ValueError("expected a file path")
         return os.path.expanduser(value)
-    if key in ("max_size_mb", "max_age_days"):
-        amount = number(value)
-        if amount < 0 or (key == "max_size_mb" and amount == 0):
-            raise ValueError("expected a number > 0" if key == "max_size_mb" else "expected >= 0")
-        return amount
-    if key in ("max_backups", "fsync_interval_ms", "queue_size"):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError("expected a whole number >= 0")
-        if key == "queue_size" and value < 16:
-            raise ValueError("expected at least 16")
-        return value
+    if key == "rotate_interval":
+        if value is None or (not isinstance(value, bool | str) and value == 0):
+            return None
+        return check_number("audit.rotate_interval", value)
+    if f"audit.{key}" in NUMBERS:
+        return check_number(f"audit.{key}", value)
     if key in ("compress", "stderr"):
         if not isinstance(value, bool):
             raise ValueError("expected true or false")
         return value
-    if key == "rotate_interval":
-        if value is None or value == 0:
-            return None
-        seconds = parse_duration(value)
-        if seconds < 1:
-            raise ValueError("expected at least 1s")
-        return seconds
     if key in _CHOICES:
         if value not in _CHOICES[key]:
             raise ValueError(f"expected one of {', '.join(_CHOICES[key])}, got {value!r}")
@@ -183,16 +171,9 @@ def _checkpoint(value: Any, where: Where) -> CheckpointConfig:
             if item is not None and not isinstance(item, str):
                 raise ConfigError(f"{where(dotted)}: expected a file path")
             out[key] = os.path.expanduser(item) if item else None
-        elif key == "every_records":
-            if isinstance(item, bool) or not isinstance(item, int) or item < 1:
-                raise ConfigError(f"{where(dotted)}: expected a whole number >= 1")
-            out[key] = item
         else:
             try:
-                seconds = parse_duration(item)
+                out[key] = check_number(dotted, item)
             except ValueError as exc:
                 raise ConfigError(f"{where(dotted)}: {exc}") from None
-            if seconds <= 0:
-                raise ConfigError(f"{where(dotted)}: expected a duration > 0")
-            out[key] = seconds
     return CheckpointConfig(**out)

@@ -7,14 +7,17 @@ produces an error and no half-applied config.
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Final
 
 import yaml
 
 from kerno_otel.config.audit import apply_audit_env, audit_section
+from kerno_otel.config.files import read_config_file
 from kerno_otel.config.model import Config
 from kerno_otel.config.sections import (
     SECTION_DEFAULTS,
@@ -23,6 +26,7 @@ from kerno_otel.config.sections import (
     copy_defaults,
 )
 from kerno_otel.config.values import ConfigError
+from kerno_otel.hookspecs import ENTRY_POINT_GROUP
 
 SEARCH_PATH: Final = ("/etc/kerno/kerno.yaml", "./kerno.yaml")
 
@@ -72,11 +76,45 @@ def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | Non
     return None
 
 
-def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+def plugin_section_names() -> frozenset[str]:
+    """The sections plugins may have: the name of every installed plugin entry point.
+
+    Installed, not only allowed: a disabled plugin's section is not a typo.
+    """
+    return frozenset(point.name for point in entry_points(group=ENTRY_POINT_GROUP))
+
+
+def _check_sections(
+    raw: Mapping[str, Any], lines: Mapping[str, int], name: str, plugins: Iterable[str] | None
+) -> None:
+    """A top-level key that is neither a core section nor a plugin's is a mistake (``adit:``)."""
+    core = {"audit", *SECTION_DEFAULTS}
+    known = core | plugin_section_names() | set(plugins or ())
+    for section in raw:
+        if section in known:
+            continue
+        close = difflib.get_close_matches(section, sorted(known), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        others = sorted(known - core)
+        raise ConfigError(
+            f"{name}:{lines.get(section, 1)}: {section}: unknown section ({hint}"
+            f"sections: {', '.join(sorted(core))}; plugin sections: "
+            f"{', '.join(others) if others else 'none installed'})"
+        )
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    plugin_sections: Iterable[str] | None = None,
+) -> Config:
     """Read the config file (if any) and the environment, and check every ``audit`` key.
 
     ``path`` None searches ``KERNO_CONFIG`` and the default locations; no file at
-    all means the embedded defaults. Raises :class:`ConfigError`.
+    all means the embedded defaults. A top-level section must be a core one or an
+    installed plugin's, or one of ``plugin_sections`` (plugins registered in process,
+    not through an entry point). Raises :class:`ConfigError`.
     """
     env = os.environ if env is None else env
     file = find_config_file(str(path) if path is not None else None, env)
@@ -84,12 +122,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     lines: dict[str, int] = {}
     name = str(file) if file is not None else "<defaults>"
     if file is not None:
-        try:
-            text = file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{file}: no such config file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{file}: cannot read config: {exc}") from None
+        text = read_config_file(file)
         data, lines = _load_yaml(text, name)
         if data is None:
             data = {}
@@ -102,6 +135,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
                 at = f"{file}:{lines.get(str(section), 1)}"
                 raise ConfigError(f"{at}: {section}: a section must be a mapping")
             raw[str(section)] = dict(value)
+        _check_sections(raw, lines, name, plugin_sections)
 
     def in_file(key: str) -> str:
         line = lines.get(key)

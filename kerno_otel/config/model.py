@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Final
+from typing import Any
 
 from kerno_otel.config.audit import AuditConfig, CheckpointConfig
+from kerno_otel.config.secrets import SecretKeys, mask
 from kerno_otel.config.sections import SECTION_DEFAULTS
-
-#: Keys whose values never appear in output (reload diffs, ``--json`` dumps).
-SECRET_KEYS: Final = frozenset({"http.bearer_token", "ai.api_key", "otlp.headers"})
-MASK: Final = "***"
 
 
 @dataclass(frozen=True)
@@ -33,8 +30,19 @@ class Config:
             return self.sections[name]
         return SECTION_DEFAULTS.get(name, {})
 
-    def flat(self) -> dict[str, Any]:
-        """Every key as ``section.key`` -> value (nested mappings flattened), secrets masked."""
+    def secret_keys(self, declared: Iterable[str] = ()) -> SecretKeys:
+        """The rule saying which keys are secret: core ones, ``declared`` ones, named ones."""
+        return SecretKeys(declared, core={"audit", *SECTION_DEFAULTS})
+
+    def flat(
+        self, is_secret: Callable[[str], bool] | None = None, *, masked: bool = True
+    ) -> dict[str, Any]:
+        """Every key as ``section.key`` -> value (nested mappings flattened), secrets masked.
+
+        A secret mapping stays whole under its own key. ``is_secret`` defaults to
+        :meth:`secret_keys` (no plugin declarations); ``masked=False`` keeps the values.
+        """
+        secret = is_secret or self.secret_keys()
         out: dict[str, Any] = {}
         for f in fields(AuditConfig):
             value = getattr(self.audit, f.name)
@@ -47,16 +55,17 @@ class Config:
                 out[f"audit.{f.name}"] = value
         names = set(SECTION_DEFAULTS) | set(self.sections)
         for name in sorted(names):
-            _flatten(name, self.section(name), out)
-        for key in out:
-            if key in SECRET_KEYS and out[key]:
-                out[key] = MASK
+            _flatten(name, self.section(name), out, secret)
+        if masked:
+            for key in out:
+                if secret(key):
+                    out[key] = mask(out[key])
         return out
 
 
-def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
-    if isinstance(value, Mapping) and value and f"{prefix}" not in SECRET_KEYS:
+def _flatten(prefix: str, value: Any, out: dict[str, Any], secret: Callable[[str], bool]) -> None:
+    if isinstance(value, Mapping) and value and not secret(prefix):
         for key, item in value.items():
-            _flatten(f"{prefix}.{key}", item, out)
+            _flatten(f"{prefix}.{key}", item, out, secret)
     else:
         out[prefix] = list(value) if isinstance(value, tuple) else value

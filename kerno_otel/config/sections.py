@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from kerno_otel.config.values import ConfigError, Where, env_value, number, parse_duration
+from kerno_otel.config.values import NUMBERS, ConfigError, Where, check_number, env_value
 
 #: The other config sections with their embedded defaults. A key's type is
 #: its default's (None: a string or nothing); unknown keys are refused.
@@ -138,31 +138,30 @@ def check_section(name: str, value: Mapping[str, Any], where: Where) -> dict[str
                 f"{where(dotted)}: unknown key (known: {', '.join(sorted(defaults))})"
             )
         try:
-            out[key] = _check_value(dotted, defaults[key], item)
+            out[key] = _check_value(dotted, defaults[key], item, where)
+        except ConfigError:
+            raise
         except ValueError as exc:
             raise ConfigError(f"{where(dotted)}: {exc}") from None
     return out
 
 
-def _check_value(dotted: str, default: Any, value: Any) -> Any:
+def _check_value(dotted: str, default: Any, value: Any, where: Where) -> Any:
     if dotted in _SECTION_CHOICES:
         if value not in _SECTION_CHOICES[dotted]:
             shown = ", ".join(str(c) for c in _SECTION_CHOICES[dotted] if c is not None)
             raise ValueError(f"expected one of {shown}, got {value!r}")
         return value
-    if dotted in _SECTION_DURATIONS:
-        parse_duration(value)
-        return value
+    if dotted in NUMBERS:
+        # Durations keep the text the file gave ("30s"): their readers parse it.
+        amount = check_number(dotted, value)
+        return value if dotted in _SECTION_DURATIONS else amount
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ValueError("expected true or false")
         return value
-    if isinstance(default, int) and not isinstance(default, bool):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError("expected a whole number >= 0")
-        return value
-    if isinstance(default, float):
-        return number(value)
+    if isinstance(default, int | float) and not isinstance(default, bool):  # pragma: no cover
+        raise AssertionError(f"{dotted}: a numeric key missing from config.values.NUMBERS")
     if isinstance(default, list) or (dotted == "plugins.enabled"):
         if value is None and dotted == "plugins.enabled":
             return None
@@ -181,9 +180,10 @@ def _check_value(dotted: str, default: Any, value: Any) -> Any:
                     raise ValueError(
                         f"unknown threshold {key!r} (known: {', '.join(sorted(default))})"
                     )
-                if isinstance(item, bool) or not isinstance(item, int | float) or item < 0:
-                    raise ValueError(f"{key}: expected a number >= 0")
-                out[key] = item
+                try:
+                    out[key] = check_number(f"{dotted}.{key}", item)
+                except ValueError as exc:
+                    raise ConfigError(f"{where(f'{dotted}.{key}')}: {exc}") from None
             return out
         return {str(k): str(v) for k, v in value.items()}
     if value is not None and not isinstance(value, str):

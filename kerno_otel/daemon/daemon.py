@@ -54,6 +54,8 @@ class Daemon:
         self._stop_reason: str | None = None
         self._thread_panic: BaseException | None = None
         self._started = time.monotonic()
+        #: Config keys plugins declared secret (masked in reload diffs).
+        self._secrets: frozenset[str] = frozenset()
 
     def _record_failures(self, log: AuditLog, failures: list[PluginFailure]) -> None:
         record_failures(log, failures)
@@ -76,6 +78,7 @@ class Daemon:
 
     def _run(self, duration: float | None) -> int:
         self.host.load()
+        self._secrets = self.host.config_secrets()
         event_types = self.host.event_types()
         rules = self.host.redaction_rules()
         log = AuditLog(
@@ -174,7 +177,7 @@ class Daemon:
             )
             self._record_failures(log, failures)
             return False
-        changes = diff(old, new)
+        changes = diff(old, new, self._secrets)
         keys = tuple(key for key, _, _ in changes)
         result = ConfigDiff(
             changed=keys,

@@ -289,6 +289,21 @@ class PluginHost:
                 self._fail(info, "register_redaction_rules", TypeError("expected a RedactionRule"))
         return rules
 
+    def config_secrets(self) -> frozenset[str]:
+        """Dotted keys plugins declared secret in their own sections (``webhook.routing_key``)."""
+        keys: set[str] = set()
+        for plugin, args in self.collect("register_config_secrets"):
+            key = args[0] if args else None
+            if not isinstance(key, str) or not key:
+                self._fail(
+                    self._info_for(plugin),
+                    "register_config_secrets",
+                    TypeError("expected a key name"),
+                )
+                continue
+            keys.add(f"{plugin}.{key}")
+        return frozenset(keys)
+
     def named(self, hook: str) -> dict[str, Any]:
         """``register(name, thing)`` hooks (sources, rules, sinks, providers) as a dict.
 

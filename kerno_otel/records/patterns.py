@@ -27,6 +27,24 @@ PLACEHOLDER: Final = "[REDACTED:{kind}]"
 #: these keeps only its top directory ("/home/alice/x" -> "/home/[REDACTED:path]").
 SENSITIVE_ROOTS: Final = ("home", "root", "Users", "run/user", "var/mail", "var/spool/mail")
 
+#: Kernel paths that BPF and procfs errors need to be understood; free text keeps
+#: them whole. Every other absolute path in free text keeps only its top directory
+#: ("/etc/shadow" -> "/etc/[REDACTED:path]"). ``/proc/<pid>`` still loses its pid.
+KERNEL_PATHS: Final = ("sys/kernel", "sys/fs/bpf", "lib/modules", "usr/src", "proc")
+#: JSON pointers into a record ("/details/hooks") name fields, not files: validation
+#: problems quote them, and they stay whole too.
+RECORD_POINTERS: Final = ("details", "resource")
+
+#: Webhook URLs whose path is the secret: the host stays, the path goes
+#: ("https://hooks.slack.com/[REDACTED:secret]").
+WEBHOOK_HOSTS: Final = (
+    r"hooks\.slack\.com",
+    r"discord(?:app)?\.com/api/webhooks",
+    # No subdomain before it: "[A-Za-z0-9-]+" there would make a long word quadratic.
+    r"\.webhook\.office\.com",
+    r"events\.pagerduty\.com/integration",
+)
+
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _H = r"[0-9A-Fa-f]{1,4}"
 
@@ -63,10 +81,18 @@ LEAK_PATTERNS: Final[dict[str, str]] = {
         r"|eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"
         # PEM private keys
         r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
-        # password=..., api_key: ..., token=... (value not already a placeholder)
+        # password=..., api_key: ..., token=..., aws_secret_access_key=..., routing_key=...
+        # (value not already a placeholder)
         r"|(?:[Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]|[Pp][Aa][Ss][Ss][Ww][Dd]|[Ss][Ee][Cc][Rr][Ee][Tt]"
+        r"|[Ss][Ee][Cc][Rr][Ee][Tt]_?[Aa][Cc][Cc][Ee][Ss][Ss]_?[Kk][Ee][Yy]"
+        r"|[Rr][Oo][Uu][Tt][Ii][Nn][Gg]_?[Kk][Ee][Yy]"
         r"|[Aa][Pp][Ii]_?[Kk][Ee][Yy]|[Tt][Oo][Kk][Ee][Nn])[ \t\n\r\f\v]*[=:][ \t\n\r\f\v]*"
         r"[^ \t\n\r\f\v\[,;&" + "\"'" + "]"
+        # webhook URLs whose path is the secret (Slack, Discord, Teams, PagerDuty)
+        r"|hooks\.slack\.com/services/[A-Za-z0-9]"
+        r"|discord(?:app)?\.com/api/webhooks/[0-9]"
+        r"|\.webhook\.office\.com/webhookb2/[A-Za-z0-9]"
+        r"|events\.pagerduty\.com/integration/[A-Za-z0-9]"
         # credentials in URLs: scheme://user:pass@host (the scheme's last letter is
         # enough to find one, and keeps the search linear)
         r"|[A-Za-z][0-9+.-]*://[^/ \t\n\r\f\v:@\[]+:[^/ \t\n\r\f\v@\[]+@"

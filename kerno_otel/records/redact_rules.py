@@ -48,9 +48,21 @@ _FIRST_OCTET: Final = "|".join(
 )
 _ROOTS: Final = "|".join(re.escape(root) for root in _patterns.SENSITIVE_ROOTS)
 _KEY: Final = (
-    r"(?:[Pp][Aa][Ss][Ss][Ww](?:[Oo][Rr])?[Dd]|[Ss][Ee][Cc][Rr][Ee][Tt]"
+    r"(?:[Pp][Aa][Ss][Ss][Ww](?:[Oo][Rr])?[Dd]"
+    r"|[Ss][Ee][Cc][Rr][Ee][Tt](?:_?[Aa][Cc][Cc][Ee][Ss][Ss]_?[Kk][Ee][Yy])?"
+    r"|[Rr][Oo][Uu][Tt][Ii][Nn][Gg]_?[Kk][Ee][Yy]"
     r"|[Aa][Pp][Ii]_?[Kk][Ee][Yy]|[Tt][Oo][Kk][Ee][Nn])"
 )
+_HOOKS: Final = "|".join(_patterns.WEBHOOK_HOSTS)
+_KERNEL: Final = "|".join(
+    re.escape(p) for p in (*_patterns.KERNEL_PATHS, *_patterns.RECORD_POINTERS)
+)
+# Multi-part sensitive roots ("/run/user/") are the _PATH substitution's, which runs
+# next: the general one leaves them alone rather than cut them shorter.
+_DEEP_ROOTS: Final = "|".join(re.escape(r) for r in _patterns.SENSITIVE_ROOTS if "/" in r)
+# An absolute path starts at a "/" that does not continue a word, a number, a URL or
+# another path ("a/b", "3/4", "http://host/x" are not paths), or right after "file://".
+_PATH_START: Final = r"(?:(?<![A-Za-z0-9._~/\\-])|(?<=[Ff][Ii][Ll][Ee]://))/"
 _BEARER: Final = r"[Bb][Ee][Aa][Rr][Ee][Rr]"
 
 
@@ -70,7 +82,21 @@ def _keep(placeholder: str) -> Callable[[re.Match[str]], str]:
     return repl
 
 
-_PEM, _URL, _KV, _BEARER_BIT, _TOKENS, _PATH, _EMAIL, _IP6, _IP4, _PID = (1 << i for i in range(10))
+(
+    _PEM,
+    _URL,
+    _HOOK,
+    _KV,
+    _BEARER_BIT,
+    _AWS_SECRET,
+    _TOKENS,
+    _PATH,
+    _ANY_PATH,
+    _EMAIL,
+    _IP6,
+    _IP4,
+    _PID,
+) = (1 << i for i in range(13))
 
 #: In application order: a PEM block or a URL's credentials go whole before the
 #: narrower kinds can nibble at them; IPv6 (which may end in a dotted quad) before IPv4;
@@ -94,6 +120,13 @@ _SUBS: Final[tuple[_Sub, ...]] = (
         _keep(_PH_SECRET + "@"),
     ),
     _Sub(
+        _HOOK,
+        "secret",
+        # The host stays (a reviewer sees where findings went), the path is the secret.
+        re.compile(rf"((?:{_HOOKS})/)[^{_NWS}\[\]\"'<>][^{_NWS}\"'<>]*"),
+        _keep(_PH_SECRET),
+    ),
+    _Sub(
         _KV,
         "secret",
         # Also the quoted forms ("password": "x") a log line or a repr carries, and a
@@ -111,6 +144,19 @@ _SUBS: Final[tuple[_Sub, ...]] = (
         _keep(_PH_SECRET),
     ),
     _Sub(
+        _AWS_SECRET,
+        "secret",
+        # An AWS secret access key: 40 characters of base64 standing alone, after its
+        # access key id and at most three short words ("AKIA… wJalr…", "AKIA…:wJalr…",
+        # "AKIA…, secret wJalr…"). The id is kept here; _TOKENS removes it next.
+        re.compile(
+            r"((?:AKIA|ASIA)[0-9A-Z]{16}[^A-Za-z0-9/+=]{1,3}"
+            r"(?:[A-Za-z_]{1,20}[^A-Za-z0-9/+=]{1,3}){0,3})"
+            r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"
+        ),
+        _keep(_PH_SECRET),
+    ),
+    _Sub(
         _TOKENS,
         "secret",
         re.compile(
@@ -119,6 +165,18 @@ _SUBS: Final[tuple[_Sub, ...]] = (
             r"|eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"
         ),
         _PH_SECRET,
+    ),
+    _Sub(
+        _ANY_PATH,
+        "path",
+        # Any other absolute path keeps its top directory ("/etc/[REDACTED:path]"),
+        # except the kernel paths BPF errors need. It ends at a ":" as well, so that
+        # "FILE:LINE: why" keeps its line number.
+        re.compile(
+            rf"({_PATH_START}(?!(?:{_KERNEL}|{_DEEP_ROOTS})/)[A-Za-z0-9._-]+/)"
+            rf"[^{_NWS}\[\]\"':][^{_NWS}\"':]*"
+        ),
+        _keep(_PH_PATH),
     ),
     _Sub(
         _PATH,
@@ -173,7 +231,9 @@ _SUBS: Final[tuple[_Sub, ...]] = (
 # can match (tests check this), so "no bit set" means "nothing to do". Lowercasing only
 # ever adds matches: no character lowercases to ASCII punctuation or whitespace.
 _S_URL: Final = re.compile(rf"://[^/{_NWS}:@\[]*:[^/{_NWS}@\[]+@")
-_S_KV: Final = re.compile(rf"(?:passw(?:or)?d|secret|api_?key|token)[\"']?{_WS}*[=:]")
+_S_KV: Final = re.compile(
+    rf"(?:passw(?:or)?d|secret(?:_?access_?key)?|routing_?key|api_?key|token)[\"']?{_WS}*[=:]"
+)
 _S_BEARER: Final = re.compile(rf"bearer{_WS}")
 _S_SK: Final = re.compile(r"sk-[a-z0-9_-]{16}")
 _S_AWS: Final = re.compile(r"(?:akia|asia)[0-9a-z]{16}")
@@ -181,6 +241,11 @@ _S_GH: Final = re.compile(r"gh[pousr]_[a-z0-9]{30}")
 _S_XOX: Final = re.compile(r"xox[abprs]-[a-z0-9-]{10}")
 _S_JWT: Final = re.compile(r"eyj[a-z0-9_-]{5,}\.[a-z0-9_-]{5,}\.[a-z0-9_-]{5}")
 _S_PATH: Final = re.compile(rf"/(?:{_ROOTS.lower()})/[^{_NWS}\[\]\"']")
+_S_ANY_PATH: Final = re.compile(
+    rf"{_PATH_START.lower()}(?!(?:{_KERNEL.lower()}|{_DEEP_ROOTS.lower()})/)[a-z0-9._-]+/"
+    rf"[^{_NWS}\[\]\"':]"
+)
+_S_HOOK: Final = re.compile(rf"(?:{_HOOKS.lower()})/[^{_NWS}\[\]\"'<>]")
 _S_EMAIL: Final = re.compile(r"@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2}")
 _S_IP6: Final = re.compile(r":[0-9a-f]{1,4}:[0-9a-f]{1,4}:[0-9a-f]{1,4}:")
 _S_IP4: Final = re.compile(r"\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]")
@@ -194,12 +259,16 @@ def _suspects(low: str) -> int:
     """The bits of the substitutions that may match the text whose ``lower()`` is ``low``."""
     if low.isalnum():  # only an AWS key id is made of letters and digits alone
         if len(low) >= 20 and ("akia" in low or "asia" in low) and _S_AWS.search(low):
-            return _TOKENS
+            return _TOKENS | _AWS_SECRET
         return 0
     bits = 0
     if "/" in low:
         if _S_PATH.search(low):
             bits |= _PATH
+        if _S_ANY_PATH.search(low):
+            bits |= _ANY_PATH
+        if ".com/" in low and _S_HOOK.search(low):
+            bits |= _HOOK
         if "/proc/" in low and _S_PROC.search(low):
             bits |= _PID
         if "://" in low and _S_URL.search(low):
@@ -219,13 +288,15 @@ def _suspects(low: str) -> int:
         if _S_IP4.search(low):
             bits |= _IP4
     if len(low) >= 20 and ("akia" in low or "asia" in low) and _S_AWS.search(low):
-        bits |= _TOKENS
+        bits |= _TOKENS | _AWS_SECRET
     colon = ":" in low
     if colon and ("::" in low or _S_IP6.search(low)):
         bits |= _IP6
     if (
         (colon or "=" in low)
-        and ("token" in low or "passw" in low or "secret" in low or "api" in low)
+        and (
+            "token" in low or "passw" in low or "secret" in low or "api" in low or "routing" in low
+        )
         and _S_KV.search(low)
     ):
         bits |= _KV

@@ -192,3 +192,11 @@ def _factory(config: Config) -> WebhookSink:
 @hookimpl
 def register_sinks(register: Callable[[str, SinkFactory], None]) -> None:
     register(NAME, _factory)
+
+
+@hookimpl
+def register_config_secrets(register: Callable[[str], None]) -> None:
+    # The URL's path is the secret for Slack, the routing key for PagerDuty, and
+    # headers carry tokens: none of them may appear in a config.reload record.
+    for key in ("url", "routing_key", "headers"):
+        register(key)
