@@ -29,7 +29,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
-from kerno_otel import AIProvider, AuditLog, Config, ProviderError, hookimpl, parse_duration
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+
+from kerno_otel import (
+    AIProvider,
+    AuditLog,
+    Config,
+    ProviderError,
+    Telemetry,
+    hookimpl,
+    parse_duration,
+)
 from kerno_otel.findings import Analysis, Finding, Signals
 from kerno_otel.hookspecs import DaemonContext
 from kerno_otel_plugins._ai_prompt import (
@@ -208,6 +219,9 @@ class AIAnalyzer:
         self._env = env if env is not None else os.environ
         self._clock = clock
         self._setup = _setup(config.section("ai"), self._providers, self._env, clock)
+        #: The daemon's telemetry (set at ``daemon_startup``): each call is a GenAI
+        #: client span, and its duration and tokens go to the GenAI metrics.
+        self.telemetry: Telemetry = Telemetry.off()
 
     @property
     def enabled(self) -> bool:
@@ -243,7 +257,27 @@ class AIAnalyzer:
             # Nothing to explain: a healthy cycle sends nothing anywhere (and so records
             # no ai.call); the template says so.
             return Analysis(template_text(findings), TEMPLATE, TEMPLATE, "miss", True)
+        # One GenAI client span per call (semantic conventions for generative AI);
+        # the ai.call record is emitted inside it and carries its ids.
+        with self.telemetry.tracer.start_as_current_span(
+            f"chat {setup.model}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.system": setup.provider_name,
+                "gen_ai.request.model": setup.model,
+                "kerno.doctor.cycle_id": cycle_id,
+            },
+        ):
+            return self._call(setup, cycle_id, findings, signals)
+
+    def _call(
+        self, setup: _Setup, cycle_id: str, findings: Sequence[Finding], signals: Signals
+    ) -> Analysis:
         started = time.perf_counter()
+        provider = setup.provider
+        if provider is None:  # analyze() checked; a reload swaps whole setups only
+            return self._fallback(setup, findings)
         key = cache_key(findings)
         cached = setup.cache.get(key)
         if cached is not None:
@@ -261,7 +295,7 @@ class AIAnalyzer:
                 # second line of defence there (a title quoting a path, a pid as a number).
                 prompt, redactions = self.audit.redactor.redact_text(prompt)
             prompt_size = len(SYSTEM_PROMPT.encode()) + len(prompt.encode())
-            text, tokens_in, tokens_out = setup.provider.complete(
+            text, tokens_in, tokens_out = provider.complete(
                 prompt, SYSTEM_PROMPT, setup.model, setup.max_tokens, setup.temperature
             )
             if not text.strip():
@@ -318,6 +352,7 @@ class AIAnalyzer:
         }
         if error is not None:
             details["error"] = error
+        self._observe(setup, details, error)
         # Telemetry never raises into the doctor (emit itself does not for a bad record).
         with contextlib.suppress(Exception):
             self.audit.emit(
@@ -326,6 +361,30 @@ class AIAnalyzer:
                 outcome="failure" if error is not None else "success",
                 severity="WARN" if error is not None else None,
             )
+
+    def _observe(self, setup: _Setup, details: Mapping[str, Any], error: str | None) -> None:
+        """The call's span attributes and GenAI metrics (the current span is the call's)."""
+        span = trace.get_current_span()
+        tokens = details["tokens"]
+        span.set_attribute("gen_ai.usage.input_tokens", tokens["input"])
+        span.set_attribute("gen_ai.usage.output_tokens", tokens["output"])
+        span.set_attribute("kerno.ai.cache", details["cache"])
+        attributes: dict[str, str] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": setup.provider_name,
+            "gen_ai.request.model": setup.model,
+        }
+        if error is not None:
+            # error.type is low-cardinality: the fixed phrase before any detail.
+            kind = error.split(":")[0][:40]
+            span.set_status(StatusCode.ERROR, kind)
+            span.set_attribute("error.type", kind)
+            attributes["error.type"] = kind
+        instruments = self.telemetry.instruments
+        instruments.ai_duration.record(details["duration_ms"] / 1000.0, attributes)
+        if details["cache"] == "miss" and error is None:
+            for kind, count in (("input", tokens["input"]), ("output", tokens["output"])):
+                instruments.ai_tokens.record(count, {**attributes, "gen_ai.token.type": kind})
 
 
 def build(
@@ -357,6 +416,13 @@ def make_analyzer(
 
 
 @hookimpl
+def daemon_startup(context: DaemonContext) -> None:
+    """Hand the analyzer the daemon's telemetry (its calls become GenAI spans)."""
+    if isinstance(context.analyzer, AIAnalyzer):
+        context.analyzer.telemetry = context.telemetry
+
+
+@hookimpl
 def config_reload(context: DaemonContext, new: Config | None, error: str | None) -> None:
     if error is not None or new is None:
         return
@@ -364,7 +430,8 @@ def config_reload(context: DaemonContext, new: Config | None, error: str | None)
         context.analyzer.reconfigure(new)
     elif context.analyzer is None:
         # make_analyzer failed at start-up (recorded as plugin.error); a reload retries it.
-        context.analyzer = build(context.audit, new, providers=context.ai_providers)
+        context.analyzer = built = build(context.audit, new, providers=context.ai_providers)
+        built.telemetry = context.telemetry
 
 
 @hookimpl
