@@ -5,6 +5,7 @@ forced finding and the analyzer on a loopback LLM server."""
 from __future__ import annotations
 
 import http.client
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,9 @@ def test_a_run_exports_the_cycle_trace_linked_to_its_records(
     daemons.append(daemon)
     [ai_call] = daemon.wait_for("ai.call")
     text = scrape(daemon)
+    daemon.config.write_text(daemon.config.read_text().replace("timeout: 5s", "timeout: 6s"))
+    daemon.proc.send_signal(signal.SIGHUP)
+    [reload] = daemon.wait_for("config.reload")
     assert daemon.stop() == 0
     records = daemon.records()
     receiver.wait_for(lambda r: any(s.name == "kerno.doctor.cycle" for s in r.spans()))
@@ -113,6 +117,18 @@ def test_a_run_exports_the_cycle_trace_linked_to_its_records(
         assert record["trace_id"] == span.trace_id.hex() == cycle.trace_id.hex()
         expected = "kerno.doctor.sink" if record["type"] == "finding.emit" else "chat claude-test"
         assert span.name == expected
+
+    # A reload is a span of its own, and its record carries it.
+    reloaded = by_id[reload["span_id"]]
+    assert (reloaded.name, reloaded.parent_span_id) == ("kerno.config.reload", b"")
+    assert reload["trace_id"] == reloaded.trace_id.hex()
+
+    # The scrape is a server span with its auth outcome (and no client address).
+    [served] = [s for s in spans if s.name == "GET /metrics"]
+    served_attributes = {kv.key: kv.value for kv in served.attributes}
+    assert served_attributes["kerno.auth.outcome"].string_value == "authorized"
+    assert served_attributes["http.response.status_code"].int_value == 200
+    assert served.kind == 2  # SPAN_KIND_SERVER
 
     chat = by_id[ai_call["span_id"]]
     attributes = {kv.key: kv.value for kv in chat.attributes}
