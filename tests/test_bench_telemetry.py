@@ -21,6 +21,8 @@ def test_bench_telemetry_reports_every_run(tmp_path: Path) -> None:
             str(REPO / "benchmarks" / "bench_telemetry.py"),
             "--records",
             "300",
+            "--repeat",
+            "1",
             "--out",
             str(tmp_path / "out"),
         ],

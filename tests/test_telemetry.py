@@ -194,3 +194,37 @@ def test_a_record_emitted_in_a_span_carries_its_ids(tmp_path: Path, pipeline: st
         f"{0xABC:032x}",
         f"{0xDEF:016x}",
     )
+
+
+def test_records_in_a_span_still_go_to_the_worker_uncleaned(tmp_path: Path) -> None:
+    # A 128-bit trace id is past a JSON integer: records emitted inside a span fell back
+    # to cleaning on the emitting thread (2 to 4 times the emit cost) until the RAW frame
+    # learnt to carry it as hex.
+    path = tmp_path / "audit.jsonl"
+    tracer = TracerProvider().get_tracer("t")
+    with AuditLog(AuditConfig(file_path=str(path), pipeline="process")) as log:
+        with tracer.start_as_current_span("s") as span:
+            for _ in range(3):
+                log.emit("ai.call", details=_ai_call("connect 10.1.2.3 refused"))
+        assert log.flush()
+        cleaned_here = dict(log.redactor.counts)
+    assert cleaned_here == {}  # the emitting thread redacted nothing: the worker did
+    records = [r for r in stream_records(path) if r["type"] == "ai.call"]
+    assert [r["trace_id"] for r in records] == [f"{span.get_span_context().trace_id:032x}"] * 3
+    assert [r["details"]["error"] for r in records] == ["connect [REDACTED:ip] refused"] * 3
+
+
+def _ai_call(error: str) -> dict[str, Any]:
+    return {
+        "provider": "anthropic",
+        "model": "m",
+        "cache": "miss",
+        "tokens": {"input": 1, "output": 1},
+        "prompt_size": 1,
+        "response_size": 1,
+        "redactions": {},
+        "duration_ms": 1.0,
+        "privacy_mode": "summary",
+        "cycle_id": "cycle-20261127-180000",
+        "error": error,
+    }
