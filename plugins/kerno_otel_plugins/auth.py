@@ -58,10 +58,11 @@ from typing import Any, Final
 
 from opentelemetry.trace import SpanKind, StatusCode
 
-from kerno_otel import Config, ConfigError, hookimpl, parse_duration
+from kerno_otel import Config, ConfigError, hookimpl
 from kerno_otel.hookspecs import ConfigDiff, DaemonContext, Route
 from kerno_otel_plugins import _http_metrics
 from kerno_otel_plugins._auth_limiter import FailureLimiter
+from kerno_otel_plugins._auth_settings import duration, ssl_context, whole
 from kerno_otel_plugins._http import (
     HttpServer,
     Request,
@@ -120,21 +121,21 @@ class AuthServer:
         own = context.section("auth")
         self.started = time.monotonic()
         self.credential = load_credential(http)
-        interval = _duration(own, "failure_interval", 60.0)
-        max_sources = _whole(own, "max_sources", 10_000)
-        max_connections = _whole(own, "max_connections", 256)
+        interval = duration(own, "failure_interval", 60.0)
+        max_sources = whole(own, "max_sources", 10_000)
+        max_connections = whole(own, "max_connections", 256)
         if "workers" in own:
             _say(
                 "auth.workers: no longer used: each connection has a thread of its own, "
                 "up to auth.max_connections"
             )
-        timeout = _duration(own, "timeout", 5.0)
+        timeout = duration(own, "timeout", 5.0)
         try:
             host, port = parse_listen(str(http.get("listen", "127.0.0.1:9090")))
         except ValueError as exc:
             raise ConfigError(f"http.listen: {exc}") from None
         self.mtls = bool(http.get("client_ca_file"))
-        ssl_context = _ssl_context(http)
+        tls = ssl_context(http)
         self.routes = _collect_routes(context.routes)
         self.limiter = FailureLimiter(
             self._emit_failure, interval=interval, max_sources=max_sources
@@ -144,7 +145,7 @@ class AuthServer:
                 host,
                 port,
                 self,
-                ssl_context=ssl_context,
+                ssl_context=tls,
                 on_handshake_failure=self._handshake_failed if self.mtls else None,
                 max_connections=max_connections,
                 timeout=timeout,
@@ -350,32 +351,6 @@ def config_reload(
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _ssl_context(http: Mapping[str, Any]) -> ssl.SSLContext | None:
-    cert, key, client_ca = (
-        http.get("tls_cert_file"),
-        http.get("tls_key_file"),
-        http.get("client_ca_file"),
-    )
-    if not cert:
-        if key or client_ca:
-            which = "http.tls_key_file" if key else "http.client_ca_file"
-            raise ConfigError(f"{which}: needs http.tls_cert_file")
-        return None
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(str(cert), str(key) if key else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"http.tls_cert_file/tls_key_file: cannot load: {exc}") from None
-    if client_ca:
-        try:
-            ctx.load_verify_locations(cafile=str(client_ca))
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"http.client_ca_file: cannot load: {exc}") from None
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
-
-
 def _collect_routes(routes: Iterable[Route]) -> dict[str, Route]:
     table: dict[str, Route] = {}
     for route in routes:
@@ -392,26 +367,6 @@ def _collect_routes(routes: Iterable[Route]) -> dict[str, Route]:
 
 def _audit_open(audit: Any) -> bool:
     return not audit.closed
-
-
-def _duration(section: Mapping[str, Any], key: str, default: float) -> float:
-    value = section.get(key)
-    if value is None:
-        return default
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise ConfigError(f"auth.{key}: {exc}") from None
-    if seconds <= 0:
-        raise ConfigError(f"auth.{key}: expected a duration > 0")
-    return seconds
-
-
-def _whole(section: Mapping[str, Any], key: str, default: int) -> int:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"auth.{key}: expected a whole number >= 1")
-    return value
 
 
 def _say(line: str) -> None:
