@@ -325,9 +325,11 @@ class AIAnalyzer:
             span.set_status(StatusCode.ERROR, kind)
             span.set_attribute("error.type", kind)
             attributes["error.type"] = kind
+        if details["cache"] == "hit" or error == "rate limited":
+            return  # the provider was not asked: no client operation to measure
         instruments = self.telemetry.instruments
         instruments.ai_duration.record(details["duration_ms"] / 1000.0, attributes)
-        if details["cache"] == "miss" and error is None:
+        if error is None:
             for kind, count in (("input", tokens["input"]), ("output", tokens["output"])):
                 instruments.ai_tokens.record(count, {**attributes, "gen_ai.token.type": kind})
 
