@@ -228,3 +228,19 @@ def _ai_call(error: str) -> dict[str, Any]:
         "cycle_id": "cycle-20261127-180000",
         "error": error,
     }
+
+
+def test_the_section_is_checked_at_load(tmp_path: Path) -> None:
+    from kerno_otel.config import load_config
+
+    good = tmp_path / "good.yaml"
+    good.write_text("telemetry:\n  traces_exporter: otlp\n  metric_export_interval: 10s\n")
+    section = load_config(good, env={}).section("telemetry")
+    assert read_settings(section, {}).traces == ("otlp",)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("telemetry:\n  protocol: thrift\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(bad, env={})
+    assert str(caught.value) == (
+        f"{bad}:2: telemetry.protocol: expected one of grpc, http/protobuf, got 'thrift'"
+    )
