@@ -88,6 +88,9 @@ def test_a_run_exports_the_cycle_trace_linked_to_its_records(
     standard_env(monkeypatch, receiver)
     daemon = Daemon(tmp_path, config(llm), PLUGINS)
     daemons.append(daemon)
+    # What the variables amounted to, said once at start.
+    daemon.expect("kerno-otel: telemetry: traces to otlp (grpc)\n")
+    daemon.expect("kerno-otel: telemetry: metrics to otlp (grpc)\n")
     [ai_call] = daemon.wait_for("ai.call")
     text = scrape(daemon)
     daemon.config.write_text(daemon.config.read_text().replace("timeout: 5s", "timeout: 6s"))

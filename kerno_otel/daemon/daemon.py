@@ -151,17 +151,29 @@ class Daemon:
         def scrub(text: str) -> str:
             return log.redactor.redact_text(text)[0]
 
+        settings = self.telemetry_settings
+        serve = bool(self.config.section("http").get("enabled", True))
         try:
-            return build_telemetry(
-                self.telemetry_settings,
-                resource=log.resource,
-                scrub=scrub,
-                serve_metrics=bool(self.config.section("http").get("enabled", True)),
-                stats=log.stats,
+            telemetry = build_telemetry(
+                settings, resource=log.resource, scrub=scrub, serve_metrics=serve, stats=log.stats
             )
         except Exception as exc:  # an exporter refusing its OTEL_* settings
             log.close()
             raise ConfigError(f"telemetry: cannot set up the exporters: {exc}") from None
+        # Said once at start, so an operator sees what the file and OTEL_* amounted to.
+        for signal_name, names, protocol in (
+            ("traces", settings.traces, settings.traces_protocol),
+            ("metrics", settings.metrics, settings.metrics_protocol),
+        ):
+            if names:
+                shown = ", ".join(f"{n} ({protocol})" if n == "otlp" else n for n in names)
+                self._stderr.write(f"kerno-otel: telemetry: {signal_name} to {shown}\n")
+        if "prometheus" in settings.metrics and not serve:
+            self._stderr.write(
+                "kerno-otel: telemetry: prometheus metrics are served on /metrics, "
+                "but http.enabled is false: nothing serves them\n"
+            )
+        return telemetry
 
     def _loop(self, context: DaemonContext, log: AuditLog, duration: float | None) -> None:
         deadline = None if duration is None else time.monotonic() + duration

@@ -12,6 +12,8 @@ span, a metric point and an audit record of one process name the same
 from __future__ import annotations
 
 import contextlib
+import logging
+import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -101,6 +103,22 @@ class Telemetry:
                     provider.shutdown()
 
 
+class _Prefixed(logging.Handler):
+    """The exporters' own log lines (a collector that is down, say), said as ours."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"kerno-otel: telemetry: {record.getMessage()}\n")
+
+
+def _prefix_exporter_logs() -> None:
+    """Once per process: the SDK's exporter warnings reach stderr prefixed, not raw."""
+    logger = logging.getLogger("opentelemetry.exporter")
+    if not any(isinstance(h, _Prefixed) for h in logger.handlers):
+        logger.addHandler(_Prefixed(logging.WARNING))
+        logger.propagate = False
+
+
 def _span_exporter(name: str, settings: TelemetrySettings) -> SpanExporter:
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
@@ -164,6 +182,8 @@ def build_telemetry(
     # Resource.create adds OTEL_RESOURCE_ATTRIBUTES and the SDK's own attributes;
     # the audit log's three keys win over them, so the records and spans agree.
     otel_resource = Resource.create(dict(resource))
+    if settings.traces or settings.metrics:
+        _prefix_exporter_logs()
     tracer_provider = None
     if settings.tracing:
         from opentelemetry.sdk.trace import TracerProvider
