@@ -46,3 +46,40 @@ def test_every_part_of_a_span_is_scrubbed_by_the_audit_redactor(tmp_path: Path) 
         assert leak not in text, leak
     # The span's identity is untouched: the records emitted in it still point at it.
     assert exported.context is not None and exported.context.is_valid
+
+
+def test_metric_attributes_are_scrubbed_on_every_instrument(tmp_path: Path) -> None:
+    from opentelemetry.metrics import Observation
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from kerno_otel.telemetry import Telemetry
+
+    reader = InMemoryMetricReader()
+    with AuditLog(AuditConfig(file_path=str(tmp_path / "a.jsonl"), pipeline="thread")) as log:
+        telemetry = Telemetry(
+            meter_provider=MeterProvider(metric_readers=[reader]),
+            scrub=lambda text: log.redactor.redact_text(text)[0],
+        )
+        meter = telemetry.meter  # what a plugin gets as context.meter
+        leaky = {"acme.peer": "10.1.2.3", "process.pid": 4242, "acme.file": "/home/alice/x"}
+        meter.create_counter("acme.c").add(1, leaky)
+        meter.create_up_down_counter("acme.u").add(1, leaky)
+        meter.create_histogram("acme.h").record(1.0, leaky)
+        meter.create_gauge("acme.g").set(1.0, leaky)
+        meter.create_observable_gauge("acme.o", [lambda options: [Observation(1, leaky)]])
+        data = reader.get_metrics_data()
+    assert data is not None
+    seen = {
+        m.name: dict(p.attributes or {})
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        for p in m.data.data_points
+    }
+    clean = {
+        "acme.peer": "[REDACTED:ip]",
+        "process.pid": "[REDACTED:pid]",
+        "acme.file": "/home/[REDACTED:path]",
+    }
+    assert seen == {name: clean for name in ("acme.c", "acme.u", "acme.h", "acme.g", "acme.o")}

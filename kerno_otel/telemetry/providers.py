@@ -22,6 +22,7 @@ from opentelemetry import trace as trace_api
 
 from kerno_otel import __version__
 from kerno_otel.telemetry.instruments import Instruments
+from kerno_otel.telemetry.meter import ScrubbingMeter
 from kerno_otel.telemetry.settings import TelemetrySettings
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class Telemetry:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         registry: CollectorRegistry | None = None,
+        scrub: Callable[[str], str] | None = None,
     ) -> None:
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
@@ -66,6 +68,9 @@ class Telemetry:
             if meter_provider is not None
             else metrics_api.NoOpMeter(SCOPE)
         )
+        if scrub is not None and meter_provider is not None:
+            # Metric attributes leave on every export and scrape: cleaned like spans.
+            self.meter = ScrubbingMeter(self.meter, scrub)
         self.instruments = Instruments(self.meter)
         self._closed = False
 
@@ -216,7 +221,10 @@ def build_telemetry(
             metric_readers=readers, resource=otel_resource, shutdown_on_exit=False
         )
     telemetry = Telemetry(
-        tracer_provider=tracer_provider, meter_provider=meter_provider, registry=registry
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        registry=registry,
+        scrub=scrub,
     )
     if stats is not None and meter_provider is not None:
         telemetry.instruments.observe_pipeline(stats)
