@@ -43,6 +43,7 @@ from kerno_otel.records.redact import RedactionRule
 if _typing.TYPE_CHECKING:
     from kerno_otel.doctor.engine import CycleResult, Doctor, build_doctor
     from kerno_otel.forward.forwarder import Forwarder, ForwarderOptions
+    from kerno_otel.telemetry import Telemetry
 
 #: Names imported on first use: the audit worker's processes import this package
 #: and need neither the doctor nor the forwarder (its protobuf import is ~20 ms of CPU).
@@ -52,6 +53,7 @@ _LAZY = {
     "build_doctor": "kerno_otel.doctor.engine",
     "Forwarder": "kerno_otel.forward.forwarder",
     "ForwarderOptions": "kerno_otel.forward.forwarder",
+    "Telemetry": "kerno_otel.telemetry",
 }
 
 
@@ -94,6 +96,7 @@ __all__ = [
     "SinkFactory",
     "Source",
     "SourceFactory",
+    "Telemetry",
     "__version__",
     "build_doctor",
     "hookimpl",

@@ -36,12 +36,16 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from opentelemetry.metrics import Meter
+    from opentelemetry.trace import Tracer
+
     from kerno_otel.audit.log import AuditLog
     from kerno_otel.config import Config
     from kerno_otel.contract import AIProvider, PluginInfo, Rule, SinkFactory, SourceFactory
     from kerno_otel.findings import Analyzer
     from kerno_otel.records.catalogue import EventType
     from kerno_otel.records.redact import RedactionRule
+    from kerno_otel.telemetry import Telemetry
 
 #: The pluggy project name; hook implementations are marked with :data:`hookimpl`.
 PROJECT = "kerno_otel"
@@ -108,6 +112,9 @@ class DaemonContext:
     analyzer: Analyzer | None = None
     #: ``host:port`` the daemon's HTTP server is bound to, set by the plugin serving it.
     http_address: str | None = None
+    #: The daemon's tracer, meter and shared instruments (see docs/telemetry.md); a
+    #: no-op one unless telemetry is configured. Set before :func:`daemon_startup`.
+    telemetry: Telemetry = field(default_factory=lambda: _telemetry_off())
     #: Free-form room for a plugin's own per-daemon objects (its threads, its server),
     #: under the plugin's own name. Not a channel between plugins: use the fields above.
     state: dict[str, Any] = field(default_factory=dict)
@@ -115,6 +122,22 @@ class DaemonContext:
     def section(self, name: str) -> Mapping[str, Any]:
         """The config section ``name`` (a plugin's own section is named after it)."""
         return self.config.section(name)
+
+    @property
+    def tracer(self) -> Tracer:
+        """``telemetry.tracer``: an OpenTelemetry ``Tracer`` for the plugin's own spans."""
+        return self.telemetry.tracer
+
+    @property
+    def meter(self) -> Meter:
+        """``telemetry.meter``: an OpenTelemetry ``Meter`` for the plugin's own instruments."""
+        return self.telemetry.meter
+
+
+def _telemetry_off() -> Telemetry:
+    from kerno_otel.telemetry import Telemetry
+
+    return Telemetry.off()
 
 
 # --- contributions ---------------------------------------------------------------------------

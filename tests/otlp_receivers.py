@@ -232,3 +232,97 @@ class HttpReceiver(_Behaviour):
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class TelemetryReceiver:
+    """OTLP/gRPC trace and metrics services on one loopback port (the daemon's own
+    telemetry), keeping every request; a test waits on :meth:`wait_for`."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self.trace_requests: list[Any] = []
+        self.metric_requests: list[Any] = []
+        self.port = 0
+        self._server: grpc.Server | None = None
+
+    def start(self) -> TelemetryReceiver:
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+            ExportMetricsServiceResponse,
+        )
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceResponse,
+        )
+
+        keep = self._keep
+
+        class Traces(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request: Any, context: Any) -> ExportTraceServiceResponse:
+                keep("trace", request)
+                return ExportTraceServiceResponse()
+
+        class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+            def Export(self, request: Any, context: Any) -> ExportMetricsServiceResponse:
+                keep("metric", request)
+                return ExportMetricsServiceResponse()
+
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
+        self.port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        self._server = server
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _keep(self, kind: str, request: Any) -> None:
+        with self._changed:
+            (self.trace_requests if kind == "trace" else self.metric_requests).append(request)
+            self._changed.notify_all()
+
+    def spans(self) -> list[Any]:
+        """Every span received, as ``opentelemetry.proto.trace.v1.Span`` messages."""
+        with self._changed:
+            requests = list(self.trace_requests)
+        return [
+            span
+            for request in requests
+            for resource in request.resource_spans
+            for scope in resource.scope_spans
+            for span in scope.spans
+        ]
+
+    def span_resources(self) -> list[dict[str, Any]]:
+        with self._changed:
+            requests = list(self.trace_requests)
+        return [
+            {kv.key: kv.value.string_value for kv in resource.resource.attributes}
+            for request in requests
+            for resource in request.resource_spans
+        ]
+
+    def metrics(self) -> dict[str, Any]:
+        """The last exported point data of each metric, by name."""
+        with self._changed:
+            requests = list(self.metric_requests)
+        out: dict[str, Any] = {}
+        for request in requests:
+            for resource in request.resource_metrics:
+                for scope in resource.scope_metrics:
+                    for metric in scope.metrics:
+                        out[metric.name] = metric
+        return out
+
+    def wait_for(self, done: Any, timeout: float = 30.0) -> None:
+        """Return once ``done(self)`` is true (checked as requests arrive)."""
+        with self._changed:
+            assert self._changed.wait_for(lambda: done(self), timeout), "not received in time"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(grace=None).wait(5)
+            self._server = None

@@ -102,3 +102,61 @@ def test_symlinked_log_is_a_usage_error(tmp_path: Path) -> None:
     assert result.stderr == (
         f"Error: {log}: is a symbolic link; refusing to write the audit log through it\n"
     )
+
+
+def test_a_port_out_of_range_is_a_config_error_at_load(tmp_path: Path) -> None:
+    # Issue 11, item 13: it was a plugin.error and the daemon ran on without HTTP, exit 0.
+    log = tmp_path / "kerno-audit.jsonl"
+    config = tmp_path / "kerno.yaml"
+    config.write_text("http:\n  listen: 127.0.0.1:99999\n")
+    env = env_for(log)
+    env["KERNO_OTEL_PLUGINS"] = "auth"
+    result = subprocess.run(
+        [sys.executable, "-m", "kerno_otel", "run", "--config", str(config), "--duration", "5s"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"Error: {config}:2: http.listen: port 99999 out of range (0-65535) in '127.0.0.1:99999'\n"
+    )
+    assert not log.exists()
+
+
+def test_a_taken_port_stops_the_daemon_with_a_clear_line(tmp_path: Path) -> None:
+    # Issue 13, item 8: the daemon ran on with exit 0 and no /healthz, and said
+    # "cannot listen on [REDACTED:ip]:<port>" about its own configured address.
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    log = tmp_path / "kerno-audit.jsonl"
+    env = env_for(log)
+    env["KERNO_OTEL_PLUGINS"] = "auth,lifecycle"
+    env["KERNO_HTTP_LISTEN"] = f"127.0.0.1:{port}"
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "kerno_otel", "run", "--duration", "20s"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            check=False,
+            timeout=60,
+        )
+    finally:
+        taken.close()
+    assert result.returncode == 1, result.stderr
+    assert (
+        f"kerno-otel: Error: http.listen: cannot listen on 127.0.0.1:{port}: "
+        "Address already in use; stopping\n"
+    ) in result.stderr
+    assert "REDACTED" not in result.stderr
+    records = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+    assert records[-1]["type"] == "daemon.stop"
+    assert records[-1]["details"]["reason"] == "error"

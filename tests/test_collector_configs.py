@@ -116,3 +116,17 @@ def test_the_doc_points_at_every_config() -> None:
     text = (DOCS / "collector.md").read_text()
     for path in CONFIGS.iterdir():
         assert f"collector/{path.name}" in text
+
+
+def test_telemetry_sends_traces_logs_and_metrics_each_to_its_backend() -> None:
+    config = load("telemetry.yaml")
+    pipelines = config["service"]["pipelines"]
+    assert set(pipelines) == {"traces", "logs", "metrics"}
+    for pipeline in pipelines.values():
+        for kind in ("receivers", "processors", "exporters"):
+            for name in pipeline[kind]:
+                assert name in config[kind], f"{kind}: {name} is used but not defined"
+    assert pipelines["traces"]["exporters"] == ["otlp/tempo"]
+    assert pipelines["logs"]["exporters"] == ["otlphttp/loki"]
+    # One receiver for the daemon's spans and metrics and the forwarder's records.
+    assert {p["receivers"][0] for p in pipelines.values()} == {"otlp"}

@@ -334,7 +334,7 @@ def test_metrics_behind_the_token_in_a_real_daemon(tmp_path: Path, started: list
     assert get("/metrics", "wrong")[0] == 401
     status, body = get("/metrics", "t0ken-for-tests")
     assert status == 200
-    assert b"# TYPE kerno_otel_records_written_total counter" in body
+    assert b"# TYPE kerno_audit_records_written_total counter" in body
     assert get("/healthz", None) == (200, b"ok\n")
     assert get("/readyz", None) == (200, b"ready\n")
     assert daemon.stop() == 0

@@ -28,6 +28,7 @@ from kerno_otel.config import AuditConfig, Config, load_config
 from kerno_otel.hookspecs import ConfigDiff, DaemonContext, Route
 from kerno_otel.records.schema import SchemaSet
 from kerno_otel.records.validate import RecordValidator
+from kerno_otel.telemetry import build_telemetry, read_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,6 +95,7 @@ def write_config(path: Path, http: dict[str, Any], own: dict[str, Any] | None = 
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Any]:
     started: list[Daemon] = []
+    stopped: list[str] = []
 
     def _start(
         http: dict[str, Any], own: dict[str, Any] | None = None, routes: list[Route] | None = None
@@ -101,8 +103,20 @@ def start(tmp_path: Path) -> Iterator[Any]:
         config = write_config(tmp_path / "kerno.yaml", http, own)
         log_path = tmp_path / "audit" / "kerno-audit.jsonl"
         audit = AuditLog(AuditConfig(file_path=str(log_path)))
+        # The daemon's own telemetry (no exporters): /metrics reads its instruments.
+        telemetry = build_telemetry(
+            read_settings({}, {}),
+            resource=audit.resource,
+            scrub=lambda text: audit.redactor.redact_text(text)[0],
+            serve_metrics=True,
+            stats=audit.stats,
+        )
         context = DaemonContext(
-            audit=audit, config=config, request_stop=lambda reason: None, routes=routes or ()
+            audit=audit,
+            config=config,
+            request_stop=stopped.append,
+            routes=routes or (),
+            telemetry=telemetry,
         )
         auth.daemon_startup(context)
         assert context.http_address is not None
@@ -117,11 +131,26 @@ def start(tmp_path: Path) -> Iterator[Any]:
         daemon.context.audit.close()
 
 
-def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in metrics")
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a /metrics answer, parsed by prometheus_client's own parser,
+    by (name, labels without the OpenTelemetry scope labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = tuple(
+                sorted((k, v) for k, v in sample.labels.items() if not k.startswith("otel_scope"))
+            )
+            out[(sample.name, labels)] = sample.value
+    return out
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    found = samples(text).get((name, tuple(sorted(labels.items()))))
+    if found is None:
+        raise AssertionError(f"{name}{labels} not in metrics: {text}")
+    return found
 
 
 # --- bearer token ----------------------------------------------------------------------------
@@ -147,14 +176,15 @@ def test_token_required_and_refusals_audited(
     status, content_type, body = daemon.request("/metrics", TOKEN)
     assert (status, content_type) == (200, "text/plain; version=0.0.4; charset=utf-8")
     text = body.decode()
-    assert metric(text, "kerno_otel_records_written_total") == written
-    assert "# TYPE kerno_otel_records_written_total counter\n" in text
-    assert "# HELP kerno_otel_fsync_seconds_total " in text
-    assert 'kerno_otel_auth_failures_total{reason="token_missing"} 2\n' in text
-    assert 'kerno_otel_auth_failures_total{reason="token_mismatch"} 1\n' in text
-    assert 'kerno_otel_auth_failures_total{reason="mtls_failure"} 0\n' in text
-    assert "kerno_otel_auth_failures_pending 1\n" in text
-    assert metric(text, "kerno_otel_uptime_seconds") >= 0
+    assert metric(text, "kerno_audit_records_written_total") == written
+    assert "# TYPE kerno_audit_records_written_total counter\n" in text
+    assert "# HELP kerno_audit_fsync_time_seconds_total " in text
+    failed = "kerno_http_auth_failures_total"
+    assert metric(text, failed, kerno_auth_reason="token_missing") == 2
+    assert metric(text, failed, kerno_auth_reason="token_mismatch") == 1
+    assert metric(text, failed, kerno_auth_reason="mtls_failure") == 0
+    assert metric(text, "kerno_http_auth_failures_pending") == 1
+    assert metric(text, "process_uptime_seconds") >= 0
 
     records = daemon.stop()
     ip = "[REDACTED:ip]"
@@ -201,8 +231,9 @@ def test_ten_thousand_bad_requests_fold_into_few_records(start: Any) -> None:
     assert statuses == [401] * total
 
     text = daemon.request("/metrics", TOKEN)[2].decode()
-    assert 'kerno_otel_auth_failures_total{reason="token_missing"} 5000\n' in text
-    assert 'kerno_otel_auth_failures_total{reason="token_mismatch"} 5000\n' in text
+    failed = "kerno_http_auth_failures_total"
+    assert metric(text, failed, kerno_auth_reason="token_missing") == 5000
+    assert metric(text, failed, kerno_auth_reason="token_mismatch") == 5000
 
     found = failures(daemon.stop())
     # every record stands for itself plus the refusals folded into it
@@ -293,11 +324,11 @@ def test_plugin_routes(start: Any) -> None:
 
 
 def test_a_silent_client_does_not_pin_the_server(start: Any) -> None:
-    daemon = start({"bearer_token": TOKEN}, {"workers": 1, "timeout": "300ms"})
+    daemon = start({"bearer_token": TOKEN}, {"timeout": "300ms"})
     silent = socket.create_connection((daemon.host, daemon.port))
     try:
         began = time.monotonic()
-        assert daemon.request("/healthz")[0] == 200  # waits for the one worker
+        assert daemon.request("/healthz")[0] == 200
         assert time.monotonic() - began < 3
         assert silent.recv(1) == b""  # the server closed the silent connection
     finally:
@@ -308,7 +339,7 @@ def test_a_silent_client_does_not_pin_the_server(start: Any) -> None:
 def test_a_trickling_client_is_cut_at_the_request_deadline(start: Any) -> None:
     # timeout 300 ms per read, so the request deadline is 900 ms; one byte every
     # 100 ms never trips the read timeout, only the deadline.
-    daemon = start({"bearer_token": TOKEN}, {"workers": 1, "timeout": "300ms"})
+    daemon = start({"bearer_token": TOKEN}, {"timeout": "300ms"})
     slow = socket.create_connection((daemon.host, daemon.port))
     cut = threading.Event()
     sending = threading.Event()
@@ -325,7 +356,7 @@ def test_a_trickling_client_is_cut_at_the_request_deadline(start: Any) -> None:
     thread = threading.Thread(target=trickle)
     thread.start()
     try:
-        assert sending.wait(5)  # the slow client holds the one worker
+        assert sending.wait(5)  # the slow client is connected and sending
         began = time.monotonic()
         assert daemon.request("/healthz")[0] == 200
         assert time.monotonic() - began < 3
@@ -335,6 +366,32 @@ def test_a_trickling_client_is_cut_at_the_request_deadline(start: Any) -> None:
     finally:
         slow.close()
         thread.join(5)
+    assert failures(daemon.stop()) == []
+
+
+def test_slow_clients_do_not_block_authorized_scrapes(start: Any) -> None:
+    # Issue 11, item 16: 8 clients (one per worker of the old fixed pool) sending half a
+    # request line held every worker, so an authorized scrape waited until the reaper
+    # cut them. With a 30 s timeout the reaper waits 90 s; the scrape gets 10 s.
+    daemon = start({"bearer_token": TOKEN}, {"timeout": "30s"})
+    slow = [socket.create_connection((daemon.host, daemon.port)) for _ in range(16)]
+    try:
+        for conn in slow:
+            conn.sendall(b"GET /metr")
+        conn = http.client.HTTPConnection(daemon.host, daemon.port, timeout=10)
+        conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+        response = conn.getresponse()
+        assert response.status == 200
+        assert metric(response.read().decode(), "kerno_audit_records_written_total") >= 0
+        conn.close()
+        # Every slow client is still connected: none was cut to make room.
+        for conn in slow:
+            conn.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                conn.recv(1)
+    finally:
+        for conn in slow:
+            conn.close()
     assert failures(daemon.stop()) == []
 
 

@@ -67,6 +67,15 @@ SECTION_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
         "ca_cert_file": None,
         "timeout": "30s",
     },
+    # The daemon's own traces and metrics (docs/telemetry.md). None: the standard
+    # OTEL_* variable decides (OTEL_TRACES_EXPORTER, OTEL_METRICS_EXPORTER, …).
+    "telemetry": {
+        "traces_exporter": None,
+        "metrics_exporter": None,
+        "endpoint": None,
+        "protocol": None,
+        "metric_export_interval": None,
+    },
     "bpf": {
         "enabled": True,
         "programs": [
@@ -84,9 +93,17 @@ _SECTION_CHOICES: Final[dict[str, tuple[Any, ...]]] = {
     "otlp.protocol": ("grpc", "http"),
     "otlp.compression": (None, "gzip"),
     "ai.privacy_mode": ("full", "redacted", "summary"),
+    "telemetry.protocol": (None, "grpc", "http/protobuf"),
 }
 _SECTION_DURATIONS: Final = frozenset(
-    {"otlp.timeout", "doctor.duration", "doctor.interval", "ai.cache_ttl", "ai.timeout"}
+    {
+        "otlp.timeout",
+        "doctor.duration",
+        "doctor.interval",
+        "ai.cache_ttl",
+        "ai.timeout",
+        "telemetry.metric_export_interval",
+    }
 )
 
 # ai.provider is any name: anthropic, openai, ollama, or one a plugin registers
@@ -152,10 +169,14 @@ def _check_value(dotted: str, default: Any, value: Any, where: Where) -> Any:
             shown = ", ".join(str(c) for c in _SECTION_CHOICES[dotted] if c is not None)
             raise ValueError(f"expected one of {shown}, got {value!r}")
         return value
+    if dotted in _SECTION_DURATIONS and value is None and default is None:
+        return None  # unset: the standard OTEL_* variable or the SDK decides
     if dotted in NUMBERS:
         # Durations keep the text the file gave ("30s"): their readers parse it.
         amount = check_number(dotted, value)
         return value if dotted in _SECTION_DURATIONS else amount
+    if dotted == "http.listen":
+        return _listen(value)
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ValueError("expected true or false")
@@ -188,4 +209,16 @@ def _check_value(dotted: str, default: Any, value: Any, where: Where) -> Any:
         return {str(k): str(v) for k, v in value.items()}
     if value is not None and not isinstance(value, str):
         raise ValueError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _listen(value: Any) -> str:
+    """``host:port`` (``[v6]:port``) with a port from 0 (any free one) to 65535."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected host:port, got {type(value).__name__}")
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"expected host:port, got {value!r}")
+    if int(port) > 65535:
+        raise ValueError(f"port {int(port)} out of range (0-65535) in {value!r}")
     return value

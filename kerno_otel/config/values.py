@@ -97,6 +97,7 @@ NUMBERS: Final[dict[str, Bound]] = {
     "ai.cache_ttl": Bound("duration", 0, 366 * _DAY),
     "ai.rate_limit_per_minute": Bound("whole", 0, 1_000_000),
     "ai.timeout": Bound("duration", 0, 3_600),
+    "telemetry.metric_export_interval": Bound("duration", 0, _DAY, above_low=True),
     # doctor.thresholds.*: nanoseconds up to an hour, percentages, a rate.
     **{
         f"doctor.thresholds.{name}": Bound("number", 0, 3_600_000_000_000)

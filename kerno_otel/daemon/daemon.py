@@ -23,9 +23,14 @@ from kerno_otel.audit.log import AuditLog
 from kerno_otel.config import Config, ConfigError, diff, is_live, load_config
 from kerno_otel.daemon.plugins import PluginFailure, PluginHost, record_failures
 from kerno_otel.hookspecs import ConfigDiff, DaemonContext, Route
+from kerno_otel.telemetry import Telemetry, build_telemetry, read_settings
 
 #: Exit code after a panic (EX_SOFTWARE).
 PANIC_EXIT = 70
+#: Exit code when a plugin stopped the daemon with ``request_stop("error")`` (the HTTP
+#: server could not bind its port, say): like node_exporter, a daemon that cannot do
+#: its job does not exit 0.
+ERROR_EXIT = 1
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -50,6 +55,8 @@ class Daemon:
         self._stderr = stderr
         self._env = os.environ if env is None else env
         self.config: Config = load_config(config_path, self._env)
+        # Read now: a bad OTEL_* variable or telemetry key is a config error (exit 2).
+        self.telemetry_settings = read_settings(self.config.section("telemetry"), self._env)
         self.host = PluginHost(self.config.section("plugins"), self._env, stderr)
         self._stop_reason: str | None = None
         self._thread_panic: BaseException | None = None
@@ -99,6 +106,7 @@ class Daemon:
         self._record_failures(log, self.host.failures)
         failed = len(self.host.failures)
         routes = [args[0] for _, args in self.host.collect("register_http_routes")]
+        telemetry = self._telemetry(log)
         context = DaemonContext(
             audit=log,
             config=self.config,
@@ -109,6 +117,7 @@ class Daemon:
             rules=self.host.named("register_doctor_rules"),
             sinks=self.host.named("register_sinks"),
             ai_providers=self.host.named("register_ai_providers"),
+            telemetry=telemetry,
         )
         context.analyzer = self.host.first(
             "make_analyzer", audit=log, config=self.config, providers=context.ai_providers
@@ -126,14 +135,48 @@ class Daemon:
                 self.host.call("daemon_shutdown", context=context, reason=reason, uptime_s=uptime),
             )
             log.close()
+            # After the log: the last metric export holds the final counts.
+            telemetry.shutdown()
             stats = log.stats()
             self._stderr.write(
                 f"kerno-otel: stopped ({reason}); {stats['records_written']} records written, "
                 f"{sum(stats['records_dropped'].values())} dropped\n"
             )
-            return 0
+            return ERROR_EXIT if reason == "error" else 0
         except Exception as exc:
             return self._panic(context, log, exc)
+        finally:
+            telemetry.shutdown()
+
+    def _telemetry(self, log: AuditLog) -> Telemetry:
+        """Providers with the audit log's resource; spans scrubbed by its redactor."""
+
+        def scrub(text: str) -> str:
+            return log.redactor.redact_text(text)[0]
+
+        settings = self.telemetry_settings
+        serve = bool(self.config.section("http").get("enabled", True))
+        try:
+            telemetry = build_telemetry(
+                settings, resource=log.resource, scrub=scrub, serve_metrics=serve, stats=log.stats
+            )
+        except Exception as exc:  # an exporter refusing its OTEL_* settings
+            log.close()
+            raise ConfigError(f"telemetry: cannot set up the exporters: {exc}") from None
+        # Said once at start, so an operator sees what the file and OTEL_* amounted to.
+        for signal_name, names, protocol in (
+            ("traces", settings.traces, settings.traces_protocol),
+            ("metrics", settings.metrics, settings.metrics_protocol),
+        ):
+            if names:
+                shown = ", ".join(f"{n} ({protocol})" if n == "otlp" else n for n in names)
+                self._stderr.write(f"kerno-otel: telemetry: {signal_name} to {shown}\n")
+        if "prometheus" in settings.metrics and not serve:
+            self._stderr.write(
+                "kerno-otel: telemetry: prometheus metrics are served on /metrics, "
+                "but http.enabled is false: nothing serves them\n"
+            )
+        return telemetry
 
     def _loop(self, context: DaemonContext, log: AuditLog, duration: float | None) -> None:
         deadline = None if duration is None else time.monotonic() + duration
@@ -157,7 +200,23 @@ class Daemon:
                 )
 
     def reload(self, context: DaemonContext, log: AuditLog, *, source: str, uid: int) -> bool:
-        """Re-read the config; apply it if valid, else keep the old one. Records either way."""
+        """Re-read the config; apply it if valid, else keep the old one. Records either way.
+
+        One ``kerno.config.reload`` span covers it: the ``config.reload`` record the
+        lifecycle plugin writes carries its ids.
+        """
+        telemetry = context.telemetry
+        with telemetry.tracer.start_as_current_span(
+            "kerno.config.reload", attributes={"kerno.config.source": source}
+        ) as span:
+            applied = self._reload(context, log, source=source, uid=uid)
+            span.set_attribute("kerno.config.outcome", "success" if applied else "failure")
+        telemetry.instruments.reloads.add(
+            1, {"kerno.config.outcome": "success" if applied else "failure"}
+        )
+        return applied
+
+    def _reload(self, context: DaemonContext, log: AuditLog, *, source: str, uid: int) -> bool:
         old = self.config
         path = old.source or (self._config_path or "")
         try:

@@ -11,6 +11,11 @@ bytes and hands the same bytes to the sink to deliver. Findings are redacted
 before any sink sees them. Nothing here raises into the host: a failing
 source, rule, sink or analyzer becomes a note, an INFO finding or an
 undelivered record.
+
+Traced (docs/telemetry.md): a ``kerno.doctor.cycle`` span is the root of each
+cycle, with a child per source sample, rule run and sink delivery; the
+analyzer's LLM call is a child too, made by the analyzer. ``finding.emit`` is
+emitted inside its delivery's span, so the record carries that span's ids.
 """
 
 from __future__ import annotations
@@ -23,20 +28,37 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from opentelemetry.trace import Span, StatusCode
+
 from kerno_otel.config import ConfigError, parse_duration
 from kerno_otel.contract import Rule, RuleInput, Sink, SinkFactory, Source, SourceFactory
+from kerno_otel.doctor.results import ALERTING, CycleResult, Delivery
 from kerno_otel.findings import Analysis, Analyzer, Finding, Signals
+from kerno_otel.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from kerno_otel.audit.log import AuditLog
     from kerno_otel.config import Config
     from kerno_otel.records.redact import Redactor
 
+# CycleResult and Delivery moved to results.py; they are still this module's to import.
+__all__ = [
+    "ALERTING",
+    "CYCLE_IDS",
+    "CycleIds",
+    "CycleResult",
+    "Delivery",
+    "Doctor",
+    "Settings",
+    "build_doctor",
+    "merge",
+    "redact_finding",
+    "settings",
+]
+
 #: ``doctor.duration`` bounds, in seconds (issue 4: 1s-5m).
 MIN_DURATION: Final = 1.0
 MAX_DURATION: Final = 300.0
-#: Severities that go to sinks (and into ``finding.emit``).
-ALERTING: Final = frozenset({"WARNING", "CRITICAL"})
 
 
 # --- settings ----------------------------------------------------------------------------------
@@ -137,81 +159,6 @@ def _error_text(exc: BaseException) -> str:
 # --- the engine --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One finding sent to one sink, as its ``finding.emit`` record says."""
-
-    rule: str
-    severity: str
-    sink: str
-    payload_hash: str
-    delivered: bool
-    error: str | None = None
-
-
-@dataclass
-class CycleResult:
-    """What one cycle measured, found, sent and (maybe) made of it."""
-
-    cycle_id: str
-    window_s: float
-    signals: Signals
-    #: Findings as rules produced them (raw evidence: keep in-process).
-    findings: list[Finding]
-    #: The same findings redacted: what sinks, stdout and the analyzer's readers see.
-    redacted: list[Finding]
-    deliveries: list[Delivery] = field(default_factory=list)
-    analysis: Analysis | None = None
-    #: Sources, sinks or the analyzer that failed (one line each; already redacted).
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def not_measured(self) -> list[str]:
-        """Signals no source measured: what sources said, plus what rules found missing."""
-        names = set(self.signals.absent)
-        for finding in self.findings:
-            names.update(str(n) for n in finding.evidence.get("absent", ()) or ())
-        return sorted(names)
-
-    @property
-    def alerting(self) -> bool:
-        """Whether any finding is WARNING or CRITICAL."""
-        return any(f.severity in ALERTING for f in self.findings)
-
-    def to_json(self) -> dict[str, Any]:
-        """The cycle as ``kerno-otel doctor -o json`` prints it: redacted findings only."""
-        analysis = self.analysis
-        return {
-            "cycle_id": self.cycle_id,
-            "window_s": round(self.window_s, 3),
-            "findings": [
-                {"rule": f.rule, "severity": f.severity, "title": f.title, "evidence": f.evidence}
-                for f in self.redacted
-            ],
-            "deliveries": [
-                {
-                    "rule": d.rule,
-                    "severity": d.severity,
-                    "sink": d.sink,
-                    "payload_hash": d.payload_hash,
-                    "delivered": d.delivered,
-                    **({"error": d.error} if d.error else {}),
-                }
-                for d in self.deliveries
-            ],
-            "absent": self.not_measured,
-            "analysis": None
-            if analysis is None
-            else {
-                "text": analysis.text,
-                "provider": analysis.provider,
-                "model": analysis.model,
-                "cache": analysis.cache,
-                "fallback": analysis.fallback,
-            },
-        }
-
-
 class Doctor:
     """Runs cycles: sources over a window, rules, sinks (audited), then the analyzer."""
 
@@ -226,8 +173,10 @@ class Doctor:
         analyzer: Analyzer | Callable[[], Analyzer | None] | None = None,
         ids: CycleIds = CYCLE_IDS,
         clock: Callable[[], float] = time.monotonic,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.audit = audit
+        self.telemetry = telemetry if telemetry is not None else Telemetry.off()
         self.settings = settings
         self.sources = dict(sources)
         self.rules = dict(rules)
@@ -239,6 +188,23 @@ class Doctor:
     def run_cycle(self, stop: threading.Event | None = None) -> CycleResult | None:
         """One cycle; None when ``stop`` was set during the window (nothing is sent)."""
         cycle_id = self._ids.next()
+        telemetry = self.telemetry
+        started = time.perf_counter()
+        with telemetry.tracer.start_as_current_span(
+            "kerno.doctor.cycle", attributes={"kerno.doctor.cycle_id": cycle_id}
+        ) as span:
+            result = self._cycle(cycle_id, stop)
+            outcome = "stopped" if result is None else "completed"
+            span.set_attribute("kerno.doctor.outcome", outcome)
+            if result is not None:
+                span.set_attribute("kerno.doctor.findings", len(result.findings))
+        telemetry.instruments.cycle_duration.record(
+            time.perf_counter() - started, {"kerno.doctor.outcome": outcome}
+        )
+        return result
+
+    def _cycle(self, cycle_id: str, stop: threading.Event | None) -> CycleResult | None:
+        tracer = self.telemetry.tracer
         notes: list[str] = []
         begun: dict[str, Any] = {}
         started = self._clock()
@@ -252,10 +218,14 @@ class Doctor:
         window = max(self._clock() - started, 1e-9)
         parts: list[Signals] = []
         for name, state in begun.items():
-            try:
-                parts.append(self.sources[name].end(state, window))
-            except Exception as exc:
-                notes.append(f"source {name}: {_error_text(exc)}")
+            with tracer.start_as_current_span(
+                "kerno.doctor.source", attributes={"kerno.doctor.source": name}
+            ) as span:
+                try:
+                    parts.append(self.sources[name].end(state, window))
+                except Exception as exc:
+                    notes.append(f"source {name}: {_error_text(exc)}")
+                    span.set_status(StatusCode.ERROR, type(exc).__name__)
         signals = merge(parts, window)
         findings = self.evaluate(signals)
         redacted = [redact_finding(self.audit.redactor, f) for f in findings]
@@ -271,13 +241,25 @@ class Doctor:
             self.rules.items(), key=lambda item: bool(getattr(item[1], "runs_last", 0))
         )
         findings: list[Finding] = []
+        tracer = self.telemetry.tracer
+        counter = self.telemetry.instruments.findings
         for name, rule in ordered:
             given = RuleInput(signals, self.settings.thresholds, tuple(findings))
-            try:
-                findings.extend(rule(given))
-            except Exception as exc:
-                findings.append(
-                    Finding(name, "INFO", f"rule failed: {type(exc).__name__}", {"rule": name})
+            before = len(findings)
+            with tracer.start_as_current_span(
+                "kerno.doctor.rule", attributes={"kerno.doctor.rule": name}
+            ) as span:
+                try:
+                    findings.extend(rule(given))
+                except Exception as exc:
+                    findings.append(
+                        Finding(name, "INFO", f"rule failed: {type(exc).__name__}", {"rule": name})
+                    )
+                    span.set_status(StatusCode.ERROR, type(exc).__name__)
+                span.set_attribute("kerno.doctor.findings", len(findings) - before)
+            for finding in findings[before:]:
+                counter.add(
+                    1, {"kerno.doctor.rule": name, "kerno.finding.severity": finding.severity}
                 )
         return findings
 
@@ -286,23 +268,46 @@ class Doctor:
             if finding.severity not in ALERTING:
                 continue
             for name, sink in self.sinks.items():
-                delivery = self._deliver(result.cycle_id, finding, name, sink)
-                result.deliveries.append(delivery)
-                details: dict[str, Any] = {
-                    "rule": delivery.rule,
-                    "severity": delivery.severity,
-                    "sink": delivery.sink,
-                    "payload_hash": delivery.payload_hash,
-                    "cycle_id": result.cycle_id,
-                    "delivered": delivery.delivered,
-                }
-                if delivery.error is not None:
-                    details["error"] = delivery.error
-                self.audit.emit(
-                    "finding.emit",
-                    details=details,
-                    outcome="success" if delivery.delivered else "failure",
-                )
+                with self.telemetry.tracer.start_as_current_span(
+                    "kerno.doctor.sink",
+                    attributes={
+                        "kerno.doctor.sink": name,
+                        "kerno.doctor.rule": finding.rule,
+                        "kerno.finding.severity": finding.severity,
+                    },
+                ) as span:
+                    self._send_one(result, finding, name, sink, span)
+
+    def _send_one(
+        self, result: CycleResult, finding: Finding, name: str, sink: Sink, span: Span
+    ) -> None:
+        delivery = self._deliver(result.cycle_id, finding, name, sink)
+        result.deliveries.append(delivery)
+        details: dict[str, Any] = {
+            "rule": delivery.rule,
+            "severity": delivery.severity,
+            "sink": delivery.sink,
+            "payload_hash": delivery.payload_hash,
+            "cycle_id": result.cycle_id,
+            "delivered": delivery.delivered,
+        }
+        if delivery.error is not None:
+            details["error"] = delivery.error
+        self.audit.emit(
+            "finding.emit",
+            details=details,
+            outcome="success" if delivery.delivered else "failure",
+        )
+        span.set_attribute("kerno.doctor.delivered", delivery.delivered)
+        if not delivery.delivered:
+            span.set_status(StatusCode.ERROR, "not delivered")
+        self.telemetry.instruments.deliveries.add(
+            1,
+            {
+                "kerno.doctor.sink": name,
+                "kerno.doctor.outcome": "delivered" if delivery.delivered else "failed",
+            },
+        )
 
     @staticmethod
     def _deliver(cycle_id: str, finding: Finding, name: str, sink: Sink) -> Delivery:
@@ -342,11 +347,13 @@ def build_doctor(
     sinks: Mapping[str, SinkFactory],
     analyzer: Analyzer | Callable[[], Analyzer | None] | None = None,
     duration: str | float | None = None,
+    telemetry: Telemetry | None = None,
 ) -> Doctor:
     """A :class:`Doctor` from registered factories and the config.
 
     Raises ConfigError for a bad ``doctor`` section, an unknown sink name in
-    ``doctor.sinks``, or a sink whose own section is unusable.
+    ``doctor.sinks``, or a sink whose own section is unusable. ``telemetry``
+    (the daemon's, ``DaemonContext.telemetry``) traces the cycles; None: no-op.
     """
     chosen = settings(config, duration)
     built_sources: dict[str, Source] = {}
@@ -361,5 +368,11 @@ def build_doctor(
             raise ConfigError(f"doctor.sinks: unknown sink {name!r} (known: {known})")
         built_sinks[name] = sinks[name](config)
     return Doctor(
-        audit, chosen, sources=built_sources, rules=rules, sinks=built_sinks, analyzer=analyzer
+        audit,
+        chosen,
+        sources=built_sources,
+        rules=rules,
+        sinks=built_sinks,
+        analyzer=analyzer,
+        telemetry=telemetry,
     )

@@ -1,16 +1,19 @@
-"""The daemon's HTTP(S) server: a bounded worker pool, timeouts, TLS handshakes in the worker.
+"""The daemon's HTTP(S) server: a thread per connection up to a bound, timeouts, a reaper.
 
 The server knows nothing about tokens or metrics: it parses requests and hands
 each to an ``app`` callable (:class:`Request` -> :class:`Response`); the auth
 plugin (``kerno_otel_plugins.auth``) is that app. What it guarantees:
 
-- every thread is a daemon thread; ``workers`` threads serve connections, so
-  concurrency is bounded; accepted connections wait in a queue of
-  ``4 * workers`` and beyond that are closed at once (counted in ``shed``);
+- every thread is a daemon thread; each accepted connection is served on a
+  thread of its own, up to ``max_connections`` at once; beyond that a new
+  connection is closed at once (counted in ``shed``). A fixed pool of a few
+  workers let as many slow clients, each sending half a request line, hold
+  every worker while authorized scrapes waited (issue 11, item 16): a slow
+  client now costs one idle thread, never anyone else's turn;
 - every socket read or write times out after ``timeout`` seconds, and a reaper
   shuts any connection down whose current request (or TLS handshake) takes
-  longer than ``request_deadline``, so a client trickling bytes cannot pin a
-  worker;
+  longer than ``request_deadline``, so a client trickling bytes cannot hold
+  its thread for long either;
 - with TLS the handshake runs in the worker (``do_handshake_on_connect=False``),
   so a failed handshake is reported with the peer address through
   ``on_handshake_failure``.
@@ -21,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import http.server
 import ipaddress
-import queue
 import socket
 import ssl
 import sys
@@ -159,7 +161,7 @@ class HttpServer:
         *,
         ssl_context: ssl.SSLContext | None = None,
         on_handshake_failure: HandshakeFailure | None = None,
-        workers: int = 8,
+        max_connections: int = 256,
         timeout: float = 5.0,
         request_deadline: float = 15.0,
         stderr: TextIO | None = None,
@@ -184,18 +186,17 @@ class HttpServer:
         bound = self._sock.getsockname()
         self.host: str = bound[0]
         self.port: int = bound[1]
-        self._workers = max(1, workers)
-        self._queue: queue.Queue[tuple[socket.socket, str] | None] = queue.Queue(
-            maxsize=4 * self._workers
-        )
+        self._slots = threading.BoundedSemaphore(max(1, max_connections))
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: Connection threads alive (joined by stop()).
+        self._serving: set[threading.Thread] = set()
         self._lock = threading.Lock()
         #: Live connections and the monotonic time their current request must end by.
         self._active: dict[socket.socket, float] = {}
         #: Connections the reaper cut (their partial requests are not served).
         self._cut: set[socket.socket] = set()
-        #: Connections closed unserved because the queue was full.
+        #: Connections closed unserved because ``max_connections`` were being served.
         self.shed = 0
 
     @property
@@ -207,7 +208,6 @@ class HttpServer:
             ("kerno-http-accept", self._accept_loop),
             ("kerno-http-reaper", self._reap_loop),
         ]
-        targets += [(f"kerno-http-{i}", self._work_loop) for i in range(self._workers)]
         for name, target in targets:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -218,25 +218,18 @@ class HttpServer:
         if self._stop.is_set():
             return
         self._stop.set()
-        for _ in range(self._workers):
-            with contextlib.suppress(queue.Full):
-                self._queue.put_nowait(None)
+        deadline = time.monotonic() + timeout
+        # The accept loop first: no connection thread starts after this.
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             live = list(self._active)
             self._cut.update(live)
+            serving = list(self._serving)
         for conn in live:
             _shutdown(conn)
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
+        for thread in serving:
             thread.join(max(0.0, deadline - time.monotonic()))
-        # Connections still queued were never served.
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                item[0].close()
         self._sock.close()
 
     # --- threads ---------------------------------------------------------------------------
@@ -252,31 +245,41 @@ class HttpServer:
                     return
                 time.sleep(0.05)  # EMFILE and friends: do not spin
                 continue
+            if not self._slots.acquire(blocking=False):
+                self.shed += 1
+                conn.close()
+                continue
+            # Registered before the thread runs, so stop() and the reaper see it.
+            self._set_deadline(conn)
+            thread = threading.Thread(
+                target=self._work, args=(conn, str(peer[0])), name="kerno-http-conn", daemon=True
+            )
+            with self._lock:
+                self._serving.add(thread)
             try:
-                self._queue.put_nowait((conn, str(peer[0])))
-            except queue.Full:
+                thread.start()
+            except RuntimeError:  # no thread to be had: like a full table
+                with self._lock:
+                    self._serving.discard(thread)
+                    self._active.pop(conn, None)
+                self._slots.release()
                 self.shed += 1
                 conn.close()
 
-    def _work_loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None or self._stop.is_set():
-                if item is not None:
-                    item[0].close()
-                return
-            conn, ip = item
-            try:
-                self._serve_connection(conn, ip)
-            except OSError:
-                pass  # resets, TLS alerts, timeouts: the client's problem, not news
-            except Exception as exc:  # one bad connection must not cost a worker
-                self._report(f"http: connection error: {exc!r}")
-            finally:
-                with self._lock:
-                    self._active.pop(conn, None)
-                    self._cut.discard(conn)
-                conn.close()
+    def _work(self, conn: socket.socket, ip: str) -> None:
+        try:
+            self._serve_connection(conn, ip)
+        except OSError:
+            pass  # resets, TLS alerts, timeouts: the client's problem, not news
+        except Exception as exc:  # one bad connection must not cost the server
+            self._report(f"http: connection error: {exc!r}")
+        finally:
+            with self._lock:
+                self._active.pop(conn, None)
+                self._cut.discard(conn)
+                self._serving.discard(threading.current_thread())
+            conn.close()
+            self._slots.release()
 
     def _reap_loop(self) -> None:
         while not self._stop.wait(0.25):

@@ -23,15 +23,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
-from kerno_otel import AIProvider, AuditLog, Config, ProviderError, hookimpl, parse_duration
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+
+from kerno_otel import (
+    AIProvider,
+    AuditLog,
+    Config,
+    ProviderError,
+    Telemetry,
+    hookimpl,
+    parse_duration,
+)
 from kerno_otel.findings import Analysis, Finding, Signals
 from kerno_otel.hookspecs import DaemonContext
+from kerno_otel_plugins._ai_limits import ResponseCache, TokenBucket
 from kerno_otel_plugins._ai_prompt import (
     SYSTEM_PROMPT,
     PrivacyMode,
@@ -49,61 +60,6 @@ NAME: Final = "analyzer"
 TEMPLATE: Final = "template"
 #: ``error`` texts are short fixed phrases; anything longer is cut.
 _MAX_ERROR: Final = 120
-
-
-class TokenBucket:
-    """``per_minute`` calls a minute, in bursts of at most ``per_minute``; 0 means no limit."""
-
-    def __init__(self, per_minute: int, clock: Callable[[], float]) -> None:
-        self._capacity = float(per_minute)
-        self._rate = per_minute / 60.0
-        self._tokens = float(per_minute)
-        self._clock = clock
-        self._last = clock()
-        self._lock = threading.Lock()
-
-    def take(self) -> bool:
-        """Take one token; False when none is left (the call must not be made)."""
-        if self._capacity <= 0:
-            return True
-        with self._lock:
-            now = self._clock()
-            self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._rate)
-            self._last = now
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
-                return True
-            return False
-
-
-class ResponseCache:
-    """Answers by ``rule:severity`` set, each kept ``ttl`` seconds (0 disables the cache)."""
-
-    def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
-        self._ttl = ttl
-        self._clock = clock
-        self._entries: dict[tuple[str, ...], tuple[float, str]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, ...]) -> str | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            if entry[0] <= self._clock():
-                del self._entries[key]
-                return None
-            return entry[1]
-
-    def put(self, key: tuple[str, ...], text: str) -> None:
-        if self._ttl <= 0:
-            return
-        with self._lock:
-            now = self._clock()
-            # Expired entries go at each insert, so the cache holds at most a TTL's worth.
-            for old in [k for k, (expires, _) in self._entries.items() if expires <= now]:
-                del self._entries[old]
-            self._entries[key] = (now + self._ttl, text)
 
 
 @dataclass(frozen=True)
@@ -208,6 +164,9 @@ class AIAnalyzer:
         self._env = env if env is not None else os.environ
         self._clock = clock
         self._setup = _setup(config.section("ai"), self._providers, self._env, clock)
+        #: The daemon's telemetry (set at ``daemon_startup``): each call is a GenAI
+        #: client span, and its duration and tokens go to the GenAI metrics.
+        self.telemetry: Telemetry = Telemetry.off()
 
     @property
     def enabled(self) -> bool:
@@ -243,7 +202,27 @@ class AIAnalyzer:
             # Nothing to explain: a healthy cycle sends nothing anywhere (and so records
             # no ai.call); the template says so.
             return Analysis(template_text(findings), TEMPLATE, TEMPLATE, "miss", True)
+        # One GenAI client span per call (semantic conventions for generative AI);
+        # the ai.call record is emitted inside it and carries its ids.
+        with self.telemetry.tracer.start_as_current_span(
+            f"chat {setup.model}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.system": setup.provider_name,
+                "gen_ai.request.model": setup.model,
+                "kerno.doctor.cycle_id": cycle_id,
+            },
+        ):
+            return self._call(setup, cycle_id, findings, signals)
+
+    def _call(
+        self, setup: _Setup, cycle_id: str, findings: Sequence[Finding], signals: Signals
+    ) -> Analysis:
         started = time.perf_counter()
+        provider = setup.provider
+        if provider is None:  # analyze() checked; a reload swaps whole setups only
+            return self._fallback(setup, findings)
         key = cache_key(findings)
         cached = setup.cache.get(key)
         if cached is not None:
@@ -261,7 +240,7 @@ class AIAnalyzer:
                 # second line of defence there (a title quoting a path, a pid as a number).
                 prompt, redactions = self.audit.redactor.redact_text(prompt)
             prompt_size = len(SYSTEM_PROMPT.encode()) + len(prompt.encode())
-            text, tokens_in, tokens_out = setup.provider.complete(
+            text, tokens_in, tokens_out = provider.complete(
                 prompt, SYSTEM_PROMPT, setup.model, setup.max_tokens, setup.temperature
             )
             if not text.strip():
@@ -318,6 +297,7 @@ class AIAnalyzer:
         }
         if error is not None:
             details["error"] = error
+        self._observe(setup, details, error)
         # Telemetry never raises into the doctor (emit itself does not for a bad record).
         with contextlib.suppress(Exception):
             self.audit.emit(
@@ -326,6 +306,32 @@ class AIAnalyzer:
                 outcome="failure" if error is not None else "success",
                 severity="WARN" if error is not None else None,
             )
+
+    def _observe(self, setup: _Setup, details: Mapping[str, Any], error: str | None) -> None:
+        """The call's span attributes and GenAI metrics (the current span is the call's)."""
+        span = trace.get_current_span()
+        tokens = details["tokens"]
+        span.set_attribute("gen_ai.usage.input_tokens", tokens["input"])
+        span.set_attribute("gen_ai.usage.output_tokens", tokens["output"])
+        span.set_attribute("kerno.ai.cache", details["cache"])
+        attributes: dict[str, str] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": setup.provider_name,
+            "gen_ai.request.model": setup.model,
+        }
+        if error is not None:
+            # error.type is low-cardinality: the fixed phrase before any detail.
+            kind = error.split(":")[0][:40]
+            span.set_status(StatusCode.ERROR, kind)
+            span.set_attribute("error.type", kind)
+            attributes["error.type"] = kind
+        if details["cache"] == "hit" or error == "rate limited":
+            return  # the provider was not asked: no client operation to measure
+        instruments = self.telemetry.instruments
+        instruments.ai_duration.record(details["duration_ms"] / 1000.0, attributes)
+        if error is None:
+            for kind, count in (("input", tokens["input"]), ("output", tokens["output"])):
+                instruments.ai_tokens.record(count, {**attributes, "gen_ai.token.type": kind})
 
 
 def build(
@@ -357,6 +363,13 @@ def make_analyzer(
 
 
 @hookimpl
+def daemon_startup(context: DaemonContext) -> None:
+    """Hand the analyzer the daemon's telemetry (its calls become GenAI spans)."""
+    if isinstance(context.analyzer, AIAnalyzer):
+        context.analyzer.telemetry = context.telemetry
+
+
+@hookimpl
 def config_reload(context: DaemonContext, new: Config | None, error: str | None) -> None:
     if error is not None or new is None:
         return
@@ -364,7 +377,8 @@ def config_reload(context: DaemonContext, new: Config | None, error: str | None)
         context.analyzer.reconfigure(new)
     elif context.analyzer is None:
         # make_analyzer failed at start-up (recorded as plugin.error); a reload retries it.
-        context.analyzer = build(context.audit, new, providers=context.ai_providers)
+        context.analyzer = built = build(context.audit, new, providers=context.ai_providers)
+        built.telemetry = context.telemetry
 
 
 @hookimpl

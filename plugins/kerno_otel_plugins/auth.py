@@ -1,7 +1,8 @@
 """The auth plugin: the daemon's HTTP server, its bearer token / mTLS checks, and ``auth.failure``.
 
-Served routes: ``/metrics`` (Prometheus text 0.0.4: the audit pipeline's
-counters and the daemon's), ``/healthz`` and ``/readyz`` (never behind auth, so
+Served routes: ``/metrics`` (Prometheus text 0.0.4: every instrument on the
+daemon's meter, rendered by the OpenTelemetry Prometheus reader; see
+docs/telemetry.md), ``/healthz`` and ``/readyz`` (never behind auth, so
 probes work), and every :class:`kerno_otel.hookspecs.Route` the daemon collected
 from ``register_http_routes`` into ``context.routes``. Anything else is 404,
 after auth, so the route table is not revealed to strangers.
@@ -12,8 +13,16 @@ port 0 = ephemeral; the bound address goes to ``context.http_address``),
 re-read on every successful reload), ``tls_cert_file`` + ``tls_key_file`` (TLS),
 ``client_ca_file`` (mTLS: a client certificate from that CA is required). The
 plugin's own ``auth`` section tunes it: ``failure_interval`` (flood-control
-interval, default ``60s``), ``max_sources`` (10000), ``workers`` (8),
-``timeout`` (per socket operation, ``5s``).
+interval, default ``60s``), ``max_sources`` (10000), ``max_connections``
+(256 served at once, a thread each), ``timeout`` (per socket operation,
+``5s``; a request must be whole within three times that).
+
+Each request is a ``SERVER`` span (``{method} {route}``) with the auth
+outcome (``kerno.auth.outcome``: ``public``, ``authorized`` or the refusal
+reason); never the client's address. A listen address that cannot be bound
+(the port is taken) stops the daemon with one clear line on stderr and a
+non-zero exit, as node_exporter does: a daemon without its endpoint is not
+running as configured.
 
 Security choices:
 
@@ -47,10 +56,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from kerno_otel import Config, ConfigError, hookimpl, parse_duration
+from opentelemetry.trace import SpanKind, StatusCode
+
+from kerno_otel import Config, ConfigError, hookimpl
 from kerno_otel.hookspecs import ConfigDiff, DaemonContext, Route
 from kerno_otel_plugins import _http_metrics
 from kerno_otel_plugins._auth_limiter import FailureLimiter
+from kerno_otel_plugins._auth_settings import duration, ssl_context, whole
 from kerno_otel_plugins._http import (
     HttpServer,
     Request,
@@ -59,6 +71,8 @@ from kerno_otel_plugins._http import (
     parse_listen,
 )
 
+#: What ``/metrics`` answers with (Prometheus text exposition 0.0.4).
+PROMETHEUS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 #: Stable plugin name (the entry point's name): the running server is ``context.state[NAME]``.
 NAME: Final = "auth"
 #: Endpoint of a refused mTLS handshake: no request line was read.
@@ -107,16 +121,21 @@ class AuthServer:
         own = context.section("auth")
         self.started = time.monotonic()
         self.credential = load_credential(http)
-        interval = _duration(own, "failure_interval", 60.0)
-        max_sources = _whole(own, "max_sources", 10_000)
-        workers = _whole(own, "workers", 8)
-        timeout = _duration(own, "timeout", 5.0)
+        interval = duration(own, "failure_interval", 60.0)
+        max_sources = whole(own, "max_sources", 10_000)
+        max_connections = whole(own, "max_connections", 256)
+        if "workers" in own:
+            _say(
+                "auth.workers: no longer used: each connection has a thread of its own, "
+                "up to auth.max_connections"
+            )
+        timeout = duration(own, "timeout", 5.0)
         try:
             host, port = parse_listen(str(http.get("listen", "127.0.0.1:9090")))
         except ValueError as exc:
             raise ConfigError(f"http.listen: {exc}") from None
         self.mtls = bool(http.get("client_ca_file"))
-        ssl_context = _ssl_context(http)
+        tls = ssl_context(http)
         self.routes = _collect_routes(context.routes)
         self.limiter = FailureLimiter(
             self._emit_failure, interval=interval, max_sources=max_sources
@@ -126,9 +145,9 @@ class AuthServer:
                 host,
                 port,
                 self,
-                ssl_context=ssl_context,
+                ssl_context=tls,
                 on_handshake_failure=self._handshake_failed if self.mtls else None,
-                workers=workers,
+                max_connections=max_connections,
                 timeout=timeout,
                 request_deadline=3 * timeout,
             )
@@ -137,6 +156,7 @@ class AuthServer:
                 exc.errno, f"http.listen: cannot listen on {http.get('listen')}: {exc.strerror}"
             ) from None
         self.loopback = is_loopback(self.server.host)
+        _http_metrics.register(context.meter, self.limiter, self.server, self.started)
 
     @property
     def address(self) -> str:
@@ -189,11 +209,29 @@ class AuthServer:
     # --- requests (called on server threads) -------------------------------------------------
 
     def __call__(self, request: Request) -> Response:
+        known = request.path in self.routes or request.path in (*_PUBLIC, "/metrics")
+        # The route names the span when it is one of ours; anything else is just the method.
+        route = request.path if known else None
+        with self.context.tracer.start_as_current_span(
+            f"{request.method} {route}" if route else request.method,
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": request.method, "http.route": route or ""},
+        ) as span:
+            outcome: list[str] = []
+            response = self._answer(request, outcome)
+            span.set_attribute("http.response.status_code", response.status)
+            span.set_attribute("kerno.auth.outcome", outcome[0] if outcome else "public")
+            if response.status >= 500:
+                span.set_status(StatusCode.ERROR)
+            return response
+
+    def _answer(self, request: Request, outcome: list[str]) -> Response:
         path = request.path
         route = self.routes.get(path)
         public = path in _PUBLIC or (route is not None and not route.authenticated)
         if not public:
             reason = self.refusal(request)
+            outcome.append(reason or "authorized")
             if reason is not None:
                 self.limiter.refuse(request.remote_ip, reason, path)
                 return Response(
@@ -211,7 +249,10 @@ class AuthServer:
                 return Response(200, _TEXT, b"ready\n")
             return Response(503, _TEXT, b"audit log closed\n")
         if path == "/metrics":
-            return Response(200, _http_metrics.CONTENT_TYPE, self.metrics())
+            text = self.context.telemetry.prometheus_text()
+            if text is None:
+                return Response(503, _TEXT, b"no metrics reader on this daemon\n")
+            return Response(200, PROMETHEUS_CONTENT_TYPE, text)
         if route is not None:
             status, content_type, body = route.handler(request.target)
             return Response(status, content_type, body)
@@ -233,17 +274,6 @@ class AuthServer:
         if hmac.compare_digest(_digest(sent), cred.digest):
             return None
         return "token_mismatch"
-
-    def metrics(self) -> bytes:
-        return _http_metrics.render(
-            self.context.audit.stats(),
-            uptime_s=round(time.monotonic() - self.started, 3),
-            auth_failures=dict(self.limiter.refusals),
-            auth_failure_records=self.limiter.records,
-            auth_failures_pending=self.limiter.pending,
-            auth_sources_overflowed=self.limiter.overflowed,
-            connections_shed=self.server.shed,
-        )
 
     def _handshake_failed(self, remote_ip: str, error: ssl.SSLError) -> None:
         self.limiter.refuse(remote_ip, "mtls_failure", HANDSHAKE_ENDPOINT)
@@ -271,7 +301,13 @@ def daemon_startup(context: DaemonContext) -> None:
     """Start the HTTP server when ``http.enabled``; publish its address in ``http_address``."""
     if not context.section("http").get("enabled", True):
         return
-    server = AuthServer(context)
+    try:
+        server = AuthServer(context)
+    except OSError as exc:
+        # Config, not PII: the operator's own listen address is said as configured.
+        _say(f"Error: {exc.strerror}; stopping")
+        context.request_stop("error")
+        return
     server.start()
     context.state[NAME] = server
     context.http_address = server.address
@@ -315,32 +351,6 @@ def config_reload(
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _ssl_context(http: Mapping[str, Any]) -> ssl.SSLContext | None:
-    cert, key, client_ca = (
-        http.get("tls_cert_file"),
-        http.get("tls_key_file"),
-        http.get("client_ca_file"),
-    )
-    if not cert:
-        if key or client_ca:
-            which = "http.tls_key_file" if key else "http.client_ca_file"
-            raise ConfigError(f"{which}: needs http.tls_cert_file")
-        return None
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(str(cert), str(key) if key else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"http.tls_cert_file/tls_key_file: cannot load: {exc}") from None
-    if client_ca:
-        try:
-            ctx.load_verify_locations(cafile=str(client_ca))
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"http.client_ca_file: cannot load: {exc}") from None
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
-
-
 def _collect_routes(routes: Iterable[Route]) -> dict[str, Route]:
     table: dict[str, Route] = {}
     for route in routes:
@@ -357,26 +367,6 @@ def _collect_routes(routes: Iterable[Route]) -> dict[str, Route]:
 
 def _audit_open(audit: Any) -> bool:
     return not audit.closed
-
-
-def _duration(section: Mapping[str, Any], key: str, default: float) -> float:
-    value = section.get(key)
-    if value is None:
-        return default
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise ConfigError(f"auth.{key}: {exc}") from None
-    if seconds <= 0:
-        raise ConfigError(f"auth.{key}: expected a duration > 0")
-    return seconds
-
-
-def _whole(section: Mapping[str, Any], key: str, default: int) -> int:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"auth.{key}: expected a whole number >= 1")
-    return value
 
 
 def _say(line: str) -> None:

@@ -96,6 +96,7 @@ class CycleThread:
                     rules=context.rules,
                     sinks=context.sinks,
                     analyzer=self._analyzer,
+                    telemetry=context.telemetry,
                 )
                 interval = doctor.settings.interval
                 result = doctor.run_cycle(self.stop_event)

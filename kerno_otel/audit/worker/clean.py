@@ -28,6 +28,12 @@ def clean_frame(cleaner: Cleaner, payload: bytes) -> bytes:
         fields = orjson.loads(payload)
     except orjson.JSONDecodeError:
         fields = None
+    if type(fields) is list and len(fields) == len(Fields._fields) + 1 and fields[-1] == 1:
+        # A 128-bit trace id, sent as hex (WorkerTransport.send_raw).
+        try:
+            fields = [*fields[:6], int(fields[6], 16), fields[7]]
+        except (TypeError, ValueError):
+            fields = None
     if type(fields) is not list or len(fields) != len(Fields._fields):  # not ours
         return wire.message(
             wire.REFUSE, {"type": None, "problem": "(unknown type): (root): not a record frame"}

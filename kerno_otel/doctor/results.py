@@ -1,0 +1,86 @@
+"""What one doctor cycle produced: its findings, deliveries and analysis (``CycleResult``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from kerno_otel.findings import Analysis, Finding, Signals
+
+#: Severities that go to sinks (and into ``finding.emit``).
+ALERTING: Final = frozenset({"WARNING", "CRITICAL"})
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One finding sent to one sink, as its ``finding.emit`` record says."""
+
+    rule: str
+    severity: str
+    sink: str
+    payload_hash: str
+    delivered: bool
+    error: str | None = None
+
+
+@dataclass
+class CycleResult:
+    """What one cycle measured, found, sent and (maybe) made of it."""
+
+    cycle_id: str
+    window_s: float
+    signals: Signals
+    #: Findings as rules produced them (raw evidence: keep in-process).
+    findings: list[Finding]
+    #: The same findings redacted: what sinks, stdout and the analyzer's readers see.
+    redacted: list[Finding]
+    deliveries: list[Delivery] = field(default_factory=list)
+    analysis: Analysis | None = None
+    #: Sources, sinks or the analyzer that failed (one line each; already redacted).
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def not_measured(self) -> list[str]:
+        """Signals no source measured: what sources said, plus what rules found missing."""
+        names = set(self.signals.absent)
+        for finding in self.findings:
+            names.update(str(n) for n in finding.evidence.get("absent", ()) or ())
+        return sorted(names)
+
+    @property
+    def alerting(self) -> bool:
+        """Whether any finding is WARNING or CRITICAL."""
+        return any(f.severity in ALERTING for f in self.findings)
+
+    def to_json(self) -> dict[str, Any]:
+        """The cycle as ``kerno-otel doctor -o json`` prints it: redacted findings only."""
+        analysis = self.analysis
+        return {
+            "cycle_id": self.cycle_id,
+            "window_s": round(self.window_s, 3),
+            "findings": [
+                {"rule": f.rule, "severity": f.severity, "title": f.title, "evidence": f.evidence}
+                for f in self.redacted
+            ],
+            "deliveries": [
+                {
+                    "rule": d.rule,
+                    "severity": d.severity,
+                    "sink": d.sink,
+                    "payload_hash": d.payload_hash,
+                    "delivered": d.delivered,
+                    **({"error": d.error} if d.error else {}),
+                }
+                for d in self.deliveries
+            ],
+            "absent": self.not_measured,
+            "analysis": None
+            if analysis is None
+            else {
+                "text": analysis.text,
+                "provider": analysis.provider,
+                "model": analysis.model,
+                "cache": analysis.cache,
+                "fallback": analysis.fallback,
+            },
+        }

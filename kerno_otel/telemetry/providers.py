@@ -1,0 +1,231 @@
+"""The daemon's tracer and meter providers, and :class:`Telemetry`, what plugins are handed.
+
+Off unless asked: with no trace exporter the tracer is the API's no-op
+tracer (a span costs a function call and nothing is kept); the meter
+provider exists only when something reads it (``/metrics`` on the daemon's
+HTTP server, or a metrics exporter). The providers are the daemon's own,
+never the process-global ones, and carry the audit log's resource, so a
+span, a metric point and an audit record of one process name the same
+``service.name``, ``service.instance.id`` and ``host.name``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from opentelemetry import metrics as metrics_api
+from opentelemetry import trace as trace_api
+
+from kerno_otel import __version__
+from kerno_otel.telemetry.instruments import Instruments
+from kerno_otel.telemetry.meter import ScrubbingMeter
+from kerno_otel.telemetry.settings import TelemetrySettings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from prometheus_client import CollectorRegistry
+
+#: Instrumentation scope of the core's spans and instruments.
+SCOPE: Final = "kerno_otel"
+#: Content type of :meth:`Telemetry.prometheus_text`.
+PROMETHEUS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Telemetry:
+    """The daemon's tracer, meter and instruments (``DaemonContext.telemetry``).
+
+    ``tracer`` and ``meter`` are OpenTelemetry API objects: plugins start spans
+    (``with telemetry.tracer.start_as_current_span("acme.export"): ...``) and
+    create instruments on ``meter`` as with any OpenTelemetry SDK. Audit
+    records emitted inside a span carry its ``trace_id``/``span_id``.
+    """
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        registry: CollectorRegistry | None = None,
+        scrub: Callable[[str], str] | None = None,
+    ) -> None:
+        self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
+        self._registry = registry
+        self.tracer: trace_api.Tracer = (
+            tracer_provider.get_tracer(SCOPE, __version__)
+            if tracer_provider is not None
+            else trace_api.NoOpTracer()
+        )
+        self.meter: metrics_api.Meter = (
+            meter_provider.get_meter(SCOPE, __version__)
+            if meter_provider is not None
+            else metrics_api.NoOpMeter(SCOPE)
+        )
+        if scrub is not None and meter_provider is not None:
+            # Metric attributes leave on every export and scrape: cleaned like spans.
+            self.meter = ScrubbingMeter(self.meter, scrub)
+        self.instruments = Instruments(self.meter)
+        self._closed = False
+
+    @classmethod
+    def off(cls) -> Telemetry:
+        """No spans, no metrics: every call is a no-op."""
+        return cls()
+
+    @property
+    def tracing(self) -> bool:
+        """Whether spans go anywhere (False: the tracer is a no-op)."""
+        return self._tracer_provider is not None
+
+    @property
+    def bpf_lost_events(self) -> metrics_api.Counter:
+        """The counter BPF source plugins add lost events to (attribute ``kerno.bpf.program``)."""
+        return self.instruments.bpf_lost_events
+
+    def prometheus_text(self) -> bytes | None:
+        """The instruments in Prometheus text format, or None when no reader is set up."""
+        if self._registry is None:
+            return None
+        from prometheus_client import generate_latest
+
+        return generate_latest(self._registry)
+
+    def shutdown(self) -> None:
+        """Export what is pending and stop the exporters. Safe twice; never raises."""
+        if self._closed:
+            return
+        self._closed = True
+        for provider in (self._tracer_provider, self._meter_provider):
+            if provider is not None:
+                with contextlib.suppress(Exception):
+                    provider.shutdown()
+
+
+class _Prefixed(logging.Handler):
+    """The exporters' own log lines (a collector that is down, say), said as ours."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"kerno-otel: telemetry: {record.getMessage()}\n")
+
+
+def _prefix_exporter_logs() -> None:
+    """Once per process: the SDK's exporter warnings reach stderr prefixed, not raw."""
+    logger = logging.getLogger("opentelemetry.exporter")
+    if not any(isinstance(h, _Prefixed) for h in logger.handlers):
+        logger.addHandler(_Prefixed(logging.WARNING))
+        logger.propagate = False
+
+
+def _span_exporter(name: str, settings: TelemetrySettings) -> SpanExporter:
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    endpoint = settings.endpoint
+    if settings.traces_protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpSpanExporter,
+        )
+
+        url = endpoint.rstrip("/") + "/v1/traces" if endpoint else None
+        return HttpSpanExporter(endpoint=url)
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=endpoint)
+
+
+def _metric_reader(name: str, settings: TelemetrySettings) -> MetricReader:
+    from opentelemetry.sdk.metrics.export import (
+        ConsoleMetricExporter,
+        MetricExporter,
+        PeriodicExportingMetricReader,
+    )
+
+    exporter: MetricExporter
+    endpoint = settings.endpoint
+    if name == "console":
+        exporter = ConsoleMetricExporter()
+    elif settings.metrics_protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter as HttpMetricExporter,
+        )
+
+        url = endpoint.rstrip("/") + "/v1/metrics" if endpoint else None
+        exporter = HttpMetricExporter(endpoint=url)
+    else:
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        exporter = OTLPMetricExporter(endpoint=endpoint)
+    return PeriodicExportingMetricReader(exporter, export_interval_millis=settings.interval_ms)
+
+
+def build_telemetry(
+    settings: TelemetrySettings,
+    *,
+    resource: Mapping[str, str],
+    scrub: Callable[[str], str],
+    serve_metrics: bool,
+    stats: Callable[[], Mapping[str, Any]] | None = None,
+) -> Telemetry:
+    """The daemon's :class:`Telemetry` for ``settings``.
+
+    ``resource`` is the audit log's; ``scrub`` its redactor's free-text
+    cleaner, applied to every span on the way out; ``serve_metrics`` adds a
+    Prometheus reader for the HTTP server's ``/metrics``; ``stats`` feeds the
+    audit pipeline's observable instruments.
+    """
+    from opentelemetry.sdk.resources import Resource
+
+    # Resource.create adds OTEL_RESOURCE_ATTRIBUTES and the SDK's own attributes;
+    # the audit log's three keys win over them, so the records and spans agree.
+    otel_resource = Resource.create(dict(resource))
+    if settings.traces or settings.metrics:
+        _prefix_exporter_logs()
+    tracer_provider = None
+    if settings.tracing:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        from kerno_otel.telemetry.redact import RedactingSpanExporter
+
+        # No sampler given: the SDK reads OTEL_TRACES_SAMPLER(_ARG) itself.
+        tracer_provider = TracerProvider(resource=otel_resource, shutdown_on_exit=False)
+        for name in settings.traces:
+            exporter = RedactingSpanExporter(_span_exporter(name, settings), scrub)
+            tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+    readers: list[MetricReader] = [
+        _metric_reader(n, settings) for n in settings.metrics if n != "prometheus"
+    ]
+    registry = None
+    if serve_metrics or "prometheus" in settings.metrics:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import CollectorRegistry
+
+        # A registry of our own, not prometheus_client's global one: two daemons in
+        # one process (tests, embedding) must not see each other's instruments.
+        registry = CollectorRegistry(auto_describe=True)
+        readers.append(PrometheusMetricReader(registry=registry))
+    meter_provider = None
+    if readers:
+        from opentelemetry.sdk.metrics import MeterProvider
+
+        meter_provider = MeterProvider(
+            metric_readers=readers, resource=otel_resource, shutdown_on_exit=False
+        )
+    telemetry = Telemetry(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        registry=registry,
+        scrub=scrub,
+    )
+    if stats is not None and meter_provider is not None:
+        telemetry.instruments.observe_pipeline(stats)
+    return telemetry
