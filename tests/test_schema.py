@@ -24,6 +24,7 @@ from kerno_otel.records.catalogue import BUILTIN_TYPES, EventType
 from kerno_otel.records.patterns import LEAK_PATTERNS
 from kerno_otel.records.schema import (
     BASE_URI,
+    BUNDLE,
     COMMON,
     RECORD,
     SchemaSet,
@@ -237,7 +238,7 @@ def schemas() -> SchemaSet:
 
 
 def test_every_catalogue_type_has_a_schema_file_and_vice_versa() -> None:
-    expected = {schema_file(name) for name in BUILTIN_TYPES} | {COMMON, RECORD}
+    expected = {schema_file(name) for name in BUILTIN_TYPES} | {COMMON, RECORD, BUNDLE}
     assert expected == {p.name for p in SCHEMA_DIR.iterdir()}
 
 
@@ -298,6 +299,26 @@ def test_generated_files_equal_committed() -> None:
     assert dumps(common_document()) == (SCHEMA_DIR / COMMON).read_text(encoding="utf-8")
     committed = (SCHEMA_DIR / RECORD).read_text(encoding="utf-8")
     assert dumps(record_document(BUILTIN_TYPES)) == committed
+
+
+def test_committed_bundle_is_what_export_writes(tmp_path: Path) -> None:
+    SchemaSet.builtin().export(tmp_path)
+    assert (SCHEMA_DIR / BUNDLE).read_bytes() == (tmp_path / BUNDLE).read_bytes()
+
+
+def test_bundle_embeds_every_file_under_its_own_id(schemas: SchemaSet) -> None:
+    docs = schemas.documents()
+    bundle = docs.pop(BUNDLE)
+    assert bundle["$ref"] == RECORD
+    assert docs == bundle["$defs"]
+    assert [BASE_URI + name for name in docs] == [d["$id"] for d in bundle["$defs"].values()]
+
+
+def test_python_jsonschema_takes_the_bundle_alone(schemas: SchemaSet) -> None:
+    # No registry, no retrieval: every $ref resolves inside the one document.
+    validator = Draft202012Validator(schemas.documents()[BUNDLE])
+    assert validator.is_valid(record("ai.call"))
+    assert not validator.is_valid(with_details("ai.call", error="pid=4242"))
 
 
 def test_gen_schemas_check_passes() -> None:
