@@ -26,7 +26,7 @@ import pluggy
 from kerno_otel import hookspecs
 from kerno_otel.config import load_config
 from kerno_otel.contract import AIProvider, PluginInfo
-from kerno_otel.records.catalogue import BUILTIN_TYPES, EventType
+from kerno_otel.records.catalogue import EventType
 from kerno_otel.records.redact import RedactionRule, Redactor
 from kerno_otel.records.schema import SchemaSet
 
@@ -37,6 +37,14 @@ _STDERR_REDACTOR = Redactor()
 
 class PluginLoadError(Exception):
     """``plugins.strict`` is on and a plugin failed; the message names it, the hook and why."""
+
+
+class PluginNotFoundError(LookupError):
+    """``KERNO_OTEL_PLUGINS`` or ``plugins.enabled`` names a plugin nothing installed provides."""
+
+
+#: The distribution recorded for a plugin that was asked for but is not installed.
+NOT_INSTALLED = "not-installed"
 
 
 @dataclass(frozen=True)
@@ -90,9 +98,12 @@ class PluginHost:
         self._section = section
         self._env = env
         self._stderr = stderr
-        self._strict = bool(section.get("strict"))
+        #: ``plugins.strict``: the first failure raises PluginLoadError instead of being recorded.
+        self.strict = bool(section.get("strict"))
         self._points = points
         self._info: dict[str, PluginInfo] = {}
+        #: The built-in schema set plus the event types :meth:`event_types` accepted.
+        self.schemas: SchemaSet = SchemaSet.builtin()
 
     # -- loading ------------------------------------------------------------------
 
@@ -103,7 +114,9 @@ class PluginHost:
             if self._points is not None
             else entry_points(group=hookspecs.ENTRY_POINT_GROUP)
         )
-        for point in sorted(points, key=lambda p: p.name):
+        points = sorted(points, key=lambda p: p.name)
+        self._check_requested({p.name for p in points})
+        for point in points:
             if not allowed(point.name, self._section, self._env):
                 continue
             dist = point.dist
@@ -128,6 +141,22 @@ class PluginHost:
             if info in self.plugins:
                 self.plugins.remove(info)
             self._fail(info, "check_pending", exc)
+
+    def _check_requested(self, installed: set[str]) -> None:
+        """A plugin asked for by name that is not installed is a failure, not silence (issue 13)."""
+        allow = self._env.get("KERNO_OTEL_PLUGINS")
+        if allow is not None:
+            asked, where = [n.strip() for n in allow.split(",") if n.strip()], "KERNO_OTEL_PLUGINS"
+        else:
+            asked, where = list(self._section.get("enabled") or []), "plugins.enabled"
+        known = ", ".join(sorted(installed)) or "none"
+        for name in asked:
+            if name not in installed:
+                error = PluginNotFoundError(
+                    f"{where} names {name!r}, which no installed distribution provides "
+                    f"(installed plugins: {known})"
+                )
+                self._fail(PluginInfo(name, NOT_INSTALLED, "0"), "load", error)
 
     def register_object(self, plugin: object, info: PluginInfo) -> None:
         """Register an in-process plugin object (for embedding and tests), like an entry point."""
@@ -172,15 +201,16 @@ class PluginHost:
             message,
         )
         self.failures.append(failure)
+        if self.strict:
+            # The CLI prints this as its one "Error: ..." line (exit 2).
+            raise PluginLoadError(
+                f"plugin {info.name!r} ({info.distribution} {info.version}) failed in {hook}: "
+                f"{type(exc).__name__}: {message} (plugins.strict is on)"
+            ) from exc
         self._stderr.write(
             f"kerno-otel: plugin {info.name!r} ({info.distribution} {info.version}) failed in "
             f"{hook}: {type(exc).__name__}: {message}\n"
         )
-        if self._strict:
-            raise PluginLoadError(
-                f"plugin {info.name!r} failed in {hook}: {type(exc).__name__}: {message} "
-                "(plugins.strict is on)"
-            ) from exc
 
     # -- calling ------------------------------------------------------------------
 
@@ -239,54 +269,56 @@ class PluginHost:
         return out
 
     def event_types(self) -> list[EventType]:
-        """Event types contributed by plugins; a bad one is that plugin's failure."""
+        """Event types contributed by plugins; a bad one is refused alone, as its plugin's failure.
+
+        Each type is checked the way the audit log will check it (name, actor, a closed
+        ``details`` schema that compiles) against the built-ins and the types accepted
+        before it, so what is returned always makes a valid schema set (:attr:`schemas`).
+        """
         types: list[EventType] = []
-        seen: dict[str, str] = {}
+        schemas = SchemaSet.builtin()
         for plugin, args in self.collect("register_event_types"):
             info = self._info_for(plugin)
             event_type = args[0] if args else None
             if not isinstance(event_type, EventType):
                 self._fail(info, "register_event_types", TypeError("expected an EventType"))
                 continue
-            if event_type.name in BUILTIN_TYPES or event_type.name in seen:
-                owner = "kerno-otel" if event_type.name in BUILTIN_TYPES else seen[event_type.name]
-                self._fail(
-                    info,
-                    "register_event_types",
-                    ValueError(f"event type {event_type.name!r} is already defined by {owner}"),
-                )
-                continue
-            if event_type.schema is None:
-                self._fail(
-                    info,
-                    "register_event_types",
-                    ValueError(f"event type {event_type.name!r} has no details schema"),
-                )
-                continue
-            seen[event_type.name] = plugin
-            info.event_types.append(event_type.name)
-            types.append(
-                EventType(
-                    event_type.name,
-                    event_type.actor,
-                    event_type.severity,
-                    dict(event_type.policies),
-                    event_type.schema,
-                    info.distribution,
-                )
+            owned = EventType(
+                event_type.name,
+                event_type.actor,
+                event_type.severity,
+                dict(event_type.policies),
+                event_type.schema,
+                info.distribution,
             )
+            try:
+                schemas = schemas.with_types({owned.name: owned})
+            except ValueError as exc:
+                # Issue 13: one plugin's bad schema used to stop every command.
+                self._fail(info, "register_event_types", exc)
+                continue
+            info.event_types.append(owned.name)
+            types.append(owned)
+        self.schemas = schemas
         return types
 
     def redaction_rules(self) -> list[RedactionRule]:
-        """Redaction rules contributed by plugins."""
+        """Redaction rules contributed by plugins; an unusable one is refused alone."""
         rules: list[RedactionRule] = []
+        # The rules must work together too (kinds and replacements that clash).
+        trial = Redactor()
         for plugin, args in self.collect("register_redaction_rules"):
+            info = self._info_for(plugin)
             rule = args[0] if args else None
-            if isinstance(rule, RedactionRule):
-                rules.append(rule)
-            else:
-                info = self._info_for(plugin)
+            if not isinstance(rule, RedactionRule):
                 self._fail(info, "register_redaction_rules", TypeError("expected a RedactionRule"))
+                continue
+            try:
+                trial.add_rule(rule)
+            except (ValueError, TypeError) as exc:
+                self._fail(info, "register_redaction_rules", exc)
+                continue
+            rules.append(rule)
         return rules
 
     def named(self, hook: str) -> dict[str, Any]:
@@ -329,11 +361,8 @@ def load_with_schemas(
     config = load_config(config_path, env)
     host = PluginHost(config.section("plugins"), env, stderr)
     host.load()
-    types = host.event_types()
-    schemas = SchemaSet.builtin()
-    if types:
-        schemas = schemas.with_types({t.name: t for t in types})
-    return host, schemas
+    host.event_types()
+    return host, host.schemas
 
 
 def record_failures(audit: Any, failures: Iterable[PluginFailure]) -> None:
