@@ -100,6 +100,9 @@ class DaemonContext:
     sources: Mapping[str, SourceFactory] = field(default_factory=dict)
     #: Doctor rules by name, from :func:`register_doctor_rules`.
     rules: Mapping[str, Rule] = field(default_factory=dict)
+    #: The plugin that registered each rule, by rule name: a rule that raises becomes
+    #: a ``plugin.error`` naming it (``build_doctor(rule_plugins=...)``).
+    rule_plugins: Mapping[str, PluginInfo] = field(default_factory=dict)
     #: Sink factories by name, from :func:`register_sinks`.
     sinks: Mapping[str, SinkFactory] = field(default_factory=dict)
     #: AI providers by name, from :func:`register_ai_providers`.

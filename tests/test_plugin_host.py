@@ -340,3 +340,30 @@ def test_a_plugin_asked_for_but_not_installed_is_named(
         f"{where} names 'nosuch', which no installed distribution provides "
         "(installed plugins: stopper, wrapping)\n"
     )
+
+
+def test_a_rule_with_unusable_thresholds_is_refused_alone() -> None:
+    def bad_rule(given: RuleInput) -> list[Finding]:
+        return []
+
+    def taken(given: RuleInput) -> list[Finding]:
+        return []
+
+    def own(given: RuleInput) -> list[Finding]:
+        return []
+
+    bad_rule.thresholds = {"diskguard_pct": "high"}  # type: ignore[attr-defined]
+    taken.thresholds = {"oom_memory_pct": 50.0}  # type: ignore[attr-defined]
+    own.thresholds = {"diskguard_pct": 90.0}  # type: ignore[attr-defined]
+    plugin = Registers([("bad_rule", bad_rule), ("taken", taken), ("own", own)], [])
+    host, _ = host_with(("acme", plugin), ("other", Registers([("own", rule)], [])))
+
+    assert host.named("register_doctor_rules") == {"own": own}
+    assert [(n, p.name) for n, p in host.owners["register_doctor_rules"].items()] == [
+        ("own", "acme")
+    ]
+    assert [(f.plugin, f.message) for f in host.failures] == [
+        ("acme", "rule 'bad_rule': threshold 'diskguard_pct': the default must be a number >= 0"),
+        ("acme", "rule 'taken': threshold 'oom_memory_pct' is kerno's own; choose another name"),
+        ("other", "rule 'own' is already registered by plugin 'acme'"),
+    ]

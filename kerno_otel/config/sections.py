@@ -6,6 +6,7 @@ plugin checks it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -93,6 +94,9 @@ _SECTION_DURATIONS: Final = frozenset(
 # (the analyzer checks it when it builds the provider).
 
 
+_THRESHOLD_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
 def copy_defaults(value: Any) -> Any:
     """A copy of a section's defaults that the caller may change (nested dicts, lists)."""
     if isinstance(value, dict):
@@ -175,12 +179,13 @@ def _check_value(dotted: str, default: Any, value: Any) -> Any:
         if not isinstance(value, dict):
             raise ValueError("expected a mapping")
         if dotted == "doctor.thresholds":
+            # Keys beyond kerno's may be thresholds a plugin rule declares: they are
+            # checked against the loaded rules when the doctor is built
+            # (kerno_otel/doctor/thresholds.py).
             out = dict(default)
             for key, item in value.items():
-                if key not in default:
-                    raise ValueError(
-                        f"unknown threshold {key!r} (known: {', '.join(sorted(default))})"
-                    )
+                if not isinstance(key, str) or not _THRESHOLD_NAME.fullmatch(key):
+                    raise ValueError(f"threshold name {key!r} must match {_THRESHOLD_NAME.pattern}")
                 if isinstance(item, bool) or not isinstance(item, int | float) or item < 0:
                     raise ValueError(f"{key}: expected a number >= 0")
                 out[key] = item

@@ -142,6 +142,7 @@ class Daemon:
             routes=tuple(r for r in routes if isinstance(r, Route)),
             sources=self.host.named("register_sources"),
             rules=self.host.named("register_doctor_rules"),
+            rule_plugins=self.host.owners.get("register_doctor_rules", {}),
             sinks=self.host.named("register_sinks"),
             ai_providers=self.host.named("register_ai_providers"),
         )

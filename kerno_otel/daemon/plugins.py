@@ -26,6 +26,7 @@ import pluggy
 from kerno_otel import hookspecs
 from kerno_otel.config import load_config
 from kerno_otel.contract import AIProvider, PluginInfo
+from kerno_otel.doctor.thresholds import threshold_problem
 from kerno_otel.records.catalogue import EventType
 from kerno_otel.records.redact import RedactionRule, Redactor
 from kerno_otel.records.schema import SchemaSet
@@ -65,6 +66,30 @@ def _digest(exc: BaseException) -> str:
     return "sha256:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
 
 
+def failure_of(info: PluginInfo, hook: str, exc: BaseException) -> PluginFailure:
+    """The failure of plugin ``info`` in ``hook`` (or a rule: ``rule:<name>``), text scrubbed."""
+    message = str(exc).splitlines()[0][:200] if str(exc) else ""
+    # The exception's text is the plugin's: it may quote a token or an address.
+    message = _STDERR_REDACTOR.redact_text(message)[0]
+    return PluginFailure(
+        info.name,
+        info.distribution,
+        info.version,
+        hook,
+        type(exc).__name__,
+        _digest(exc),
+        message,
+    )
+
+
+def failure_line(failure: PluginFailure) -> str:
+    """The one stderr line for ``failure``: the plugin, its distribution, where and why."""
+    return (
+        f"kerno-otel: plugin {failure.plugin!r} ({failure.distribution} {failure.version}) "
+        f"failed in {failure.hook}: {failure.error_type}: {failure.message}\n"
+    )
+
+
 def allowed(name: str, section: Mapping[str, Any], env: Mapping[str, str]) -> bool:
     """Whether plugin ``name`` may load under the config and ``KERNO_OTEL_PLUGINS``.
 
@@ -102,6 +127,8 @@ class PluginHost:
         self.strict = bool(section.get("strict"))
         self._points = points
         self._info: dict[str, PluginInfo] = {}
+        #: hook -> registered name -> the plugin that registered it (filled by :meth:`named`).
+        self.owners: dict[str, dict[str, PluginInfo]] = {}
         #: The built-in schema set plus the event types :meth:`event_types` accepted.
         self.schemas: SchemaSet = SchemaSet.builtin()
 
@@ -188,29 +215,15 @@ class PluginHost:
         return self._info.get(name) or PluginInfo(name, "(unknown)", "0")
 
     def _fail(self, info: PluginInfo, hook: str, exc: BaseException) -> None:
-        message = str(exc).splitlines()[0][:200] if str(exc) else ""
-        # The exception's text is the plugin's: it may quote a token or an address.
-        message = _STDERR_REDACTOR.redact_text(message)[0]
-        failure = PluginFailure(
-            info.name,
-            info.distribution,
-            info.version,
-            hook,
-            type(exc).__name__,
-            _digest(exc),
-            message,
-        )
+        failure = failure_of(info, hook, exc)
         self.failures.append(failure)
         if self.strict:
             # The CLI prints this as its one "Error: ..." line (exit 2).
             raise PluginLoadError(
                 f"plugin {info.name!r} ({info.distribution} {info.version}) failed in {hook}: "
-                f"{type(exc).__name__}: {message} (plugins.strict is on)"
+                f"{failure.error_type}: {failure.message} (plugins.strict is on)"
             ) from exc
-        self._stderr.write(
-            f"kerno-otel: plugin {info.name!r} ({info.distribution} {info.version}) failed in "
-            f"{hook}: {type(exc).__name__}: {message}\n"
-        )
+        self._stderr.write(failure_line(failure))
 
     # -- calling ------------------------------------------------------------------
 
@@ -330,13 +343,18 @@ class PluginHost:
         """
         expected, fits = _NAMED[hook]
         out: dict[str, Any] = {}
+        owners = self.owners.setdefault(hook, {})
         for plugin, args in self.collect(hook):
+            info = self._info_for(plugin)
             if len(args) != 2 or not isinstance(args[0], str) or not fits(args[1]):
-                self._fail(
-                    self._info_for(plugin), hook, TypeError(f"expected register(name, {expected})")
-                )
+                self._fail(info, hook, TypeError(f"expected register(name, {expected})"))
+                continue
+            problem = _THINGS_CHECK.get(hook, _no_problem)(args[0], args[1], owners)
+            if problem is not None:
+                self._fail(info, hook, ValueError(problem))
                 continue
             out[args[0]] = args[1]
+            owners[args[0]] = info
         return out
 
 
@@ -346,6 +364,23 @@ _NAMED: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "register_doctor_rules": ("rule", callable),
     "register_sinks": ("sink factory", callable),
     "register_ai_providers": ("provider", lambda thing: isinstance(thing, AIProvider)),
+}
+
+
+def _no_problem(name: str, thing: Any, owners: Mapping[str, PluginInfo]) -> str | None:
+    return None
+
+
+def _rule_problem(name: str, rule: Any, owners: Mapping[str, PluginInfo]) -> str | None:
+    """Why a doctor rule cannot be taken (its name is taken, its ``thresholds`` are bad)."""
+    if name in owners:
+        return f"rule {name!r} is already registered by plugin {owners[name].name!r}"
+    return threshold_problem(name, getattr(rule, "thresholds", None))
+
+
+#: Checks beyond the type, for the ``register(name, thing)`` hooks that need them.
+_THINGS_CHECK: dict[str, Callable[[str, Any, Mapping[str, PluginInfo]], str | None]] = {
+    "register_doctor_rules": _rule_problem,
 }
 
 

@@ -58,6 +58,8 @@ def diagnose(
             rules=host.named("register_doctor_rules"),
             sinks=host.named("register_sinks"),
             duration=duration,
+            rule_plugins=host.owners.get("register_doctor_rules"),
+            stderr=stderr,
         )
         wanted = analyzer_config(config, ai)
         if wanted is not None:

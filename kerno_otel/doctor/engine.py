@@ -16,15 +16,27 @@ undelivered record.
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from kerno_otel.config import ConfigError, parse_duration
-from kerno_otel.contract import Rule, RuleInput, Sink, SinkFactory, Source, SourceFactory
+from kerno_otel.contract import (
+    PluginInfo,
+    Rule,
+    RuleInput,
+    Sink,
+    SinkFactory,
+    Source,
+    SourceFactory,
+)
+from kerno_otel.daemon.plugins import PluginFailure, failure_line, failure_of, record_failures
+from kerno_otel.doctor.thresholds import declared as declared_thresholds
+from kerno_otel.doctor.thresholds import resolve as resolve_thresholds
 from kerno_otel.findings import Analysis, Analyzer, Finding, Signals
 
 if TYPE_CHECKING:
@@ -52,9 +64,15 @@ class Settings:
     thresholds: Mapping[str, float] = field(default_factory=dict)
 
 
-def settings(config: Config, duration: str | float | None = None) -> Settings:
+def settings(
+    config: Config,
+    duration: str | float | None = None,
+    declared: Mapping[str, float] | None = None,
+) -> Settings:
     """The doctor settings of ``config``; ``duration`` overrides ``doctor.duration``.
 
+    ``declared`` are the thresholds the loaded rules declare, with their defaults
+    (None: not known yet, and threshold keys beyond kerno's are not checked).
     Raises ConfigError naming the key (``doctor.duration``) or ``--duration``.
     """
     section = config.section("doctor")
@@ -72,7 +90,7 @@ def settings(config: Config, duration: str | float | None = None) -> Settings:
         raise ConfigError(f"doctor.interval: {exc}") from None
     if interval < MIN_DURATION:
         raise ConfigError(f"doctor.interval: expected at least 1s, got {interval:g}s")
-    thresholds = {k: float(v) for k, v in (section.get("thresholds") or {}).items()}
+    thresholds = resolve_thresholds(section.get("thresholds") or {}, declared)
     return Settings(seconds, interval, tuple(section.get("sinks") or ()), thresholds)
 
 
@@ -226,8 +244,13 @@ class Doctor:
         analyzer: Analyzer | Callable[[], Analyzer | None] | None = None,
         ids: CycleIds = CYCLE_IDS,
         clock: Callable[[], float] = time.monotonic,
+        rule_plugins: Mapping[str, PluginInfo] | None = None,
+        stderr: TextIO | None = None,
     ) -> None:
         self.audit = audit
+        #: The plugin that registered each rule, named in its ``plugin.error`` when it raises.
+        self.rule_plugins = dict(rule_plugins or {})
+        self._stderr = sys.stderr if stderr is None else stderr
         self.settings = settings
         self.sources = dict(sources)
         self.rules = dict(rules)
@@ -277,9 +300,22 @@ class Doctor:
                 findings.extend(rule(given))
             except Exception as exc:
                 findings.append(
-                    Finding(name, "INFO", f"rule failed: {type(exc).__name__}", {"rule": name})
+                    Finding(
+                        name,
+                        "INFO",
+                        f"rule failed: {type(exc).__name__}",
+                        {"rule": name, "failed": type(exc).__name__},
+                    )
                 )
+                self._rule_failed(name, exc)
         return findings
+
+    def _rule_failed(self, name: str, exc: Exception) -> None:
+        """A rule raised (issue 13): a ``plugin.error`` naming its plugin, and one stderr line."""
+        owner = self.rule_plugins.get(name) or PluginInfo(name, "unknown", "0")
+        failure: PluginFailure = failure_of(owner, f"rule:{name}", exc)
+        self._stderr.write(failure_line(failure))
+        record_failures(self.audit, [failure])
 
     def _send(self, result: CycleResult) -> None:
         for finding in result.redacted:
@@ -342,13 +378,18 @@ def build_doctor(
     sinks: Mapping[str, SinkFactory],
     analyzer: Analyzer | Callable[[], Analyzer | None] | None = None,
     duration: str | float | None = None,
+    rule_plugins: Mapping[str, PluginInfo] | None = None,
+    stderr: TextIO | None = None,
 ) -> Doctor:
     """A :class:`Doctor` from registered factories and the config.
 
-    Raises ConfigError for a bad ``doctor`` section, an unknown sink name in
-    ``doctor.sinks``, or a sink whose own section is unusable.
+    ``rule_plugins`` names the plugin behind each rule (``DaemonContext.rule_plugins``)
+    for the ``plugin.error`` a raising rule becomes; its stderr line goes to ``stderr``.
+    Raises ConfigError for a bad ``doctor`` section (a threshold no kerno or loaded
+    rule declares), an unknown sink name in ``doctor.sinks``, or a sink whose own
+    section is unusable.
     """
-    chosen = settings(config, duration)
+    chosen = settings(config, duration, declared_thresholds(rules.values()))
     built_sources: dict[str, Source] = {}
     for name, factory in sources.items():
         source = factory(config)
@@ -361,5 +402,12 @@ def build_doctor(
             raise ConfigError(f"doctor.sinks: unknown sink {name!r} (known: {known})")
         built_sinks[name] = sinks[name](config)
     return Doctor(
-        audit, chosen, sources=built_sources, rules=rules, sinks=built_sinks, analyzer=analyzer
+        audit,
+        chosen,
+        sources=built_sources,
+        rules=rules,
+        sinks=built_sinks,
+        analyzer=analyzer,
+        rule_plugins=rule_plugins,
+        stderr=stderr,
     )

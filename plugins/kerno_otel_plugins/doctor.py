@@ -96,6 +96,8 @@ class CycleThread:
                     rules=context.rules,
                     sinks=context.sinks,
                     analyzer=self._analyzer,
+                    rule_plugins=context.rule_plugins,
+                    stderr=self.stderr,
                 )
                 interval = doctor.settings.interval
                 result = doctor.run_cycle(self.stop_event)
