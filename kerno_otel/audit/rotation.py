@@ -24,6 +24,8 @@ class Rotator:
         self.config = config
         self._stderr = stderr
         self._counters = counters
+        group = config.file_group
+        self._gid = None if group is None else files.group_id(group)
         self._gzip = (
             ThreadPoolExecutor(1, thread_name_prefix="kerno-audit-gzip")
             if config.compress
@@ -61,7 +63,7 @@ class Rotator:
             )
             return None
         try:
-            new = files.open_append(self.live)
+            new = files.open_append(self.live, self._gid)
         except OSError as exc:  # the renamed file stays open: records go on there
             self._counters.write_errors += 1
             self._stderr.write(
@@ -80,7 +82,7 @@ class Rotator:
 
     def _compress(self, path: Path) -> None:
         try:
-            files.compress(path)
+            files.compress(path, self._gid)
             self._retention()
         except OSError as exc:
             self._stderr.write(f"kerno-otel: audit: cannot compress {path}: {exc}\n")

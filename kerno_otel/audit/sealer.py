@@ -102,7 +102,13 @@ class Sealer:
                 self._signer = Signer(load_private(self.config.checkpoint.key_file))
             except KeyFileError as exc:
                 raise ConfigError(f"audit.checkpoint.key_file: {exc}") from None
-        stream = open_stream(self._live, now, checkpoints=self._signer is not None)
+        group = self.config.file_group
+        stream = open_stream(
+            self._live,
+            now,
+            checkpoints=self._signer is not None,
+            gid=None if group is None else files.group_id(group),
+        )
         point = stream.point
         self._stream, self.stream_id = stream, stream.stream_id
         if point.last_seq is not None and point.last_hash is not None:

@@ -17,7 +17,8 @@ from kerno_otel.config.values import ConfigError, Where, env_value, number, pars
 SECTION_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
     "otlp": {
         "enabled": False,
-        "endpoint": "http://127.0.0.1:4317",
+        # None: OTEL_EXPORTER_OTLP_(LOGS_)ENDPOINT, else loopback (kerno_otel/forward/options.py).
+        "endpoint": None,
         "protocol": "grpc",
         "headers": {},
         "timeout": "10s",
