@@ -1,4 +1,4 @@
-"""The published schema set (kerno_otel/_schema.py and schemas/kerno-audit/v1/).
+"""The published schema set (kerno_otel/records/schema.py and schemas/kerno-audit/v1/).
 
 The records built here (``GOOD``, ``record``, ``with_details``) are shared with
 test_validate.py, which checks verdicts and reasons on them.
@@ -472,16 +472,30 @@ def test_docs_describe_every_type_and_field(schemas: SchemaSet) -> None:
     assert missing == []
 
 
-def test_docs_python_recipe_runs(tmp_path: Path) -> None:
-    snippet = DOC.read_text(encoding="utf-8").split("```python\n", 1)[1].split("```", 1)[0]
+def doc_snippets(language: str) -> list[str]:
+    """The ```<language> blocks of docs/audit-schema.md, in order."""
+    parts = DOC.read_text(encoding="utf-8").split(f"```{language}\n")[1:]
+    return [part.split("```", 1)[0] for part in parts]
+
+
+@pytest.mark.parametrize(
+    ("index", "bad_output"),
+    [(0, "1: $.details.error: not\n"), (1, "1\n")],
+    ids=["jsonschema", "rs"],
+)
+def test_docs_python_recipes_run_on_the_exported_bundle(
+    tmp_path: Path, index: int, bad_output: str
+) -> None:
+    # As the doc says: `kerno-otel schema export schemas`, then the recipe beside it.
+    SchemaSet.builtin().export(tmp_path / "schemas")
     script = tmp_path / "recipe.py"
-    script.write_text(snippet)
+    script.write_text(doc_snippets("python")[index])
     good = tmp_path / "good.jsonl"
     good.write_text(json.dumps(record("ai.call")) + "\n")
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(with_details("ai.call", error="pid=4242")) + "\n")
-    for log, expected in [(good, (0, "")), (bad, (1, "1: $.details.error: not\n"))]:
+    for log, expected in [(good, (0, "")), (bad, (1, bad_output))]:
         done = subprocess.run(
-            [sys.executable, str(script), str(log)], capture_output=True, text=True, cwd=REPO
+            [sys.executable, str(script), str(log)], capture_output=True, text=True, cwd=tmp_path
         )
         assert (done.returncode, done.stdout) == expected, done.stderr
