@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 TEXTS = sorted(
     [
         REPO / "README.md",
+        REPO / "pyproject.toml",
         REPO / "CHANGELOG.md",
         *(REPO / "docs").rglob("*.md"),
         *(REPO / "docs").rglob("*.yaml"),

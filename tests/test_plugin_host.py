@@ -337,8 +337,8 @@ def test_a_plugin_asked_for_but_not_installed_is_named(
     ]
     assert err.getvalue() == (
         "kerno-otel: plugin 'nosuch' (not-installed 0) failed in load: PluginNotFoundError: "
-        f"{where} names 'nosuch', which no installed distribution provides "
-        "(installed plugins: stopper, wrapping)\n"
+        f"{where} names 'nosuch', but no installed plugin has that name "
+        "(installed: stopper, wrapping)\n"
     )
 
 

@@ -23,10 +23,11 @@ def plugins_command(config_path: str | None, as_json: bool) -> None:
     each) and in the JSON output under "failures", each with the hook and the reason.
     """
     from kerno_otel.config import ConfigError
-    from kerno_otel.daemon.plugins import PluginLoadError, load_with_schemas
+    from kerno_otel.daemon.plugins import PluginLoadError, check_contributions, load_with_schemas
 
     try:
         host, _ = load_with_schemas(config_path, os.environ, sys.stderr)
+        check_contributions(host)
     except (ConfigError, PluginLoadError) as e:
         raise UserError(str(e)) from None
     if as_json:

@@ -246,13 +246,16 @@ class Daemon:
         text, digest = traceback_digest(exc)
         self._stderr.write(text)
         self._stderr.write(f"kerno-otel: panic ({type(exc).__name__}); digest {digest}\n")
+        self.host.strict = False  # already ending: a panic hook's failure is recorded, not raised
         try:
-            self.host.call(
+            failures = self.host.call(
                 "daemon_panic",
                 context=context,
                 exception_type=type(exc).__name__,
                 panic_digest=digest,
             )
+            # A plugin failing in its panic hook is in the log like any other failure.
+            self._record_failures(log, failures)
         finally:
             log.close()
         return PANIC_EXIT

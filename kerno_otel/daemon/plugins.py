@@ -176,12 +176,16 @@ class PluginHost:
             asked, where = [n.strip() for n in allow.split(",") if n.strip()], "KERNO_OTEL_PLUGINS"
         else:
             asked, where = list(self._section.get("enabled") or []), "plugins.enabled"
-        known = ", ".join(sorted(installed)) or "none"
+        names = sorted(installed)
+        # The line is cut at 200 characters: a few names, and how many there are.
+        known = ", ".join(names[:5]) or "none"
+        if len(names) > 5:
+            known += f", … ({len(names)} in all)"
         for name in asked:
             if name not in installed:
                 error = PluginNotFoundError(
-                    f"{where} names {name!r}, which no installed distribution provides "
-                    f"(installed plugins: {known})"
+                    f"{where} names {name!r}, but no installed plugin has that name "
+                    f"(installed: {known})"
                 )
                 self._fail(PluginInfo(name, NOT_INSTALLED, "0"), "load", error)
 
@@ -365,6 +369,15 @@ _NAMED: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "register_sinks": ("sink factory", callable),
     "register_ai_providers": ("provider", lambda thing: isinstance(thing, AIProvider)),
 }
+
+
+def check_contributions(host: PluginHost) -> None:
+    """Collect everything the plugins register, as the daemon would, so that each refused
+    contribution is one of ``host.failures`` (for ``kerno-otel plugins``)."""
+    host.redaction_rules()
+    for hook in _NAMED:
+        host.named(hook)
+    host.collect("register_http_routes")
 
 
 def _no_problem(name: str, thing: Any, owners: Mapping[str, PluginInfo]) -> str | None:
