@@ -116,8 +116,7 @@ def test_explicit_endpoint_wins_over_the_environment(
     assert forwarder.stop()
     assert stream_lines(live) == receiver.lines()
     assert err.getvalue().splitlines()[0] == (
-        f"kerno-otel: otlp: forwarding to {receiver.endpoint} over {protocol} "
-        "(from otlp.endpoint)"
+        f"kerno-otel: otlp: forwarding to {receiver.endpoint} over {protocol} (from otlp.endpoint)"
     )
 
 

@@ -486,8 +486,8 @@ def doc_snippets(language: str) -> list[str]:
 def test_docs_python_recipes_run_on_the_exported_bundle(
     tmp_path: Path, index: int, bad_output: str
 ) -> None:
-    # As the doc says: `kerno-otel schema export schemas`, then the recipe beside it.
-    SchemaSet.builtin().export(tmp_path / "schemas")
+    # As the doc says: `kerno-otel schema export kerno-schemas`, then the recipe beside it.
+    SchemaSet.builtin().export(tmp_path / "kerno-schemas")
     script = tmp_path / "recipe.py"
     script.write_text(doc_snippets("python")[index])
     good = tmp_path / "good.jsonl"
