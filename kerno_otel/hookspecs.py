@@ -129,7 +129,9 @@ def register_event_types(register: Callable[[EventType], None]) -> None:
 
     Called once at start-up, before the audit log opens. A contributed type is
     validated like a built-in one and published by ``kerno-otel schema export``.
-    A name that clashes with a built-in type or another plugin's is an error.
+    A type that does not fit (a name that clashes with a built-in type or another
+    plugin's, a ``details`` schema that is not closed or does not compile) is
+    refused alone, as this plugin's ``plugin.error``; its other types stay.
     """
 
 
@@ -158,8 +160,10 @@ def register_doctor_rules(register: Callable[[str, Rule], None]) -> None:
 
     A rule is a :class:`kerno_otel.contract.Rule`: ``rule(RuleInput)`` returns the
     findings (:class:`kerno_otel.findings.Finding`) for the cycle's signals; when
-    its signals are absent, one INFO finding saying so. Called once at start-up;
-    collected into ``DaemonContext.rules``.
+    its signals are absent, one INFO finding saying so. Its own thresholds, if
+    any, are a ``thresholds`` attribute (name -> default). Called once at start-up;
+    collected into ``DaemonContext.rules`` (and who registered each into
+    ``DaemonContext.rule_plugins``). A rule that raises in a cycle is a ``plugin.error``.
     """
 
 
