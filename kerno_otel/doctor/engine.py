@@ -34,7 +34,7 @@ from kerno_otel.contract import (
     Source,
     SourceFactory,
 )
-from kerno_otel.daemon.plugins import PluginFailure, failure_line, failure_of, record_failures
+from kerno_otel.daemon.failures import PluginFailure, failure_line, failure_of, record_failures
 from kerno_otel.doctor.thresholds import declared as declared_thresholds
 from kerno_otel.doctor.thresholds import resolve as resolve_thresholds
 from kerno_otel.findings import Analysis, Analyzer, Finding, Signals
