@@ -103,6 +103,9 @@ class DaemonContext:
     #: The plugin that registered each rule, by rule name: a rule that raises becomes
     #: a ``plugin.error`` naming it (``build_doctor(rule_plugins=...)``).
     rule_plugins: Mapping[str, PluginInfo] = field(default_factory=dict)
+    #: The plugin that registered each source, by source name (the same, for a source
+    #: factory that raises: ``build_doctor(source_plugins=...)``).
+    source_plugins: Mapping[str, PluginInfo] = field(default_factory=dict)
     #: Sink factories by name, from :func:`register_sinks`.
     sinks: Mapping[str, SinkFactory] = field(default_factory=dict)
     #: AI providers by name, from :func:`register_ai_providers`.

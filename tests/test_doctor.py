@@ -237,6 +237,34 @@ def test_a_crashing_rule_is_a_plugin_error_and_the_report_says_so(tmp_path: Path
     ]
 
 
+def test_a_source_factory_that_raises_is_left_out_as_a_plugin_error(tmp_path: Path) -> None:
+    def broken_factory(config: object) -> None:
+        raise OSError("no such device")
+
+    log_path = tmp_path / "kerno-audit.jsonl"
+    err = io.StringIO()
+    config = config_with(tmp_path, "doctor:\n  duration: 1s\n  sinks: []\n")
+    with AuditLog(AuditConfig(file_path=str(log_path))) as log:
+        doctor = build_doctor(
+            log,
+            config,
+            sources={"broken": broken_factory, "fixed": lambda c: Fixed({"mem.used_pct": 97.0})},
+            rules={"high_memory": high_memory},
+            sinks={},
+            source_plugins={"broken": PluginInfo("acme", "acme-kerno", "1.2")},
+            stderr=err,
+        )
+        assert list(doctor.sources) == ["fixed"]
+    assert err.getvalue() == (
+        "kerno-otel: plugin 'acme' (acme-kerno 1.2) failed in source:broken: OSError: "
+        "no such device\n"
+    )
+    errors = [r["details"] for r in stream_records(log_path) if r["type"] == "plugin.error"]
+    assert [(e["plugin"], e["hook"], e["error_type"]) for e in errors] == [
+        ("acme", "source:broken", "OSError")
+    ]
+
+
 def diskguard(given: RuleInput) -> list[Finding]:
     used = given.signals.values.get("disk.used_pct", 0.0)
     limit = given.thresholds["diskguard_pct"]

@@ -143,6 +143,7 @@ class Daemon:
             sources=self.host.named("register_sources"),
             rules=self.host.named("register_doctor_rules"),
             rule_plugins=self.host.owners.get("register_doctor_rules", {}),
+            source_plugins=self.host.owners.get("register_sources", {}),
             sinks=self.host.named("register_sinks"),
             ai_providers=self.host.named("register_ai_providers"),
         )

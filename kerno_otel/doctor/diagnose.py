@@ -59,6 +59,7 @@ def diagnose(
             sinks=host.named("register_sinks"),
             duration=duration,
             rule_plugins=host.owners.get("register_doctor_rules"),
+            source_plugins=host.owners.get("register_sources"),
             stderr=stderr,
         )
         wanted = analyzer_config(config, ai)

@@ -312,10 +312,7 @@ class Doctor:
 
     def _rule_failed(self, name: str, exc: Exception) -> None:
         """A rule raised (issue 13): a ``plugin.error`` naming its plugin, and one stderr line."""
-        owner = self.rule_plugins.get(name) or PluginInfo(name, "unknown", "0")
-        failure: PluginFailure = failure_of(owner, f"rule:{name}", exc)
-        self._stderr.write(failure_line(failure))
-        record_failures(self.audit, [failure])
+        plugin_failed(self.audit, self._stderr, self.rule_plugins, f"rule:{name}", exc)
 
     def _send(self, result: CycleResult) -> None:
         for finding in result.redacted:
@@ -369,6 +366,26 @@ class Doctor:
             return None
 
 
+def plugin_failed(
+    audit: AuditLog,
+    stderr: TextIO,
+    owners: Mapping[str, PluginInfo],
+    where: str,
+    exc: BaseException,
+) -> None:
+    """What a plugin's rule or source raised: one stderr line and a ``plugin.error``.
+
+    ``where`` is ``rule:<name>`` or ``source:<name>``; ``owners`` maps the name to the
+    plugin that registered it.
+    """
+    name = where.split(":", 1)[1]
+    failure: PluginFailure = failure_of(
+        owners.get(name) or PluginInfo(name, "unknown", "0"), where, exc
+    )
+    stderr.write(failure_line(failure))
+    record_failures(audit, [failure])
+
+
 def build_doctor(
     audit: AuditLog,
     config: Config,
@@ -380,11 +397,14 @@ def build_doctor(
     duration: str | float | None = None,
     rule_plugins: Mapping[str, PluginInfo] | None = None,
     stderr: TextIO | None = None,
+    source_plugins: Mapping[str, PluginInfo] | None = None,
 ) -> Doctor:
     """A :class:`Doctor` from registered factories and the config.
 
-    ``rule_plugins`` names the plugin behind each rule (``DaemonContext.rule_plugins``)
-    for the ``plugin.error`` a raising rule becomes; its stderr line goes to ``stderr``.
+    ``rule_plugins`` and ``source_plugins`` name the plugin behind each rule and source
+    (``DaemonContext.rule_plugins``, ``.source_plugins``) for the ``plugin.error`` a
+    raising rule or source factory becomes (the source is then left out of the cycle);
+    its stderr line goes to ``stderr``.
     Raises ConfigError for a bad ``doctor`` section (a threshold no kerno or loaded
     rule declares), an unknown sink name in ``doctor.sinks``, or a sink whose own
     section is unusable.
@@ -392,7 +412,12 @@ def build_doctor(
     chosen = settings(config, duration, declared_thresholds(rules.values()))
     built_sources: dict[str, Source] = {}
     for name, factory in sources.items():
-        source = factory(config)
+        try:
+            source = factory(config)
+        except Exception as exc:  # one plugin's source must not stop the diagnosis
+            err = sys.stderr if stderr is None else stderr
+            plugin_failed(audit, err, source_plugins or {}, f"source:{name}", exc)
+            continue
         if source is not None:
             built_sources[name] = source
     built_sinks: dict[str, Sink] = {}

@@ -97,6 +97,7 @@ class CycleThread:
                     sinks=context.sinks,
                     analyzer=self._analyzer,
                     rule_plugins=context.rule_plugins,
+                    source_plugins=context.source_plugins,
                     stderr=self.stderr,
                 )
                 interval = doctor.settings.interval

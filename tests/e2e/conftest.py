@@ -86,6 +86,20 @@ def register_doctor_rules(register):
     register("e2e_crashing_rule", crashing_rule)
 """
 
+# A source whose factory raises: the cycle runs on without it.
+_SOURCE_RAISES = """
+from kerno_otel import hookimpl
+
+
+def factory(config):
+    raise OSError("this source cannot open its device")
+
+
+@hookimpl
+def register_sources(register):
+    register("e2e_source", factory)
+"""
+
 # Ends the daemon with a panic (an exception in a thread it starts), so that the other
 # plugins' daemon_panic hooks run.
 _PANICKER = """
@@ -117,6 +131,7 @@ def broken_modules() -> dict[str, str]:
     modules["bad_schema"] = _BAD_SCHEMA
     modules["crashing_rule"] = _CRASHING_RULE
     modules["panicker"] = _PANICKER
+    modules["source_raises"] = _SOURCE_RAISES
     return modules
 
 

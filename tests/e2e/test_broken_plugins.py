@@ -150,7 +150,7 @@ def test_run_validate_and_doctor_keep_working(venv: Venv, tmp_path: Path) -> Non
     assert (validated.returncode, validated.stdout) == (0, ""), validated.stderr
 
     # doctor: one cycle; the crashing rule is a plugin.error and the report says so.
-    env = venv.env(all_plugins("e2e_crashing_rule"))
+    env = venv.env(all_plugins("e2e_crashing_rule", "e2e_source_raises"))
     doctor = venv.kerno("doctor", "--config", str(config), "-o", "json", env=env)
     assert doctor.returncode == 0, doctor.stderr
     report = json.loads(doctor.stdout)
@@ -166,9 +166,18 @@ def test_run_validate_and_doctor_keep_working(venv: Venv, tmp_path: Path) -> Non
         )
         in doctor.stderr.splitlines()
     )
-    assert ("e2e_crashing_rule", "rule:e2e_crashing_rule", "ZeroDivisionError") in errors(
-        stream_records(log)
+    assert (
+        line(
+            "e2e_source_raises",
+            "source:e2e_source",
+            "OSError",
+            "this source cannot open its device",
+        )
+        in doctor.stderr.splitlines()
     )
+    recorded = errors(stream_records(log))
+    assert ("e2e_crashing_rule", "rule:e2e_crashing_rule", "ZeroDivisionError") in recorded
+    assert ("e2e_source_raises", "source:e2e_source", "OSError") in recorded
 
 
 def test_a_raising_panic_hook_is_recorded_and_the_panic_still_ends_the_run(
