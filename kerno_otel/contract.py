@@ -50,8 +50,10 @@ class Source(Protocol):
 class SourceFactory(Protocol):
     """What ``register_sources`` registers: ``factory(config) -> Source | None``.
 
-    Called at the start of every doctor cycle with the config in force; None
-    means the source cannot work on this host (no root, no procfs).
+    Called at the start of every doctor cycle with the whole config in force (the
+    plugin's own settings are ``config.section("<plugin name>")``, unchecked: raise
+    ConfigError naming the key); None means the source cannot work on this host
+    (no root, no procfs).
     """
 
     def __call__(self, config: Config, /) -> Source | None: ...
@@ -61,7 +63,10 @@ class SourceFactory(Protocol):
 class RuleInput:
     """What a rule sees: the merged signals, ``doctor.thresholds``, and earlier findings."""
 
+    #: The cycle's signals, merged from every source (``values``, ``absent``, ``context``).
     signals: Signals
+    #: ``doctor.thresholds``: kerno's own and those the loaded rules declare
+    #: (``rule.thresholds``), the config's values over the defaults.
     thresholds: Mapping[str, float]
     #: Findings of the rules that ran before (rules with ``runs_last`` see all others').
     earlier: Sequence[Finding] = ()
@@ -72,7 +77,10 @@ class Rule(Protocol):
 
     A rule whose signals are absent returns one INFO finding saying so. A rule
     with a true ``runs_last`` attribute runs after all others (``healthy_system``).
-    A rule that raises becomes an INFO finding ``rule failed: <exception type>``.
+    A rule may declare its own thresholds in a ``thresholds`` attribute (name ->
+    default number); ``doctor.thresholds`` may then set them, and they reach the
+    rule in ``RuleInput.thresholds``. A rule that raises becomes an INFO finding
+    ``rule failed: <exception type>`` and a ``plugin.error`` naming its plugin.
     """
 
     def __call__(self, given: RuleInput, /) -> Iterable[Finding]: ...

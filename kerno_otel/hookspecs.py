@@ -104,6 +104,12 @@ class DaemonContext:
     sources: Mapping[str, SourceFactory] = field(default_factory=dict)
     #: Doctor rules by name, from :func:`register_doctor_rules`.
     rules: Mapping[str, Rule] = field(default_factory=dict)
+    #: The plugin that registered each rule, by rule name: a rule that raises becomes
+    #: a ``plugin.error`` naming it (``build_doctor(rule_plugins=...)``).
+    rule_plugins: Mapping[str, PluginInfo] = field(default_factory=dict)
+    #: The plugin that registered each source, by source name (the same, for a source
+    #: factory that raises: ``build_doctor(source_plugins=...)``).
+    source_plugins: Mapping[str, PluginInfo] = field(default_factory=dict)
     #: Sink factories by name, from :func:`register_sinks`.
     sinks: Mapping[str, SinkFactory] = field(default_factory=dict)
     #: AI providers by name, from :func:`register_ai_providers`.
@@ -149,7 +155,9 @@ def register_event_types(register: Callable[[EventType], None]) -> None:
 
     Called once at start-up, before the audit log opens. A contributed type is
     validated like a built-in one and published by ``kerno-otel schema export``.
-    A name that clashes with a built-in type or another plugin's is an error.
+    A type that does not fit (a name that clashes with a built-in type or another
+    plugin's, a ``details`` schema that is not closed or does not compile) is
+    refused alone, as this plugin's ``plugin.error``; its other types stay.
     """
 
 
@@ -190,8 +198,10 @@ def register_doctor_rules(register: Callable[[str, Rule], None]) -> None:
 
     A rule is a :class:`kerno_otel.contract.Rule`: ``rule(RuleInput)`` returns the
     findings (:class:`kerno_otel.findings.Finding`) for the cycle's signals; when
-    its signals are absent, one INFO finding saying so. Called once at start-up;
-    collected into ``DaemonContext.rules``.
+    its signals are absent, one INFO finding saying so. Its own thresholds, if
+    any, are a ``thresholds`` attribute (name -> default). Called once at start-up;
+    collected into ``DaemonContext.rules`` (and who registered each into
+    ``DaemonContext.rule_plugins``). A rule that raises in a cycle is a ``plugin.error``.
     """
 
 

@@ -26,6 +26,7 @@ def test_export_writes_and_lists_the_published_files(tmp_path: Path) -> None:
     result = run("schema", "export", str(out))
     names = ["common.schema.json", "record.schema.json"]
     names += [f"{t}.schema.json" for t in BUILTIN_TYPES]
+    names += ["bundle.schema.json"]
     assert (result.exit_code, result.stdout, result.stderr) == (
         0,
         "".join(f"{out / name}\n" for name in names),

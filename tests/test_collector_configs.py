@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from kerno_otel.audit.chain import Timestamps
 from kerno_otel.audit.files import rotated_name
+from kerno_otel.config.audit import default_audit_path
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 CONFIGS = DOCS / "collector"
@@ -87,21 +90,25 @@ def _go_layout_regex(layout: str) -> re.Pattern[str]:
     return re.compile(pattern + r"\Z")
 
 
-def test_filelog_reads_live_and_rotated_files_and_parses_ts() -> None:
+def test_filelog_reads_live_and_rotated_files_and_parses_ts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     config = load("filelog.yaml")
     logs = check_wired(config)
     receiver = config["receivers"][logs["receivers"][0]]
     assert receiver["start_at"] == "beginning"
     assert receiver["storage"] in config["extensions"]
-    live = Path("/var/log/kerno-audit.jsonl")
+    # The default log path of the daemon (it runs as root): issue 13, item 5.
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    live = Path(default_audit_path())
+    assert str(live) == "/var/log/kerno/kerno-audit.jsonl"
     rotated = rotated_name(live, 1_795_802_400_123_456_789)
     assert rotated == "kerno-audit-20261127T180000.123456Z.jsonl"
     for name in (live.name, rotated, rotated + ".gz"):
         path = str(live.parent / name)
         assert any(fnmatch.fnmatch(path, pattern) for pattern in receiver["include"]), name
-    assert not any(
-        fnmatch.fnmatch("/var/log/kerno-audit.jsonl.cursor", p) for p in receiver["include"]
-    )
+    for sidecar in (".cursor", ".lock", ".checkpoints"):
+        assert not any(fnmatch.fnmatch(str(live) + sidecar, p) for p in receiver["include"])
     parser = next(op for op in receiver["operators"] if op["type"] == "json_parser")
     timestamp = parser["timestamp"]
     assert timestamp["parse_from"] == "attributes.ts"
@@ -110,6 +117,14 @@ def test_filelog_reads_live_and_rotated_files_and_parses_ts() -> None:
     assert ts == "2026-11-27T18:00:00.123456789Z"
     assert _go_layout_regex(timestamp["layout"]).match(ts)
     assert parser["severity"]["parse_from"] == "attributes.severity"
+
+
+def test_each_config_says_which_collector_build_it_needs() -> None:
+    # file_storage and filelog are contrib components, not in the core otelcol build.
+    for path in CONFIGS.iterdir():
+        text = path.read_text()
+        uses_contrib = "file_storage" in text or "filelog" in text
+        assert not uses_contrib or "opentelemetry-collector-contrib" in text, path.name
 
 
 def test_the_doc_points_at_every_config() -> None:

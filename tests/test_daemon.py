@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import orjson
 import pytest
-from helpers import check_chain, fake_distribution, stream_lines
+from helpers import check_chain, fake_distribution, stream_lines, stream_records
 
 CRASHER = """
 import threading
@@ -304,9 +304,46 @@ def test_strict_plugins_fail_the_start(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == (
-        "Error: plugin 'noimport' failed in load: ImportError: missing dependency "
+        "Error: plugin 'noimport' (kerno-test-bad 2.0) failed in load: ImportError: "
+        "missing dependency "
         "(plugins.strict is on)"
     )
+
+
+def test_strict_and_a_raising_daemon_startup_exit_2_with_one_line(tmp_path: Path) -> None:
+    # Issue 13, 3: this used to be a daemon.panic, a traceback and exit 70.
+    site = tmp_path / "site"
+    fake_distribution(site, "kerno-test-bad", "2.0", {"kerno_test_broken": BROKEN})
+    log = tmp_path / "log" / "kerno-audit.jsonl"
+    config = tmp_path / "kerno.yaml"
+    config.write_text(f"audit:\n  file_path: {log}\nplugins:\n  strict: true\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNO_")}
+    env["KERNO_OTEL_PLUGINS"] = "lifecycle,broken"
+    env["PYTHONPATH"] = str(site)
+    result = subprocess.run(
+        [sys.executable, "-m", "kerno_otel", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "Error: plugin 'broken' (kerno-test-bad 2.0) failed in daemon_startup: "
+        "ValueError: this plugin is broken (plugins.strict is on)"
+    )
+    records = stream_records(log)
+    types = [r["type"] for r in records]
+    assert "daemon.panic" not in types
+    errors = [r["details"] for r in records if r["type"] == "plugin.error"]
+    assert [(e["plugin"], e["hook"], e["error_type"]) for e in errors] == [
+        ("broken", "daemon_startup", "ValueError")
+    ]
+    # The plugins that had started were stopped: lifecycle's daemon.stop is in the log.
+    assert types[-1] == "daemon.stop"
+    validate(log)
 
 
 def test_metrics_behind_the_token_in_a_real_daemon(tmp_path: Path, started: list[Daemon]) -> None:

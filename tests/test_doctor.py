@@ -19,7 +19,7 @@ import pytest
 from helpers import stream_records
 from kerno_otel_plugins.doctor import LogSink
 
-from kerno_otel import AuditConfig, AuditLog, ConfigError, load_config
+from kerno_otel import AuditConfig, AuditLog, ConfigError, PluginInfo, build_doctor, load_config
 from kerno_otel.doctor.engine import CycleIds, Doctor, RuleInput, Settings, merge, settings
 from kerno_otel.findings import Analysis, Finding, Signals
 from kerno_otel.records.schema import SchemaSet
@@ -194,6 +194,107 @@ def test_a_stopped_cycle_sends_nothing(tmp_path: Path) -> None:
         )
         assert doctor.run_cycle(stop) is None
     assert [r["type"] for r in stream_records(tmp_path / "a.jsonl")] == ["audit.start"]
+
+
+def test_a_crashing_rule_is_a_plugin_error_and_the_report_says_so(tmp_path: Path) -> None:
+    # Issue 13, 4: a rule that raised used to be a quiet INFO finding, and
+    # healthy_system still said "no problems found".
+    from kerno_otel_plugins._rules import healthy_system
+
+    log_path = tmp_path / "kerno-audit.jsonl"
+    err = io.StringIO()
+    with AuditLog(AuditConfig(file_path=str(log_path))) as log:
+        doctor = Doctor(
+            log,
+            Settings(duration=0.01),
+            sources={"fixed": Fixed({"mem.used_pct": 50.0})},
+            rules={"crashing": crashing, "healthy_system": healthy_system},
+            sinks={},
+            rule_plugins={"crashing": PluginInfo("acme", "acme-kerno", "1.2")},
+            stderr=err,
+        )
+        result = doctor.run_cycle()
+    assert result is not None
+    assert [(f.rule, f.title) for f in result.findings] == [
+        ("crashing", "rule failed: ZeroDivisionError"),
+        ("healthy_system", "1 rule(s) failed (crashing): not every check ran"),
+    ]
+    assert err.getvalue() == (
+        "kerno-otel: plugin 'acme' (acme-kerno 1.2) failed in rule:crashing: "
+        "ZeroDivisionError: oops\n"
+    )
+    errors = [r for r in stream_records(log_path) if r["type"] == "plugin.error"]
+    assert [
+        {k: v for k, v in r["details"].items() if k != "error_digest"} for r in errors
+    ] == [
+        {
+            "plugin": "acme",
+            "distribution": "acme-kerno",
+            "version": "1.2",
+            "hook": "rule:crashing",
+            "error_type": "ZeroDivisionError",
+        }
+    ]
+
+
+def test_a_source_factory_that_raises_is_left_out_as_a_plugin_error(tmp_path: Path) -> None:
+    def broken_factory(config: object) -> None:
+        raise OSError("no such device")
+
+    log_path = tmp_path / "kerno-audit.jsonl"
+    err = io.StringIO()
+    config = config_with(tmp_path, "doctor:\n  duration: 1s\n  sinks: []\n")
+    with AuditLog(AuditConfig(file_path=str(log_path))) as log:
+        doctor = build_doctor(
+            log,
+            config,
+            sources={"broken": broken_factory, "fixed": lambda c: Fixed({"mem.used_pct": 97.0})},
+            rules={"high_memory": high_memory},
+            sinks={},
+            source_plugins={"broken": PluginInfo("acme", "acme-kerno", "1.2")},
+            stderr=err,
+        )
+        assert list(doctor.sources) == ["fixed"]
+    assert err.getvalue() == (
+        "kerno-otel: plugin 'acme' (acme-kerno 1.2) failed in source:broken: OSError: "
+        "no such device\n"
+    )
+    errors = [r["details"] for r in stream_records(log_path) if r["type"] == "plugin.error"]
+    assert [(e["plugin"], e["hook"], e["error_type"]) for e in errors] == [
+        ("acme", "source:broken", "OSError")
+    ]
+
+
+def diskguard(given: RuleInput) -> list[Finding]:
+    used = given.signals.values.get("disk.used_pct", 0.0)
+    limit = given.thresholds["diskguard_pct"]
+    return [Finding("diskguard", "WARNING", f"disk {used}%")] if used > limit else []
+
+
+diskguard.thresholds = {"diskguard_pct": 90.0}  # type: ignore[attr-defined]
+
+
+def test_a_plugin_rule_declares_its_own_threshold(tmp_path: Path) -> None:
+    # Issue 13, 7: `unknown threshold 'diskguard_pct'` used to refuse the config.
+    config = config_with(tmp_path, "doctor:\n  sinks: []\n  thresholds:\n    diskguard_pct: 70\n")
+    no_sinks = config_with(tmp_path, "doctor:\n  sinks: []\n")
+    with AuditLog(AuditConfig(file_path=str(tmp_path / "a.jsonl"))) as log:
+        default = build_doctor(
+            log, no_sinks, sources={}, rules={"d": diskguard}, sinks={}
+        )
+        assert default.settings.thresholds["diskguard_pct"] == 90.0
+        doctor = build_doctor(log, config, sources={}, rules={"d": diskguard}, sinks={})
+        assert doctor.settings.thresholds["diskguard_pct"] == 70.0
+        assert doctor.settings.thresholds["oom_memory_pct"] == 90.0
+        assert doctor.evaluate(Signals(1.0, {"disk.used_pct": 80.0})) == [
+            Finding("diskguard", "WARNING", "disk 80.0%")
+        ]
+        # Without the rule that declares it, the key is a typo, named.
+        with pytest.raises(ConfigError) as info:
+            build_doctor(log, config, sources={}, rules={"h": high_memory}, sinks={})
+    assert str(info.value).startswith(
+        "doctor.thresholds: unknown threshold 'diskguard_pct' (known: disk_p99_critical_ns, "
+    )
 
 
 # --- the daemon --------------------------------------------------------------------------------

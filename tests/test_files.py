@@ -123,3 +123,64 @@ def test_retention_keeps_all_by_default_and_trims_when_asked(tmp_path: Path) -> 
     old = tmp_path / names[3]
     os.utime(old, (time.time() - 3 * 86400, time.time() - 3 * 86400))
     assert [p.name for p in _files.apply_retention(live, 0, 2, time.time())] == [names[3]]
+
+
+# --- audit.file_group (issue 13, item 5) --------------------------------------------------------
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="giving files to a group we are not in needs root"
+)
+
+
+def _mode_and_gid(path: Path) -> tuple[int, int]:
+    info = os.lstat(path)
+    return stat.S_IMODE(info.st_mode), info.st_gid
+
+
+@needs_root
+def test_file_group_makes_the_log_readable_by_that_group(tmp_path: Path) -> None:
+    from kerno_otel import AuditConfig, AuditLog
+
+    gid = _files.group_id("daemon")
+    live = tmp_path / "kerno" / "kerno-audit.jsonl"
+    config = AuditConfig(
+        file_path=str(live), file_group="daemon", max_size_mb=0.002, compress=True
+    )
+    with AuditLog(config) as log:
+        for i in range(40):
+            log.emit("bpf.load", details={"program": f"p{i}", "attach": ["t"], "success": True})
+    rotated = _files.rotated_files(live)
+    assert rotated and all(p.name.endswith(".gz") for p in rotated)
+    assert _mode_and_gid(live.parent) == (0o750, gid)
+    for path in [live, *rotated]:
+        assert _mode_and_gid(path) == (0o640, gid), path.name
+
+
+def test_without_file_group_the_log_stays_private(tmp_path: Path) -> None:
+    from kerno_otel import AuditConfig, AuditLog
+
+    live = tmp_path / "kerno" / "kerno-audit.jsonl"
+    with AuditLog(AuditConfig(file_path=str(live))) as log:
+        log.emit("bpf.load", details={"program": "p", "attach": ["t"], "success": True})
+    assert _mode_and_gid(live.parent)[0] == 0o700
+    assert _mode_and_gid(live)[0] == 0o600
+
+
+@needs_root
+def test_file_group_leaves_a_shared_parent_alone(tmp_path: Path) -> None:
+    shared = tmp_path / "log"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    before = _mode_and_gid(shared)
+    _files.ensure_directory(shared, _files.group_id("daemon"))
+    assert _mode_and_gid(shared) == before
+
+
+def test_an_unknown_file_group_is_a_config_error(tmp_path: Path) -> None:
+    from kerno_otel import ConfigError, load_config
+
+    config = tmp_path / "kerno.yaml"
+    config.write_text("audit:\n  file_group: no-such-group-here\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(config, env={})
+    assert str(info.value) == f"{config}:2: audit.file_group: no such group 'no-such-group-here'"

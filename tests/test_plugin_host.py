@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import fake_distribution, stream_records
 
-from kerno_otel import Finding, PluginInfo, RuleInput, hookimpl
+from kerno_otel import EventType, Finding, PluginInfo, RedactionRule, RuleInput, hookimpl
 from kerno_otel.daemon.daemon import Daemon
 from kerno_otel.daemon.plugins import PluginFailure, PluginHost, PluginLoadError
 
@@ -117,7 +117,8 @@ def test_a_refused_wrapper_stops_a_strict_start(
         host.load()
 
     assert str(raised.value) == (
-        "plugin 'wrapping' failed in daemon_startup: PluginValidationError: "
+        "plugin 'wrapping' (kerno-test-wrap 1.0) failed in daemon_startup: "
+        "PluginValidationError: "
         f"hookimpl(wrapper=True) {REFUSED} (plugins.strict is on)"
     )
 
@@ -230,4 +231,139 @@ def test_named_registrations_that_break_the_contract_are_the_plugins_failure() -
         ("bad", "register_doctor_rules", "expected register(name, rule)"),
         ("bad", "register_doctor_rules", "expected register(name, rule)"),
         ("bad", "register_ai_providers", "expected register(name, provider)"),
+    ]
+
+
+class Contributes:
+    """Registers the event types and redaction rules it is given."""
+
+    def __init__(self, types: list[object], rules: tuple[object, ...] = ()) -> None:
+        self.types = types
+        self.rules = rules
+
+    @hookimpl
+    def register_event_types(self, register: Callable[..., None]) -> None:
+        for event_type in self.types:
+            register(event_type)
+
+    @hookimpl
+    def register_redaction_rules(self, register: Callable[..., None]) -> None:
+        for rule in self.rules:
+            register(rule)
+
+
+CLOSED = {"type": "object", "properties": {}, "additionalProperties": False}
+
+
+def test_an_event_type_with_a_bad_schema_is_refused_alone() -> None:
+    # Issue 13, 1: one plugin's open details schema used to fail every command.
+    good = EventType("good.thing", "good/doer", schema=CLOSED)
+    other = EventType("bad.other", "bad/doer", schema=CLOSED)
+    bad = Contributes([EventType("bad.open", "bad/doer", schema={"type": "object"}), other])
+    host, err = host_with(("bad", bad), ("good", Contributes([good])))
+
+    types = host.event_types()
+
+    assert [t.name for t in types] == ["bad.other", "good.thing"]
+    assert [t.source for t in types] == ["kerno-test", "kerno-test"]
+    assert host.schemas.types()[-2:] == ["bad.other", "good.thing"]
+    assert [(p.name, p.event_types) for p in host.plugins] == [
+        ("bad", ["bad.other"]),
+        ("good", ["good.thing"]),
+    ]
+    reason = (
+        "event type 'bad.open' from kerno-test: details must be closed: "
+        '"type": "object" and "additionalProperties": false'
+    )
+    assert [(f.plugin, f.hook, f.error_type, f.message) for f in host.failures] == [
+        ("bad", "register_event_types", "ValueError", reason)
+    ]
+    assert err.getvalue() == (
+        "kerno-otel: plugin 'bad' (kerno-test 1.0) failed in register_event_types: "
+        f"ValueError: {reason}\n"
+    )
+
+
+def test_an_event_type_clashing_with_another_plugins_is_refused() -> None:
+    first = EventType("acme.scan", "acme/scanner", schema=CLOSED)
+    host, _ = host_with(("a", Contributes([first])), ("b", Contributes([first])))
+
+    assert [t.name for t in host.event_types()] == ["acme.scan"]
+    assert [(f.plugin, f.message) for f in host.failures] == [
+        (
+            "b",
+            "event type 'acme.scan' from kerno-test: clashes with the type of the same name "
+            "from kerno-test",
+        )
+    ]
+
+
+def test_an_unusable_redaction_rule_is_refused_alone() -> None:
+    good = RedactionRule("ticket", r"TICKET-[0-9]+")
+    bad = Contributes([], (RedactionRule("broken", "(unclosed"), "not a rule"))
+    host, _ = host_with(("bad", bad), ("good", Contributes([], (good,))))
+
+    assert host.redaction_rules() == [good]
+    assert [(f.plugin, f.hook, f.error_type) for f in host.failures] == [
+        ("bad", "register_redaction_rules", "ValueError"),
+        ("bad", "register_redaction_rules", "TypeError"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("section", "env", "where"),
+    [
+        ({}, {"KERNO_OTEL_PLUGINS": "stopper,nosuch"}, "KERNO_OTEL_PLUGINS"),
+        ({"enabled": ["stopper", "nosuch"]}, {}, "plugins.enabled"),
+    ],
+)
+def test_a_plugin_asked_for_but_not_installed_is_named(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    section: dict[str, object],
+    env: dict[str, str],
+    where: str,
+) -> None:
+    # Issue 13, 8: KERNO_OTEL_PLUGINS=nosuch used to load nothing, silently.
+    err = io.StringIO()
+    site = wrapping_site(tmp_path, WRAPPER)
+    host = PluginHost(section, env, err, points=points(site, monkeypatch))
+
+    host.load()
+
+    assert [p.name for p in host.plugins] == ["stopper"]
+    assert [(f.plugin, f.distribution, f.hook, f.error_type) for f in host.failures] == [
+        ("nosuch", "not-installed", "load", "PluginNotFoundError")
+    ]
+    assert err.getvalue() == (
+        "kerno-otel: plugin 'nosuch' (not-installed 0) failed in load: PluginNotFoundError: "
+        f"{where} names 'nosuch', but no installed plugin has that name "
+        "(installed: stopper, wrapping)\n"
+    )
+
+
+def test_a_rule_with_unusable_thresholds_is_refused_alone() -> None:
+    def bad_rule(given: RuleInput) -> list[Finding]:
+        return []
+
+    def taken(given: RuleInput) -> list[Finding]:
+        return []
+
+    def own(given: RuleInput) -> list[Finding]:
+        return []
+
+    bad_rule.thresholds = {"diskguard_pct": "high"}  # type: ignore[attr-defined]
+    taken.thresholds = {"oom_memory_pct": 50.0}  # type: ignore[attr-defined]
+    own.thresholds = {"diskguard_pct": 90.0}  # type: ignore[attr-defined]
+    plugin = Registers([("bad_rule", bad_rule), ("taken", taken), ("own", own)], [])
+    host, _ = host_with(("acme", plugin), ("other", Registers([("own", rule)], [])))
+
+    assert host.named("register_doctor_rules") == {"own": own}
+    assert [(n, p.name) for n, p in host.owners["register_doctor_rules"].items()] == [
+        ("own", "acme")
+    ]
+    assert [(f.plugin, f.message) for f in host.failures] == [
+        ("acme", "rule 'bad_rule': threshold 'diskguard_pct': the default must be a number >= 0"),
+        ("acme", "rule 'taken': threshold 'oom_memory_pct' is kerno's own; choose another name"),
+        ("other", "rule 'own' is already registered by plugin 'acme'"),
     ]

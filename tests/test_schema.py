@@ -1,4 +1,4 @@
-"""The published schema set (kerno_otel/_schema.py and schemas/kerno-audit/v1/).
+"""The published schema set (kerno_otel/records/schema.py and schemas/kerno-audit/v1/).
 
 The records built here (``GOOD``, ``record``, ``with_details``) are shared with
 test_validate.py, which checks verdicts and reasons on them.
@@ -24,6 +24,7 @@ from kerno_otel.records.catalogue import BUILTIN_TYPES, EventType
 from kerno_otel.records.patterns import LEAK_PATTERNS
 from kerno_otel.records.schema import (
     BASE_URI,
+    BUNDLE,
     COMMON,
     RECORD,
     SchemaSet,
@@ -237,7 +238,7 @@ def schemas() -> SchemaSet:
 
 
 def test_every_catalogue_type_has_a_schema_file_and_vice_versa() -> None:
-    expected = {schema_file(name) for name in BUILTIN_TYPES} | {COMMON, RECORD}
+    expected = {schema_file(name) for name in BUILTIN_TYPES} | {COMMON, RECORD, BUNDLE}
     assert expected == {p.name for p in SCHEMA_DIR.iterdir()}
 
 
@@ -298,6 +299,26 @@ def test_generated_files_equal_committed() -> None:
     assert dumps(common_document()) == (SCHEMA_DIR / COMMON).read_text(encoding="utf-8")
     committed = (SCHEMA_DIR / RECORD).read_text(encoding="utf-8")
     assert dumps(record_document(BUILTIN_TYPES)) == committed
+
+
+def test_committed_bundle_is_what_export_writes(tmp_path: Path) -> None:
+    SchemaSet.builtin().export(tmp_path)
+    assert (SCHEMA_DIR / BUNDLE).read_bytes() == (tmp_path / BUNDLE).read_bytes()
+
+
+def test_bundle_embeds_every_file_under_its_own_id(schemas: SchemaSet) -> None:
+    docs = schemas.documents()
+    bundle = docs.pop(BUNDLE)
+    assert bundle["$ref"] == RECORD
+    assert docs == bundle["$defs"]
+    assert [BASE_URI + name for name in docs] == [d["$id"] for d in bundle["$defs"].values()]
+
+
+def test_python_jsonschema_takes_the_bundle_alone(schemas: SchemaSet) -> None:
+    # No registry, no retrieval: every $ref resolves inside the one document.
+    validator = Draft202012Validator(schemas.documents()[BUNDLE])
+    assert validator.is_valid(record("ai.call"))
+    assert not validator.is_valid(with_details("ai.call", error="pid=4242"))
 
 
 def test_gen_schemas_check_passes() -> None:
@@ -451,16 +472,30 @@ def test_docs_describe_every_type_and_field(schemas: SchemaSet) -> None:
     assert missing == []
 
 
-def test_docs_python_recipe_runs(tmp_path: Path) -> None:
-    snippet = DOC.read_text(encoding="utf-8").split("```python\n", 1)[1].split("```", 1)[0]
+def doc_snippets(language: str) -> list[str]:
+    """The ```<language> blocks of docs/audit-schema.md, in order."""
+    parts = DOC.read_text(encoding="utf-8").split(f"```{language}\n")[1:]
+    return [part.split("```", 1)[0] for part in parts]
+
+
+@pytest.mark.parametrize(
+    ("index", "bad_output"),
+    [(0, "1: $.details.error: not\n"), (1, "1\n")],
+    ids=["jsonschema", "rs"],
+)
+def test_docs_python_recipes_run_on_the_exported_bundle(
+    tmp_path: Path, index: int, bad_output: str
+) -> None:
+    # As the doc says: `kerno-otel schema export kerno-schemas`, then the recipe beside it.
+    SchemaSet.builtin().export(tmp_path / "kerno-schemas")
     script = tmp_path / "recipe.py"
-    script.write_text(snippet)
+    script.write_text(doc_snippets("python")[index])
     good = tmp_path / "good.jsonl"
     good.write_text(json.dumps(record("ai.call")) + "\n")
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(with_details("ai.call", error="pid=4242")) + "\n")
-    for log, expected in [(good, (0, "")), (bad, (1, "1: $.details.error: not\n"))]:
+    for log, expected in [(good, (0, "")), (bad, (1, bad_output))]:
         done = subprocess.run(
-            [sys.executable, str(script), str(log)], capture_output=True, text=True, cwd=REPO
+            [sys.executable, str(script), str(log)], capture_output=True, text=True, cwd=tmp_path
         )
         assert (done.returncode, done.stdout) == expected, done.stderr

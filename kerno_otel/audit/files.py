@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import grp
 import gzip
 import os
 import re
@@ -22,6 +23,9 @@ from typing import Final
 OPEN_FLAGS: Final = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_MODE: Final = 0o600
 DIR_MODE: Final = 0o700
+#: With ``audit.file_group``: the group may read the files and enter the directory.
+SHARED_FILE_MODE: Final = 0o640
+SHARED_DIR_MODE: Final = 0o750
 
 _STAMP_FORMAT: Final = "%Y%m%dT%H%M%S"
 
@@ -30,12 +34,55 @@ class AuditFileError(OSError):
     """The audit log's file or directory cannot be used safely; the message says which and why."""
 
 
-def ensure_directory(directory: Path) -> None:
-    """Create the log directory 0700 if missing (parents too).
+def group_id(group: str | int) -> int:
+    """The gid of ``audit.file_group`` (a group name or a number); KeyError when unknown."""
+    if isinstance(group, int):
+        return group
+    if group.isdigit():
+        return int(group)
+    return grp.getgrnam(group).gr_gid
+
+
+def share(fd: int, gid: int | None, *, directory: bool = False) -> None:
+    """Give ``fd`` the mode the log promises: 0600 (0700 for the directory), or with
+    ``audit.file_group`` (``gid``) 0640 (0750) and that group.
+
+    The one place ``audit.file_group`` acts; called right after each open.
+    """
+    if gid is None:
+        mode = DIR_MODE if directory else FILE_MODE
+    else:
+        mode = SHARED_DIR_MODE if directory else SHARED_FILE_MODE
+        if os.fstat(fd).st_gid != gid:
+            os.fchown(fd, -1, gid)
+    if stat.S_IMODE(os.fstat(fd).st_mode) != mode:
+        os.fchmod(fd, mode)
+
+
+def _share_directory(directory: Path, gid: int, created: bool) -> None:
+    """With ``audit.file_group``: the log directory 0750 and that group.
+
+    Only a directory that is ours (created now, or owned by us and private: 0700 or
+    0750); never ``/var/log`` or another shared parent.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        private = stat.S_IMODE(info.st_mode) in (DIR_MODE, SHARED_DIR_MODE)
+        if created or (info.st_uid == os.geteuid() and private):
+            share(fd, gid, directory=True)
+    finally:
+        os.close(fd)
+
+
+def ensure_directory(directory: Path, gid: int | None = None) -> None:
+    """Create the log directory 0700 if missing (parents too); 0750 and group ``gid``
+    with ``audit.file_group``.
 
     An existing directory is left as it is: tightening someone else's
     directory (``/var/log`` itself, say) is not ours to do.
     """
+    created = not directory.exists()
     if directory.is_symlink():
         # A symlinked directory is fine (a bind of /var/log elsewhere) as long
         # as it resolves to a directory; the file itself is what O_NOFOLLOW guards.
@@ -50,6 +97,14 @@ def ensure_directory(directory: Path) -> None:
         ) from None
     if not directory.is_dir():
         raise AuditFileError(f"{directory}: not a directory")
+    if gid is not None:
+        try:
+            _share_directory(directory, gid, created)
+        except OSError as exc:
+            raise AuditFileError(
+                f"{directory}: cannot give the audit directory to audit.file_group: "
+                f"{exc.strerror}"
+            ) from None
 
 
 def _open_error(path: Path, exc: OSError) -> AuditFileError:
@@ -60,11 +115,12 @@ def _open_error(path: Path, exc: OSError) -> AuditFileError:
     return AuditFileError(f"{path}: cannot open the audit log: {exc.strerror}")
 
 
-def open_append(path: Path) -> int:
-    """Open ``path`` for appending, 0600, refusing a symlink; returns the fd.
+def open_append(path: Path, gid: int | None = None) -> int:
+    """Open ``path`` for appending, 0600 (0640 and group ``gid`` with ``audit.file_group``),
+    refusing a symlink; returns the fd.
 
-    An existing file with looser permissions is tightened to 0600: an audit
-    log readable by everyone is a finding of its own.
+    An existing file with other permissions is set to those: an audit log
+    readable by everyone is a finding of its own.
     """
     try:
         fd = os.open(path, OPEN_FLAGS, FILE_MODE)
@@ -74,8 +130,11 @@ def open_append(path: Path) -> int:
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise AuditFileError(f"{path}: not a regular file")
-    if stat.S_IMODE(info.st_mode) != FILE_MODE:
-        os.fchmod(fd, FILE_MODE)
+    try:
+        share(fd, gid)
+    except OSError as exc:
+        os.close(fd)
+        raise AuditFileError(f"{path}: cannot set the audit log's mode: {exc.strerror}") from None
     return fd
 
 
@@ -191,7 +250,7 @@ def _read_whole(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def compress(path: Path) -> Path:
+def compress(path: Path, gid: int | None = None) -> Path:
     """Gzip a rotated file atomically: ``X.gz.tmp`` written, fsynced, renamed; then ``X`` removed.
 
     A crash at any point leaves either the plain file or a complete ``.gz``
@@ -207,6 +266,7 @@ def compress(path: Path) -> Path:
         tmp.unlink(missing_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(tmp, flags, FILE_MODE)
+        share(fd, gid)
         with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
             shutil.copyfileobj(source, gz, 1 << 20)
             gz.close()

@@ -50,8 +50,9 @@ def _identity(info: os.stat_result) -> tuple[int, int]:
 class LiveFile:
     """The directory (by fd) and the live file's name and identity (device, inode)."""
 
-    def __init__(self, live: Path) -> None:
+    def __init__(self, live: Path, gid: int | None = None) -> None:
         self.live = live
+        self._gid = gid  # audit.file_group's: files 0640 and the directory 0750, that group
         self.name = live.name
         self._dir_fd = self._open_directory()
         self._identity: tuple[int, int] | None = None
@@ -61,7 +62,7 @@ class LiveFile:
     # -- opening -------------------------------------------------------------------------
 
     def _open_directory(self) -> int:
-        files.ensure_directory(self.live.parent)
+        files.ensure_directory(self.live.parent, self._gid)
         try:
             return os.open(self.live.parent, _DIR_FLAGS)
         except OSError as exc:
@@ -103,8 +104,7 @@ class LiveFile:
             raise files._open_error(self.live, exc) from None
         if _identity(here) != _identity(info):
             raise AuditFileError(f"{self.live}: replaced while being opened")
-        if stat.S_IMODE(info.st_mode) != files.FILE_MODE:
-            os.fchmod(fd, files.FILE_MODE)
+        files.share(fd, self._gid)
         self._identity, self._fd, self._warned_links = _identity(info), fd, False
 
     def close(self) -> None:

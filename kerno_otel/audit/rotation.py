@@ -26,6 +26,8 @@ class Rotator:
         self.config = config
         self._stderr = stderr
         self._counters = counters
+        group = config.file_group
+        self._gid = None if group is None else files.group_id(group)
         self._gzip = (
             ThreadPoolExecutor(1, thread_name_prefix="kerno-audit-gzip")
             if config.compress
@@ -57,7 +59,7 @@ class Rotator:
 
     def _compress(self, path: Path) -> None:
         try:
-            files.compress(path)
+            files.compress(path, self._gid)
             self._retention()
         except OSError as exc:
             self._stderr.write(f"kerno-otel: audit: cannot compress {path}: {exc}\n")

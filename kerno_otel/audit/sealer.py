@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from kerno_otel.audit import files
 from kerno_otel.audit.chain import Chain, Timestamps
 from kerno_otel.audit.checkpoints import Signer
 from kerno_otel.audit.counters import Counters
@@ -107,7 +108,13 @@ class Sealer(FileLife):
                 self._signer = Signer(load_private(self.config.checkpoint.key_file))
             except KeyFileError as exc:
                 raise ConfigError(f"audit.checkpoint.key_file: {exc}") from None
-        stream = open_stream(self._live, now, checkpoints=self._signer is not None)
+        group = self.config.file_group
+        stream = open_stream(
+            self._live,
+            now,
+            checkpoints=self._signer is not None,
+            gid=None if group is None else files.group_id(group),
+        )
         point = stream.point
         self._stream, self.stream_id, self._file = stream, stream.stream_id, stream.live
         if point.last_seq is not None and point.last_hash is not None:

@@ -272,19 +272,22 @@ class OpenStream:
         os.close(self.lock_fd)
 
 
-def open_stream(live: Path, now_ns: int, *, checkpoints: bool) -> OpenStream:
+def open_stream(
+    live: Path, now_ns: int, *, checkpoints: bool, gid: int | None = None
+) -> OpenStream:
     """Lock ``live``'s stream, repair a torn tail and open the live file (and the checkpoints
     file when ``checkpoints``) for appending.
 
+    ``gid`` is ``audit.file_group``'s (the files 0640 and the directory 0750, that group).
     Raises :class:`kerno_otel.audit.files.AuditFileError` when the file cannot be
     used safely (a symlink, a directory, a last line that is not a record).
     """
-    files.ensure_directory(live.parent)
+    files.ensure_directory(live.parent, gid)
     lock_fd = files.lock_stream(live)
     try:
         point = repair_and_resume(live, now_ns)
-        sidecar_fd = files.open_append(sidecar_path(live)) if checkpoints else None
-        handle = LiveFile(live)
+        sidecar_fd = files.open_append(sidecar_path(live), gid) if checkpoints else None
+        handle = LiveFile(live, gid)
         try:
             fd = handle.open()
         except BaseException:

@@ -61,6 +61,9 @@ class AuditConfig:
     #: Where the stages after the OTel Logger run: ``process`` (a child process of
     #: our own, so emitters keep their core) or ``thread`` (in this process).
     pipeline: str = "process"
+    #: A group (name or gid) that may read the log: files 0640 and the directory 0750,
+    #: owned by it, instead of 0600/0700 (docs/collector.md, "Permissions").
+    file_group: str | int | None = None
 
 
 _CHOICES: Final[dict[str, tuple[str, ...]]] = {
@@ -153,7 +156,27 @@ def _convert(key: str, value: Any, where: Where) -> Any:
         return tuple(rules)
     if key == "checkpoint":
         return _checkpoint(value, where)
+    if key == "file_group":
+        return _file_group(value)
     raise ValueError("unsupported key")  # pragma: no cover - guarded by the known-key check
+
+
+def _file_group(value: Any) -> str | int | None:
+    import grp
+
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("expected a group name or number")
+    if isinstance(value, int) or value.isdigit():
+        if int(value) < 0:
+            raise ValueError("expected a group name or number")
+        return int(value)
+    try:
+        grp.getgrnam(value)
+    except KeyError:
+        raise ValueError(f"no such group {value!r}") from None
+    return value
 
 
 def _checkpoint(value: Any, where: Where) -> CheckpointConfig:

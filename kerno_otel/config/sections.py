@@ -6,17 +6,26 @@ plugin checks it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from kerno_otel.config.values import NUMBERS, ConfigError, Where, check_number, env_value
+from kerno_otel.config.values import (
+    NUMBERS,
+    ConfigError,
+    Where,
+    check_number,
+    env_value,
+    number,
+)
 
 #: The other config sections with their embedded defaults. A key's type is
 #: its default's (None: a string or nothing); unknown keys are refused.
 SECTION_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
     "otlp": {
         "enabled": False,
-        "endpoint": "http://127.0.0.1:4317",
+        # None: OTEL_EXPORTER_OTLP_(LOGS_)ENDPOINT, else loopback (kerno_otel/forward/options.py).
+        "endpoint": None,
         "protocol": "grpc",
         "headers": {},
         "timeout": "10s",
@@ -110,6 +119,9 @@ _SECTION_DURATIONS: Final = frozenset(
 # (the analyzer checks it when it builds the provider).
 
 
+_THRESHOLD_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
 def copy_defaults(value: Any) -> Any:
     """A copy of a section's defaults that the caller may change (nested dicts, lists)."""
     if isinstance(value, dict):
@@ -195,21 +207,32 @@ def _check_value(dotted: str, default: Any, value: Any, where: Where) -> Any:
         if not isinstance(value, dict):
             raise ValueError("expected a mapping")
         if dotted == "doctor.thresholds":
+            # Keys beyond kerno's may be thresholds a plugin rule declares: they are
+            # checked against the loaded rules when the doctor is built
+            # (kerno_otel/doctor/thresholds.py).
             out = dict(default)
             for key, item in value.items():
-                if key not in default:
-                    raise ValueError(
-                        f"unknown threshold {key!r} (known: {', '.join(sorted(default))})"
-                    )
+                if not isinstance(key, str) or not _THRESHOLD_NAME.fullmatch(key):
+                    raise ValueError(f"threshold name {key!r} must match {_THRESHOLD_NAME.pattern}")
+                name = f"{dotted}.{key}"
                 try:
-                    out[key] = check_number(f"{dotted}.{key}", item)
+                    # kerno's own thresholds have a range; a plugin's any finite number >= 0.
+                    own = name in NUMBERS
+                    out[key] = check_number(name, item) if own else _plugin_threshold(item)
                 except ValueError as exc:
-                    raise ConfigError(f"{where(f'{dotted}.{key}')}: {exc}") from None
+                    raise ConfigError(f"{where(name)}: {exc}") from None
             return out
         return {str(k): str(v) for k, v in value.items()}
     if value is not None and not isinstance(value, str):
         raise ValueError(f"expected a string, got {type(value).__name__}")
     return value
+
+
+def _plugin_threshold(value: Any) -> float:
+    """A threshold a plugin rule declares: any finite number, not negative."""
+    if number(value) < 0:
+        raise ValueError(f"expected a number >= 0, got {value!r}")
+    return float(value)
 
 
 def _listen(value: Any) -> str:

@@ -21,7 +21,12 @@ from typing import TextIO
 
 from kerno_otel.audit.log import AuditLog
 from kerno_otel.config import Config, ConfigError, diff, is_live, load_config
-from kerno_otel.daemon.plugins import PluginFailure, PluginHost, record_failures
+from kerno_otel.daemon.plugins import (
+    PluginFailure,
+    PluginHost,
+    PluginLoadError,
+    record_failures,
+)
 from kerno_otel.hookspecs import ConfigDiff, DaemonContext, Route
 from kerno_otel.telemetry import Telemetry, build_telemetry, read_settings
 
@@ -63,9 +68,13 @@ class Daemon:
         self._started = time.monotonic()
         #: Config keys plugins declared secret (masked in reload diffs).
         self._secrets: frozenset[str] = frozenset()
+        #: How many of ``host.failures`` are in the log already.
+        self._recorded = 0
+        self._context: DaemonContext | None = None
 
     def _record_failures(self, log: AuditLog, failures: list[PluginFailure]) -> None:
         record_failures(log, failures)
+        self._recorded += len(failures)
 
     def request_stop(self, reason: str = "request") -> None:
         """Ask the main loop to stop (from a plugin or another thread)."""
@@ -103,28 +112,17 @@ class Daemon:
                     "hooks": info.hooks,
                 },
             )
-        self._record_failures(log, self.host.failures)
-        failed = len(self.host.failures)
-        routes = [args[0] for _, args in self.host.collect("register_http_routes")]
         telemetry = self._telemetry(log)
-        context = DaemonContext(
-            audit=log,
-            config=self.config,
-            request_stop=self.request_stop,
-            plugins=tuple(self.host.plugins),
-            routes=tuple(r for r in routes if isinstance(r, Route)),
-            sources=self.host.named("register_sources"),
-            rules=self.host.named("register_doctor_rules"),
-            sinks=self.host.named("register_sinks"),
-            ai_providers=self.host.named("register_ai_providers"),
-            telemetry=telemetry,
-        )
-        context.analyzer = self.host.first(
-            "make_analyzer", audit=log, config=self.config, providers=context.ai_providers
-        )
-        self._record_failures(log, self.host.failures[failed:])
         try:
-            self._record_failures(log, self.host.call("daemon_startup", context=context))
+            context = self._start(log, telemetry)
+        except PluginLoadError:
+            # plugins.strict (issue 13): a plugin failed after the log opened. The failure
+            # is recorded, the plugins that started are stopped, and the CLI exits 2 with
+            # one line, as for a plugin that fails to load; not a panic.
+            self._refuse_start(log)
+            telemetry.shutdown()
+            raise
+        try:
             self._loop(context, log, duration)
             if self._thread_panic is not None:
                 raise self._thread_panic
@@ -177,6 +175,46 @@ class Daemon:
                 "but http.enabled is false: nothing serves them\n"
             )
         return telemetry
+
+    def _start(self, log: AuditLog, telemetry: Telemetry) -> DaemonContext:
+        """Record the plugins' load, collect what they register, call ``daemon_startup``."""
+        self._record_failures(log, self.host.failures)
+        routes = [args[0] for _, args in self.host.collect("register_http_routes")]
+        context = DaemonContext(
+            audit=log,
+            config=self.config,
+            request_stop=self.request_stop,
+            plugins=tuple(self.host.plugins),
+            routes=tuple(r for r in routes if isinstance(r, Route)),
+            sources=self.host.named("register_sources"),
+            rules=self.host.named("register_doctor_rules"),
+            rule_plugins=self.host.owners.get("register_doctor_rules", {}),
+            source_plugins=self.host.owners.get("register_sources", {}),
+            sinks=self.host.named("register_sinks"),
+            ai_providers=self.host.named("register_ai_providers"),
+            telemetry=telemetry,
+        )
+        context.analyzer = self.host.first(
+            "make_analyzer", audit=log, config=self.config, providers=context.ai_providers
+        )
+        self._record_failures(log, self.host.failures[self._recorded :])
+        self._context = context
+        self._record_failures(log, self.host.call("daemon_startup", context=context))
+        return context
+
+    def _refuse_start(self, log: AuditLog) -> None:
+        """After a strict failure: record it, stop the plugins that started, close the log."""
+        self._record_failures(log, self.host.failures[self._recorded :])
+        if self._context is not None:
+            self.host.strict = False  # the others' shutdown failures are recorded, not raised
+            failures = self.host.call(
+                "daemon_shutdown",
+                context=self._context,
+                reason="error",
+                uptime_s=time.monotonic() - self._started,
+            )
+            self._record_failures(log, failures)
+        log.close()
 
     def _loop(self, context: DaemonContext, log: AuditLog, duration: float | None) -> None:
         deadline = None if duration is None else time.monotonic() + duration
@@ -272,13 +310,16 @@ class Daemon:
         text, digest = traceback_digest(exc)
         self._stderr.write(text)
         self._stderr.write(f"kerno-otel: panic ({type(exc).__name__}); digest {digest}\n")
+        self.host.strict = False  # already ending: a panic hook's failure is recorded, not raised
         try:
-            self.host.call(
+            failures = self.host.call(
                 "daemon_panic",
                 context=context,
                 exception_type=type(exc).__name__,
                 panic_digest=digest,
             )
+            # A plugin failing in its panic hook is in the log like any other failure.
+            self._record_failures(log, failures)
         finally:
             log.close()
         return PANIC_EXIT

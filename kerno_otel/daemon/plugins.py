@@ -14,10 +14,7 @@ wrapper would never run that way, so a plugin declaring one is refused at load.
 
 from __future__ import annotations
 
-import hashlib
-import traceback
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, TextIO
 
@@ -26,35 +23,33 @@ import pluggy
 from kerno_otel import hookspecs
 from kerno_otel.config import load_config
 from kerno_otel.contract import AIProvider, PluginInfo
-from kerno_otel.records.catalogue import BUILTIN_TYPES, EventType
+from kerno_otel.daemon.failures import (
+    NOT_INSTALLED,
+    PluginFailure,
+    PluginLoadError,
+    PluginNotFoundError,
+    failure_line,
+    failure_of,
+    record_failures,
+)
+from kerno_otel.doctor.thresholds import threshold_problem
+from kerno_otel.records.catalogue import EventType
 from kerno_otel.records.redact import RedactionRule, Redactor
+
+__all__ = [
+    "NOT_INSTALLED",
+    "PluginFailure",
+    "PluginHost",
+    "PluginLoadError",
+    "PluginNotFoundError",
+    "allowed",
+    "check_contributions",
+    "failure_line",
+    "failure_of",
+    "load_with_schemas",
+    "record_failures",
+]
 from kerno_otel.records.schema import SchemaSet
-
-#: Scrubs what plugins' exceptions say before it reaches stderr (default rules only:
-#: plugin rules are not known yet when loading fails).
-_STDERR_REDACTOR = Redactor()
-
-
-class PluginLoadError(Exception):
-    """``plugins.strict`` is on and a plugin failed; the message names it, the hook and why."""
-
-
-@dataclass(frozen=True)
-class PluginFailure:
-    """A plugin that failed to load or raised in a hook (never the traceback itself)."""
-
-    plugin: str
-    distribution: str
-    version: str
-    hook: str
-    error_type: str
-    error_digest: str
-    message: str
-
-
-def _digest(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return "sha256:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
 
 
 def allowed(name: str, section: Mapping[str, Any], env: Mapping[str, str]) -> bool:
@@ -90,9 +85,14 @@ class PluginHost:
         self._section = section
         self._env = env
         self._stderr = stderr
-        self._strict = bool(section.get("strict"))
+        #: ``plugins.strict``: the first failure raises PluginLoadError instead of being recorded.
+        self.strict = bool(section.get("strict"))
         self._points = points
         self._info: dict[str, PluginInfo] = {}
+        #: hook -> registered name -> the plugin that registered it (filled by :meth:`named`).
+        self.owners: dict[str, dict[str, PluginInfo]] = {}
+        #: The built-in schema set plus the event types :meth:`event_types` accepted.
+        self.schemas: SchemaSet = SchemaSet.builtin()
 
     # -- loading ------------------------------------------------------------------
 
@@ -103,7 +103,9 @@ class PluginHost:
             if self._points is not None
             else entry_points(group=hookspecs.ENTRY_POINT_GROUP)
         )
-        for point in sorted(points, key=lambda p: p.name):
+        points = sorted(points, key=lambda p: p.name)
+        self._check_requested({p.name for p in points})
+        for point in points:
             if not allowed(point.name, self._section, self._env):
                 continue
             dist = point.dist
@@ -128,6 +130,26 @@ class PluginHost:
             if info in self.plugins:
                 self.plugins.remove(info)
             self._fail(info, "check_pending", exc)
+
+    def _check_requested(self, installed: set[str]) -> None:
+        """A plugin asked for by name that is not installed is a failure, not silence (issue 13)."""
+        allow = self._env.get("KERNO_OTEL_PLUGINS")
+        if allow is not None:
+            asked, where = [n.strip() for n in allow.split(",") if n.strip()], "KERNO_OTEL_PLUGINS"
+        else:
+            asked, where = list(self._section.get("enabled") or []), "plugins.enabled"
+        names = sorted(installed)
+        # The line is cut at 200 characters: a few names, and how many there are.
+        known = ", ".join(names[:5]) or "none"
+        if len(names) > 5:
+            known += f", … ({len(names)} in all)"
+        for name in asked:
+            if name not in installed:
+                error = PluginNotFoundError(
+                    f"{where} names {name!r}, but no installed plugin has that name "
+                    f"(installed: {known})"
+                )
+                self._fail(PluginInfo(name, NOT_INSTALLED, "0"), "load", error)
 
     def register_object(self, plugin: object, info: PluginInfo) -> None:
         """Register an in-process plugin object (for embedding and tests), like an entry point."""
@@ -159,28 +181,15 @@ class PluginHost:
         return self._info.get(name) or PluginInfo(name, "(unknown)", "0")
 
     def _fail(self, info: PluginInfo, hook: str, exc: BaseException) -> None:
-        message = str(exc).splitlines()[0][:200] if str(exc) else ""
-        # The exception's text is the plugin's: it may quote a token or an address.
-        message = _STDERR_REDACTOR.redact_text(message)[0]
-        failure = PluginFailure(
-            info.name,
-            info.distribution,
-            info.version,
-            hook,
-            type(exc).__name__,
-            _digest(exc),
-            message,
-        )
+        failure = failure_of(info, hook, exc)
         self.failures.append(failure)
-        self._stderr.write(
-            f"kerno-otel: plugin {info.name!r} ({info.distribution} {info.version}) failed in "
-            f"{hook}: {type(exc).__name__}: {message}\n"
-        )
-        if self._strict:
+        if self.strict:
+            # The CLI prints this as its one "Error: ..." line (exit 2).
             raise PluginLoadError(
-                f"plugin {info.name!r} failed in {hook}: {type(exc).__name__}: {message} "
-                "(plugins.strict is on)"
+                f"plugin {info.name!r} ({info.distribution} {info.version}) failed in {hook}: "
+                f"{failure.error_type}: {failure.message} (plugins.strict is on)"
             ) from exc
+        self._stderr.write(failure_line(failure))
 
     # -- calling ------------------------------------------------------------------
 
@@ -239,54 +248,56 @@ class PluginHost:
         return out
 
     def event_types(self) -> list[EventType]:
-        """Event types contributed by plugins; a bad one is that plugin's failure."""
+        """Event types contributed by plugins; a bad one is refused alone, as its plugin's failure.
+
+        Each type is checked the way the audit log will check it (name, actor, a closed
+        ``details`` schema that compiles) against the built-ins and the types accepted
+        before it, so what is returned always makes a valid schema set (:attr:`schemas`).
+        """
         types: list[EventType] = []
-        seen: dict[str, str] = {}
+        schemas = SchemaSet.builtin()
         for plugin, args in self.collect("register_event_types"):
             info = self._info_for(plugin)
             event_type = args[0] if args else None
             if not isinstance(event_type, EventType):
                 self._fail(info, "register_event_types", TypeError("expected an EventType"))
                 continue
-            if event_type.name in BUILTIN_TYPES or event_type.name in seen:
-                owner = "kerno-otel" if event_type.name in BUILTIN_TYPES else seen[event_type.name]
-                self._fail(
-                    info,
-                    "register_event_types",
-                    ValueError(f"event type {event_type.name!r} is already defined by {owner}"),
-                )
-                continue
-            if event_type.schema is None:
-                self._fail(
-                    info,
-                    "register_event_types",
-                    ValueError(f"event type {event_type.name!r} has no details schema"),
-                )
-                continue
-            seen[event_type.name] = plugin
-            info.event_types.append(event_type.name)
-            types.append(
-                EventType(
-                    event_type.name,
-                    event_type.actor,
-                    event_type.severity,
-                    dict(event_type.policies),
-                    event_type.schema,
-                    info.distribution,
-                )
+            owned = EventType(
+                event_type.name,
+                event_type.actor,
+                event_type.severity,
+                dict(event_type.policies),
+                event_type.schema,
+                info.distribution,
             )
+            try:
+                schemas = schemas.with_types({owned.name: owned})
+            except ValueError as exc:
+                # Issue 13: one plugin's bad schema used to stop every command.
+                self._fail(info, "register_event_types", exc)
+                continue
+            info.event_types.append(owned.name)
+            types.append(owned)
+        self.schemas = schemas
         return types
 
     def redaction_rules(self) -> list[RedactionRule]:
-        """Redaction rules contributed by plugins."""
+        """Redaction rules contributed by plugins; an unusable one is refused alone."""
         rules: list[RedactionRule] = []
+        # The rules must work together too (kinds and replacements that clash).
+        trial = Redactor()
         for plugin, args in self.collect("register_redaction_rules"):
+            info = self._info_for(plugin)
             rule = args[0] if args else None
-            if isinstance(rule, RedactionRule):
-                rules.append(rule)
-            else:
-                info = self._info_for(plugin)
+            if not isinstance(rule, RedactionRule):
                 self._fail(info, "register_redaction_rules", TypeError("expected a RedactionRule"))
+                continue
+            try:
+                trial.add_rule(rule)
+            except (ValueError, TypeError) as exc:
+                self._fail(info, "register_redaction_rules", exc)
+                continue
+            rules.append(rule)
         return rules
 
     def config_secrets(self) -> frozenset[str]:
@@ -313,13 +324,18 @@ class PluginHost:
         """
         expected, fits = _NAMED[hook]
         out: dict[str, Any] = {}
+        owners = self.owners.setdefault(hook, {})
         for plugin, args in self.collect(hook):
+            info = self._info_for(plugin)
             if len(args) != 2 or not isinstance(args[0], str) or not fits(args[1]):
-                self._fail(
-                    self._info_for(plugin), hook, TypeError(f"expected register(name, {expected})")
-                )
+                self._fail(info, hook, TypeError(f"expected register(name, {expected})"))
+                continue
+            problem = _THINGS_CHECK.get(hook, _no_problem)(args[0], args[1], owners)
+            if problem is not None:
+                self._fail(info, hook, ValueError(problem))
                 continue
             out[args[0]] = args[1]
+            owners[args[0]] = info
         return out
 
 
@@ -329,6 +345,32 @@ _NAMED: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "register_doctor_rules": ("rule", callable),
     "register_sinks": ("sink factory", callable),
     "register_ai_providers": ("provider", lambda thing: isinstance(thing, AIProvider)),
+}
+
+
+def check_contributions(host: PluginHost) -> None:
+    """Collect everything the plugins register, as the daemon would, so that each refused
+    contribution is one of ``host.failures`` (for ``kerno-otel plugins``)."""
+    host.redaction_rules()
+    for hook in _NAMED:
+        host.named(hook)
+    host.collect("register_http_routes")
+
+
+def _no_problem(name: str, thing: Any, owners: Mapping[str, PluginInfo]) -> str | None:
+    return None
+
+
+def _rule_problem(name: str, rule: Any, owners: Mapping[str, PluginInfo]) -> str | None:
+    """Why a doctor rule cannot be taken (its name is taken, its ``thresholds`` are bad)."""
+    if name in owners:
+        return f"rule {name!r} is already registered by plugin {owners[name].name!r}"
+    return threshold_problem(name, getattr(rule, "thresholds", None))
+
+
+#: Checks beyond the type, for the ``register(name, thing)`` hooks that need them.
+_THINGS_CHECK: dict[str, Callable[[str, Any, Mapping[str, PluginInfo]], str | None]] = {
+    "register_doctor_rules": _rule_problem,
 }
 
 
@@ -344,25 +386,5 @@ def load_with_schemas(
     config = load_config(config_path, env)
     host = PluginHost(config.section("plugins"), env, stderr)
     host.load()
-    types = host.event_types()
-    schemas = SchemaSet.builtin()
-    if types:
-        schemas = schemas.with_types({t.name: t for t in types})
-    return host, schemas
-
-
-def record_failures(audit: Any, failures: Iterable[PluginFailure]) -> None:
-    """One ``plugin.error`` record per failure (``audit`` is the :class:`AuditLog`)."""
-    for failure in failures:
-        audit.emit(
-            "plugin.error",
-            details={
-                "plugin": failure.plugin,
-                "distribution": failure.distribution,
-                "version": failure.version,
-                "hook": failure.hook,
-                "error_type": failure.error_type,
-                "error_digest": failure.error_digest,
-            },
-            outcome="failure",
-        )
+    host.event_types()
+    return host, host.schemas

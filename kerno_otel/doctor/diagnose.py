@@ -58,6 +58,9 @@ def diagnose(
             rules=host.named("register_doctor_rules"),
             sinks=host.named("register_sinks"),
             duration=duration,
+            rule_plugins=host.owners.get("register_doctor_rules"),
+            source_plugins=host.owners.get("register_sources"),
+            stderr=stderr,
         )
         wanted = analyzer_config(config, ai)
         if wanted is not None:

@@ -21,18 +21,30 @@ emitted inside its delivery's span, so the record carries that span's ids.
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from opentelemetry.trace import Span, StatusCode
 
 from kerno_otel.config import ConfigError, parse_duration
-from kerno_otel.contract import Rule, RuleInput, Sink, SinkFactory, Source, SourceFactory
+from kerno_otel.contract import (
+    PluginInfo,
+    Rule,
+    RuleInput,
+    Sink,
+    SinkFactory,
+    Source,
+    SourceFactory,
+)
+from kerno_otel.daemon.failures import PluginFailure, failure_line, failure_of, record_failures
 from kerno_otel.doctor.results import ALERTING, CycleResult, Delivery
+from kerno_otel.doctor.thresholds import declared as declared_thresholds
+from kerno_otel.doctor.thresholds import resolve as resolve_thresholds
 from kerno_otel.findings import Analysis, Analyzer, Finding, Signals
 from kerno_otel.telemetry import Telemetry
 
@@ -74,9 +86,15 @@ class Settings:
     thresholds: Mapping[str, float] = field(default_factory=dict)
 
 
-def settings(config: Config, duration: str | float | None = None) -> Settings:
+def settings(
+    config: Config,
+    duration: str | float | None = None,
+    declared: Mapping[str, float] | None = None,
+) -> Settings:
     """The doctor settings of ``config``; ``duration`` overrides ``doctor.duration``.
 
+    ``declared`` are the thresholds the loaded rules declare, with their defaults
+    (None: not known yet, and threshold keys beyond kerno's are not checked).
     Raises ConfigError naming the key (``doctor.duration``) or ``--duration``.
     """
     section = config.section("doctor")
@@ -94,7 +112,7 @@ def settings(config: Config, duration: str | float | None = None) -> Settings:
         raise ConfigError(f"doctor.interval: {exc}") from None
     if interval < MIN_DURATION:
         raise ConfigError(f"doctor.interval: expected at least 1s, got {interval:g}s")
-    thresholds = {k: float(v) for k, v in (section.get("thresholds") or {}).items()}
+    thresholds = resolve_thresholds(section.get("thresholds") or {}, declared)
     return Settings(seconds, interval, tuple(section.get("sinks") or ()), thresholds)
 
 
@@ -174,9 +192,14 @@ class Doctor:
         ids: CycleIds = CYCLE_IDS,
         clock: Callable[[], float] = time.monotonic,
         telemetry: Telemetry | None = None,
+        rule_plugins: Mapping[str, PluginInfo] | None = None,
+        stderr: TextIO | None = None,
     ) -> None:
         self.audit = audit
         self.telemetry = telemetry if telemetry is not None else Telemetry.off()
+        #: The plugin that registered each rule, named in its ``plugin.error`` when it raises.
+        self.rule_plugins = dict(rule_plugins or {})
+        self._stderr = sys.stderr if stderr is None else stderr
         self.settings = settings
         self.sources = dict(sources)
         self.rules = dict(rules)
@@ -253,15 +276,25 @@ class Doctor:
                     findings.extend(rule(given))
                 except Exception as exc:
                     findings.append(
-                        Finding(name, "INFO", f"rule failed: {type(exc).__name__}", {"rule": name})
+                        Finding(
+                            name,
+                            "INFO",
+                            f"rule failed: {type(exc).__name__}",
+                            {"rule": name, "failed": type(exc).__name__},
+                        )
                     )
                     span.set_status(StatusCode.ERROR, type(exc).__name__)
+                    self._rule_failed(name, exc)
                 span.set_attribute("kerno.doctor.findings", len(findings) - before)
             for finding in findings[before:]:
                 counter.add(
                     1, {"kerno.doctor.rule": name, "kerno.finding.severity": finding.severity}
                 )
         return findings
+
+    def _rule_failed(self, name: str, exc: Exception) -> None:
+        """A rule raised (issue 13): a ``plugin.error`` naming its plugin, and one stderr line."""
+        plugin_failed(self.audit, self._stderr, self.rule_plugins, f"rule:{name}", exc)
 
     def _send(self, result: CycleResult) -> None:
         for finding in result.redacted:
@@ -338,6 +371,26 @@ class Doctor:
             return None
 
 
+def plugin_failed(
+    audit: AuditLog,
+    stderr: TextIO,
+    owners: Mapping[str, PluginInfo],
+    where: str,
+    exc: BaseException,
+) -> None:
+    """What a plugin's rule or source raised: one stderr line and a ``plugin.error``.
+
+    ``where`` is ``rule:<name>`` or ``source:<name>``; ``owners`` maps the name to the
+    plugin that registered it.
+    """
+    name = where.split(":", 1)[1]
+    failure: PluginFailure = failure_of(
+        owners.get(name) or PluginInfo(name, "unknown", "0"), where, exc
+    )
+    stderr.write(failure_line(failure))
+    record_failures(audit, [failure])
+
+
 def build_doctor(
     audit: AuditLog,
     config: Config,
@@ -348,17 +401,30 @@ def build_doctor(
     analyzer: Analyzer | Callable[[], Analyzer | None] | None = None,
     duration: str | float | None = None,
     telemetry: Telemetry | None = None,
+    rule_plugins: Mapping[str, PluginInfo] | None = None,
+    stderr: TextIO | None = None,
+    source_plugins: Mapping[str, PluginInfo] | None = None,
 ) -> Doctor:
     """A :class:`Doctor` from registered factories and the config.
 
-    Raises ConfigError for a bad ``doctor`` section, an unknown sink name in
-    ``doctor.sinks``, or a sink whose own section is unusable. ``telemetry``
-    (the daemon's, ``DaemonContext.telemetry``) traces the cycles; None: no-op.
+    ``telemetry`` (the daemon's, ``DaemonContext.telemetry``) traces the cycles; None:
+    no-op. ``rule_plugins`` and ``source_plugins`` name the plugin behind each rule and
+    source (``DaemonContext.rule_plugins``, ``.source_plugins``) for the ``plugin.error`` a
+    raising rule or source factory becomes (the source is then left out of the cycle);
+    its stderr line goes to ``stderr``.
+    Raises ConfigError for a bad ``doctor`` section (a threshold no kerno or loaded
+    rule declares), an unknown sink name in ``doctor.sinks``, or a sink whose own
+    section is unusable.
     """
-    chosen = settings(config, duration)
+    chosen = settings(config, duration, declared_thresholds(rules.values()))
     built_sources: dict[str, Source] = {}
     for name, factory in sources.items():
-        source = factory(config)
+        try:
+            source = factory(config)
+        except Exception as exc:  # one plugin's source must not stop the diagnosis
+            err = sys.stderr if stderr is None else stderr
+            plugin_failed(audit, err, source_plugins or {}, f"source:{name}", exc)
+            continue
         if source is not None:
             built_sources[name] = source
     built_sinks: dict[str, Sink] = {}
@@ -375,4 +441,6 @@ def build_doctor(
         sinks=built_sinks,
         analyzer=analyzer,
         telemetry=telemetry,
+        rule_plugins=rule_plugins,
+        stderr=stderr,
     )

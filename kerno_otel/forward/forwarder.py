@@ -39,8 +39,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol, TextIO, cast
 from urllib.parse import urlparse
@@ -49,57 +49,16 @@ import orjson
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from kerno_otel.audit.chain import line_hash, parse_ts
-from kerno_otel.config import SECTION_DEFAULTS, parse_duration
 from kerno_otel.forward.cursor import Cursor, Line, StreamReader, last_seq_on_disk, seq_of
+from kerno_otel.forward.options import (
+    BACKOFF_CAP_S,
+    ForwarderOptions,
+    quiet,
+    route_sdk_logging,
+)
 from kerno_otel.forward.otlp import encode_request
 
-BACKOFF_CAP_S: Final = 30.0
-_DEFAULT_ENDPOINT: Final = SECTION_DEFAULTS["otlp"]["endpoint"]
-_DEFAULT_TIMEOUT: Final = SECTION_DEFAULTS["otlp"]["timeout"]
-
-
-@dataclass(frozen=True)
-class ForwarderOptions:
-    """The ``otlp`` section, resolved. None means: the exporter's default or its
-    ``OTEL_EXPORTER_OTLP_*`` variable."""
-
-    endpoint: str | None = None
-    protocol: str = "grpc"
-    headers: Mapping[str, str] = field(default_factory=dict)
-    timeout: float | None = None
-    compression: str | None = None
-    certificate_file: str | None = None
-    client_key_file: str | None = None
-    client_certificate_file: str | None = None
-    batch_size: int = 512
-    #: How often an idle forwarder looks for new lines.
-    poll_interval: float = 0.05
-    #: Lag that raises the stderr alarm, and how often it may repeat.
-    alarm_lag_seconds: float = 60.0
-    alarm_every_seconds: float = 60.0
-    backoff_initial: float = 0.5
-    backoff_cap: float = BACKOFF_CAP_S
-
-    @classmethod
-    def from_section(cls, section: Mapping[str, Any], **overrides: Any) -> ForwarderOptions:
-        """From the ``otlp`` config section. The embedded defaults of ``endpoint`` and
-        ``timeout`` step aside for the standard variables, which the exporters read."""
-        endpoint = section.get("endpoint")
-        timeout = section.get("timeout")
-        values: dict[str, Any] = {
-            "endpoint": None if endpoint in (None, "", _DEFAULT_ENDPOINT) else str(endpoint),
-            "protocol": section.get("protocol") or "grpc",
-            "headers": dict(section.get("headers") or {}),
-            "timeout": (None if timeout in (None, _DEFAULT_TIMEOUT) else parse_duration(timeout)),
-            "compression": section.get("compression"),
-            "certificate_file": section.get("certificate_file"),
-            "client_key_file": section.get("client_key_file"),
-            "client_certificate_file": section.get("client_certificate_file"),
-            "batch_size": int(section.get("batch_size") or 512),
-        }
-        values.update(overrides)
-        return cls(**values)
-
+__all__ = ["BACKOFF_CAP_S", "Forwarder", "ForwarderOptions", "Sender", "make_sender"]
 
 class Sender(Protocol):
     """Sends one serialized ``ExportLogsServiceRequest``; True once the collector
@@ -242,8 +201,9 @@ class Forwarder:
     """Ships the stream of ``live`` over OTLP from its cursor; one thread, safe to stop twice.
 
     ``stats()`` gives the numbers (lag in records and seconds, batches sent,
-    failures); a lag beyond ``alarm_lag_seconds`` writes one stderr line, at
-    most every ``alarm_every_seconds``.
+    failures). While sends fail, a lag beyond ``alarm_lag_seconds`` writes one
+    stderr line, at most every ``alarm_every_seconds``; a backlog that is being
+    acknowledged (a restart after downtime) is no alarm, however old its records.
     """
 
     def __init__(
@@ -276,6 +236,9 @@ class Forwarder:
     # -- life -------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the thread; one stderr line says where records go, and from which setting."""
+        route_sdk_logging(self._stderr)
+        self._warn(f"forwarding to {self.options.describe()}")
         self._stats.state = "running"
         self._thread.start()
 
@@ -300,6 +263,7 @@ class Forwarder:
         self._stopped = True
         self._stop.set()
         self._wake.set()
+        quiet(self._thread.ident, True)
         # Interrupts the exporters' own retry waits and closes the channel/session.
         try:
             self._sender.shutdown()
@@ -307,6 +271,8 @@ class Forwarder:
             self._warn(f"exporter shutdown failed: {type(exc).__name__}: {exc}")
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if not self._thread.is_alive():
+            quiet(self._thread.ident, False)
         self._reader.close()
         self._stats.state = "stopped"
         return not self._thread.is_alive()
@@ -402,7 +368,9 @@ class Forwarder:
         lag = self._stats.lag_seconds
         now = time.monotonic()
         if (
-            lag > self.options.alarm_lag_seconds
+            # Issue 13: an old but moving backlog used to raise this alarm too.
+            self._stats.state == "retrying"
+            and lag > self.options.alarm_lag_seconds
             and now - self._last_alarm >= self.options.alarm_every_seconds
         ):
             self._last_alarm = now

@@ -1,7 +1,7 @@
 """The default redaction table: one substitution per leak kind, and the quick test before it.
 
 ``_SUBS`` holds, in application order, a regex per default kind (Python's re only) that
-removes at least what the portable leak patterns in ``_patterns.py`` find; ``_suspects``
+removes at least what the portable leak patterns in ``patterns.py`` find; ``_suspects``
 says cheaply which of them may match a string, so clean text skips them all. The
 redactor (``_redact.py``) applies both.
 """
@@ -23,7 +23,7 @@ _PH_SECRET: Final = _patterns.placeholder("secret")
 # --- substitutions -----------------------------------------------------------------------------
 #
 # Each default kind gets a substitution regex of its own, written for Python's re only
-# (lookbehind, groups), that matches everything the portable leak pattern in _patterns.py
+# (lookbehind, groups), that matches everything the portable leak pattern in patterns.py
 # matches, and a bit more where that is harmless. Context a leak pattern consumes as a
 # boundary (the space before an IP, "pid=", the URL scheme, "password=") is kept.
 #

@@ -20,6 +20,7 @@ import jsonschema_rs
 from kerno_otel.records.catalogue import OUTCOMES, SEVERITIES
 from kerno_otel.records.patterns import find_leak
 from kerno_otel.records.schema import (
+    BUNDLE,
     DIALECT,
     RECORD,
     SchemaSet,
@@ -230,7 +231,10 @@ def reference_validator(schemas: SchemaSet) -> Any:
 
     docs = schemas.documents()
     registry: Registry[Any] = Registry().with_resources(
-        (doc["$id"], Resource.from_contents(doc)) for doc in docs.values()
+        # The bundle embeds the same resources again: the files alone make the registry.
+        (doc["$id"], Resource.from_contents(doc))
+        for name, doc in docs.items()
+        if name != BUNDLE
     )
     return Draft202012Validator(docs[RECORD], registry=registry)
 

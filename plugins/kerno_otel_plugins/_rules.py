@@ -306,14 +306,27 @@ def syscall_error_rate(given: RuleInput) -> list[Finding]:
 
 
 def healthy_system(given: RuleInput) -> list[Finding]:
-    """INFO when no other rule found a problem; says how much was actually checked."""
+    """INFO when no other rule found a problem; says how much was actually checked.
+
+    A rule that raised checked nothing: then the title says which failed instead of
+    "no problems found" (issue 13).
+    """
     if any(f.severity != "INFO" for f in given.earlier):
         return []
+    failed = sorted({f.rule for f in given.earlier if "failed" in f.evidence})
     unchecked = sorted({f.rule for f in given.earlier if "absent" in f.evidence})
-    title = "no problems found"
+    if failed:
+        title = f"{len(failed)} rule(s) failed ({', '.join(failed)}): not every check ran"
+    else:
+        title = "no problems found"
     if unchecked:
         title += f" ({len(unchecked)} rule(s) not checked: signals absent)"
-    evidence = {"signals_measured": len(given.signals.values), "not_checked": unchecked}
+    evidence: dict[str, object] = {
+        "signals_measured": len(given.signals.values),
+        "not_checked": unchecked,
+    }
+    if failed:
+        evidence["rules_failed"] = failed
     return [Finding("healthy_system", "INFO", title, evidence)]
 
 

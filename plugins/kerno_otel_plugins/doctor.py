@@ -97,6 +97,9 @@ class CycleThread:
                     sinks=context.sinks,
                     analyzer=self._analyzer,
                     telemetry=context.telemetry,
+                    rule_plugins=context.rule_plugins,
+                    source_plugins=context.source_plugins,
+                    stderr=self.stderr,
                 )
                 interval = doctor.settings.interval
                 result = doctor.run_cycle(self.stop_event)

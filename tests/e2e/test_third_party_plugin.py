@@ -1,62 +1,19 @@
-"""The example third-party plugin, pip-installed in a scratch venv, found by its entry point."""
+"""The example third-party plugin (docs/examples/), pip-installed in a fresh venv, found by its
+entry point, as docs/plugins.md tells a plugin author."""
 
 from __future__ import annotations
 
 import json
-import os
-import site
 import subprocess
-import sys
 from pathlib import Path
 
 import orjson
-
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLE = REPO / "docs" / "examples" / "kerno-otel-example"
+from conftest import Venv
 
 
-def scratch_venv(tmp_path: Path) -> Path:
-    """A new venv that sees this environment's packages (kerno-otel and its dependencies).
-
-    Nothing is installed into the test environment itself: the example plugin
-    lands in the scratch venv only.
-    """
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    # addsitedir (not a plain path line) so the editable install's own .pth runs too.
-    lines = [f"import site; site.addsitedir({p!r})" for p in site.getsitepackages()]
-    (Path(purelib) / "_kerno_parent_env.pth").write_text("\n".join(lines) + "\n")
-    return python
-
-
-def test_pip_installed_plugin_is_listed_validated_and_logged(tmp_path: Path) -> None:
-    python = scratch_venv(tmp_path)
-    install = subprocess.run(
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            str(EXAMPLE),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert install.returncode == 0, install.stderr
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNO_")}
-    env["KERNO_OTEL_PLUGINS"] = "example,lifecycle"
+def test_pip_installed_plugin_is_listed_validated_and_logged(venv: Venv, tmp_path: Path) -> None:
+    python = venv.python
+    env = venv.env("example,lifecycle")
 
     listed = subprocess.run(
         [str(python), "-m", "kerno_otel", "plugins", "--json"],

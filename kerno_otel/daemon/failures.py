@@ -1,0 +1,92 @@
+"""What a plugin's failure is: the record, its one stderr line, and the errors that stop a start.
+
+A failure never carries the traceback, only its SHA-256; its message is the
+exception's first line, cut at 200 characters and scrubbed by the default
+redaction rules before it reaches stderr or ``plugins --json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kerno_otel.contract import PluginInfo
+from kerno_otel.records.redact import Redactor
+
+#: Scrubs what plugins' exceptions say before it reaches stderr (default rules only:
+#: plugin rules are not known yet when loading fails).
+_STDERR_REDACTOR = Redactor()
+
+
+class PluginLoadError(Exception):
+    """``plugins.strict`` is on and a plugin failed; the message names it, the hook and why."""
+
+
+class PluginNotFoundError(LookupError):
+    """``KERNO_OTEL_PLUGINS`` or ``plugins.enabled`` names a plugin nothing installed provides."""
+
+
+#: The distribution recorded for a plugin that was asked for but is not installed.
+NOT_INSTALLED = "not-installed"
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that failed to load or raised in a hook (never the traceback itself)."""
+
+    plugin: str
+    distribution: str
+    version: str
+    hook: str
+    error_type: str
+    error_digest: str
+    message: str
+
+
+def _digest(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+
+
+def failure_of(info: PluginInfo, hook: str, exc: BaseException) -> PluginFailure:
+    """The failure of plugin ``info`` in ``hook`` (or a rule: ``rule:<name>``), text scrubbed."""
+    message = str(exc).splitlines()[0][:200] if str(exc) else ""
+    # The exception's text is the plugin's: it may quote a token or an address.
+    message = _STDERR_REDACTOR.redact_text(message)[0]
+    return PluginFailure(
+        info.name,
+        info.distribution,
+        info.version,
+        hook,
+        type(exc).__name__,
+        _digest(exc),
+        message,
+    )
+
+
+def failure_line(failure: PluginFailure) -> str:
+    """The one stderr line for ``failure``: the plugin, its distribution, where and why."""
+    return (
+        f"kerno-otel: plugin {failure.plugin!r} ({failure.distribution} {failure.version}) "
+        f"failed in {failure.hook}: {failure.error_type}: {failure.message}\n"
+    )
+
+
+def record_failures(audit: Any, failures: Iterable[PluginFailure]) -> None:
+    """One ``plugin.error`` record per failure (``audit`` is the :class:`AuditLog`)."""
+    for failure in failures:
+        audit.emit(
+            "plugin.error",
+            details={
+                "plugin": failure.plugin,
+                "distribution": failure.distribution,
+                "version": failure.version,
+                "hook": failure.hook,
+                "error_type": failure.error_type,
+                "error_digest": failure.error_digest,
+            },
+            outcome="failure",
+        )
