@@ -1,0 +1,73 @@
+/* syscall_latency: per-syscall counts and errors, and a latency histogram of sampled calls.
+ *
+ * raw_syscalls:sys_enter / sys_exit fire for every syscall on the host, so the
+ * per-event work is kept to per-CPU array updates (no hash map, no lock):
+ * - every exit counts the call, and its error when the return value is negative;
+ * - one enter in (sample_mask + 1) per CPU stores its start time in a slot
+ *   indexed by thread id; the exit of that thread closes the sample into the
+ *   histogram. A slot taken over by another thread before its exit is counted lost.
+ */
+#define KERNO_NR_SYSCALLS 512
+
+BPF_ARRAY(cfg, struct kerno_cfg, 1);
+BPF_PERCPU_ARRAY(tick, u64, 1);
+BPF_ARRAY(slots, struct kerno_slot, KERNO_SLOT_MASK + 1);
+BPF_PERCPU_ARRAY(calls, u64, KERNO_NR_SYSCALLS);
+BPF_PERCPU_ARRAY(errors, u64, KERNO_NR_SYSCALLS);
+BPF_PERCPU_ARRAY(hist, u64, KERNO_HIST_SLOTS);
+BPF_PERCPU_ARRAY(lost, u64, 1);
+
+TRACEPOINT_PROBE(raw_syscalls, sys_enter)
+{
+    u32 zero = 0;
+    struct kerno_cfg *c = cfg.lookup(&zero);
+    if (!c)
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    if (c->tgid && (id >> 32) != c->tgid)
+        return 0;
+    u64 *t = tick.lookup(&zero);
+    if (!t)
+        return 0;
+    u64 n = *t;
+    *t = n + 1;
+    if (n & c->sample_mask)
+        return 0;
+    u32 tid = (u32)id;
+    u32 idx = tid & KERNO_SLOT_MASK;
+    struct kerno_slot *s = slots.lookup(&idx);
+    if (!s)
+        return 0;
+    if (s->ts && s->tid != tid)
+        lost.increment(zero);
+    s->tid = tid;
+    s->ts = bpf_ktime_get_ns();
+    return 0;
+}
+
+TRACEPOINT_PROBE(raw_syscalls, sys_exit)
+{
+    u32 zero = 0;
+    struct kerno_cfg *c = cfg.lookup(&zero);
+    if (!c)
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    if (c->tgid && (id >> 32) != c->tgid)
+        return 0;
+    long nr = args->id;
+    if (nr >= 0 && nr < KERNO_NR_SYSCALLS) {
+        u32 key = nr;
+        calls.increment(key);
+        if (args->ret < 0)
+            errors.increment(key);
+    }
+    u32 tid = (u32)id;
+    u32 idx = tid & KERNO_SLOT_MASK;
+    struct kerno_slot *s = slots.lookup(&idx);
+    if (!s || !s->ts || s->tid != tid)
+        return 0;
+    u64 delta = bpf_ktime_get_ns() - s->ts;
+    s->ts = 0;
+    hist.increment(kerno_bucket(delta));
+    return 0;
+}
