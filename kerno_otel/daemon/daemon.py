@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import TextIO
 
 from kerno_otel.audit.log import AuditLog
+from kerno_otel.bpf.loader import BPFLoader
 from kerno_otel.config import Config, ConfigError, diff, is_live, load_config
 from kerno_otel.daemon.plugins import PluginFailure, PluginHost, record_failures
 from kerno_otel.hookspecs import ConfigDiff, DaemonContext, Route
@@ -110,6 +111,9 @@ class Daemon:
         context.analyzer = self.host.first(
             "make_analyzer", audit=log, config=self.config, providers=context.ai_providers
         )
+        # BPF programs load before daemon_startup, so the first doctor cycle reads them.
+        bpf = BPFLoader(log, self._stderr)
+        bpf.load_selected(self.config, self.host.named("register_bpf_programs"))
         self._record_failures(log, self.host.failures[failed:])
         try:
             self._record_failures(log, self.host.call("daemon_startup", context=context))
@@ -122,6 +126,7 @@ class Daemon:
                 log,
                 self.host.call("daemon_shutdown", context=context, reason=reason, uptime_s=uptime),
             )
+            bpf.close()
             log.close()
             stats = log.stats()
             self._stderr.write(
@@ -130,6 +135,7 @@ class Daemon:
             )
             return 0
         except Exception as exc:
+            bpf.close()
             return self._panic(context, log, exc)
 
     def _loop(self, context: DaemonContext, log: AuditLog, duration: float | None) -> None:

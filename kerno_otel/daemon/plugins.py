@@ -25,7 +25,7 @@ import pluggy
 
 from kerno_otel import hookspecs
 from kerno_otel.config import load_config
-from kerno_otel.contract import AIProvider, PluginInfo
+from kerno_otel.contract import AIProvider, BPFProgram, PluginInfo
 from kerno_otel.records.catalogue import BUILTIN_TYPES, EventType
 from kerno_otel.records.redact import RedactionRule, Redactor
 from kerno_otel.records.schema import SchemaSet
@@ -314,6 +314,7 @@ _NAMED: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "register_doctor_rules": ("rule", callable),
     "register_sinks": ("sink factory", callable),
     "register_ai_providers": ("provider", lambda thing: isinstance(thing, AIProvider)),
+    "register_bpf_programs": ("BPF program", lambda thing: isinstance(thing, BPFProgram)),
 }
 
 
