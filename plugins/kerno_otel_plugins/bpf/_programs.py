@@ -197,12 +197,15 @@ class FdTrack(BccProgram):
             procs[tgid] = (int(value.opens), int(value.closes), comm)
             if not Path(f"/proc/{tgid}").exists():
                 gone.append(key)
+        # This snapshot still lists the exited processes (a window ending here counts
+        # them); the next one finds their totals in `retired` instead.
+        retired = self._retired
         for key in gone:  # the map is bounded: exited processes make room
             with contextlib.suppress(KeyError):
                 del table[key]
             opens, closes, _ = procs[int(key.value)]
             self._retired += opens + closes
-        return {"procs": procs, "lost": sum(self.totals("lost")), "retired": self._retired}
+        return {"procs": procs, "lost": sum(self.totals("lost")), "retired": retired}
 
     def events(self, snap: dict[str, Any]) -> int:
         return int(snap["retired"] + sum(o + c for o, c, _ in snap["procs"].values()))
