@@ -50,8 +50,11 @@ TRACEPOINT_PROBE(block, block_rq_complete)
     u64 delta = bpf_ktime_get_ns() - *ts;
     inflight.delete(&key);
     u64 bytes = (u64)args->nr_sector << 9;
-    /* rwbs: an optional F (flush) then R, W, D (discard) or N (none). */
+    /* rwbs: an optional F (flush) then R, W, D (discard) or N (none). A flush
+     * carries no data (a write of 0 sectors): counted as other, not as a write. */
     char op = args->rwbs[0] == 'F' ? args->rwbs[1] : args->rwbs[0];
+    if (!bytes)
+        op = 'N';
     if (op == 'R') {
         read_hist.increment(kerno_bucket(delta));
         stats.increment(KERNO_READS);

@@ -72,13 +72,17 @@ class BPFLoader:
 
     def load_selected(self, config: Config, programs: Mapping[str, BPFProgram]) -> list[LoadResult]:
         """Load what the ``bpf`` section selects; say on stderr what it leaves off and why."""
+        if not programs:
+            return []  # no BPF plugin loaded (an allow-list left it out): nothing to say
         names, unknown = selected(config, programs)
         if not config.section("bpf").get("enabled", True):
             self._say("off (bpf.enabled is false): the doctor uses procfs only")
             return []
-        for name in unknown:
-            known = ", ".join(sorted(programs)) or "none registered"
-            self._say(f"bpf.programs: no plugin registers {name!r} (known: {known})")
+        if unknown:
+            self._say(
+                f"bpf.programs: no plugin registers {', '.join(map(repr, unknown))} "
+                f"(known: {', '.join(sorted(programs))})"
+            )
         return self.load({n: programs[n] for n in names})
 
     def load(self, programs: Mapping[str, BPFProgram]) -> list[LoadResult]:

@@ -13,6 +13,8 @@ def bounds(slot: int) -> tuple[int, int]:
     """[low, high) of the values slot ``slot`` counts (nanoseconds)."""
     if slot < 4:
         return slot, slot + 1
+    if slot < 8:  # unused: 4-7 are counted from slot 8 on
+        return 4, 4
     power, quarter = divmod(slot, 4)
     return (4 + quarter) << (power - 2), (5 + quarter) << (power - 2)
 

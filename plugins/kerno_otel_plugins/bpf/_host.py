@@ -50,7 +50,7 @@ def unavailable(
             proc_status = ""
     caps = _effective_caps(proc_status)
     if not (caps >> CAP_SYS_ADMIN & 1 or (caps >> CAP_BPF & 1 and caps >> CAP_PERFMON & 1)):
-        return "not root (loading BPF needs CAP_BPF and CAP_PERFMON)"
+        return "not root: loading BPF needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)"
     base = Path(root)
     if not any((base / t.lstrip("/") / "events").is_dir() for t in TRACEFS):
         return "tracefs not mounted at /sys/kernel/tracing (scripts/setup-bpf.sh mounts it)"

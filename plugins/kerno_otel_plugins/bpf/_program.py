@@ -87,7 +87,7 @@ class BccProgram:
                 text = self.text()
                 with captured_stderr() as printed:
                     try:
-                        bpf = BPF(text=text)
+                        bpf = BPF(text=text.encode())
                     except Exception as exc:
                         failure: BaseException | None = exc
                     else:
@@ -110,7 +110,7 @@ class BccProgram:
         """Set what the program counts (tests narrow it to their own workload)."""
         if self.bpf is None:
             raise RuntimeError(f"{self.name} is not loaded")
-        table = self.bpf["cfg"]
+        table = self.bpf[b"cfg"]
         table[ctypes.c_int(0)] = table.Leaf(scope.tgid, scope.dev, scope.port, scope.sample_mask)
 
     def close(self) -> None:
@@ -123,7 +123,7 @@ class BccProgram:
 
     def totals(self, map_name: str) -> list[int]:
         """A per-CPU array summed over CPUs, index by index."""
-        table = self.bpf[map_name]
+        table = self.bpf[map_name.encode()]
         try:
             pairs = [(k.value, sum(v)) for k, v in table.items_lookup_batch()]
         except Exception:  # kernels or maps without batch lookups

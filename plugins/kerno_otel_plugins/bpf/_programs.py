@@ -188,7 +188,7 @@ class FdTrack(BccProgram):
         self._retired = 0
 
     def snapshot(self) -> dict[str, Any]:
-        table = self.bpf["procs"]
+        table = self.bpf[b"procs"]
         procs: dict[int, tuple[int, int, str]] = {}
         gone = []
         for key, value in table.items():
@@ -283,7 +283,7 @@ class OomTrack(BccProgram):
 
     def started(self) -> None:
         self._stop.clear()
-        self.bpf["victims"].open_perf_buffer(self._victim, page_cnt=8, lost_cb=self._lost_cb)
+        self.bpf[b"victims"].open_perf_buffer(self._victim, page_cnt=8, lost_cb=self._lost_cb)
         # Polled at once, so a victim's name is read while it is still dying.
         self._poller = threading.Thread(target=self._poll, name="kerno-bpf-oom", daemon=True)
         self._poller.start()
