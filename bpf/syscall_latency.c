@@ -2,7 +2,9 @@
  *
  * raw_syscalls:sys_enter / sys_exit fire for every syscall on the host, so the
  * per-event work is kept to per-CPU array updates (no hash map, no lock):
- * - every exit counts the call, and its error when the return value is negative;
+ * - every exit counts the call, and its error when the return value is negative
+ *   (except "try again" and "interrupted": EAGAIN, EINTR and the kernel's restart
+ *   codes, which a busy non-blocking program returns all day without failing);
  * - one enter in (sample_mask + 1) per CPU stores its start time in a slot
  *   indexed by thread id; the exit of that thread closes the sample into the
  *   histogram. A slot taken over by another thread before its exit is counted lost.
@@ -58,7 +60,9 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
     if (nr >= 0 && nr < KERNO_NR_SYSCALLS) {
         u32 key = nr;
         calls.increment(key);
-        if (args->ret < 0)
+        long ret = args->ret;
+        if (ret < 0 && ret != -11 /* EAGAIN */ && ret != -4 /* EINTR */ &&
+            (ret < -516 || ret > -512) /* ERESTARTSYS .. ERESTART_RESTARTBLOCK */)
             errors.increment(key);
     }
     u32 tid = (u32)id;
