@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from kerno_otel_plugins.bpf._host import captured_stderr, compile_error, unavailable
 
 ROOT_CAPS = "CapEff:\t000001ffffffffff\n"
