@@ -125,13 +125,28 @@ class BccProgram:
         """A per-CPU array summed over CPUs, index by index."""
         table = self.bpf[map_name.encode()]
         try:
-            pairs = [(k.value, sum(v)) for k, v in table.items_lookup_batch()]
+            pairs = [(int(getattr(k, "value", k)), sum(v)) for k, v in table.items_lookup_batch()]
         except Exception:  # kernels or maps without batch lookups
-            pairs = [(k.value, sum(v)) for k, v in table.items()]
+            pairs = [(int(getattr(k, "value", k)), sum(v)) for k, v in table.items()]
         out = [0] * len(pairs)
         for key, value in pairs:
             if 0 <= key < len(out):
                 out[key] = int(value)
+        return out
+
+    def field_totals(self, map_name: str, fields: tuple[str, ...]) -> dict[str, list[int]]:
+        """A per-CPU array of structs summed over CPUs, field by field, index by index."""
+        table = self.bpf[map_name.encode()]
+        try:
+            pairs = list(table.items_lookup_batch())
+        except Exception:
+            pairs = list(table.items())
+        out = {name: [0] * len(pairs) for name in fields}
+        for key, per_cpu in pairs:
+            index = int(getattr(key, "value", key))
+            if 0 <= index < len(pairs):
+                for name in fields:
+                    out[name][index] = int(sum(getattr(v, name) for v in per_cpu))
         return out
 
     def snapshot(self) -> dict[str, Any]:

@@ -55,9 +55,10 @@ class SyscallLatency(BccProgram):
     default_sample_mask = 63
 
     def snapshot(self) -> dict[str, Any]:
+        counted = self.field_totals("calls", ("calls", "errors"))
         return {
-            "calls": self.totals("calls"),
-            "errors": self.totals("errors"),
+            "calls": counted["calls"],
+            "errors": counted["errors"],
             "hist": self.totals("hist"),
             "lost": sum(self.totals("lost")),
         }
