@@ -61,10 +61,12 @@ def test_compiler_output_becomes_its_first_error() -> None:
     assert compile_error([], Exception("Failed to attach\nmore")) == "Failed to attach"
 
 
-def test_captured_stderr_takes_file_descriptor_2() -> None:
+def test_captured_stderr_takes_file_descriptor_2(capfd: pytest.CaptureFixture[str]) -> None:
     with captured_stderr() as printed:
-        os.write(2, b"error: from C\n")
-    assert printed == ["error: from C"]
+        os.write(2, b"error: from C\nkerno-otel: audit: from another thread\n")
+    assert printed == ["error: from C", "kerno-otel: audit: from another thread"]
+    # Our own lines are not swallowed by a compile: they are written out again.
+    assert capfd.readouterr().err == "kerno-otel: audit: from another thread\n"
 
 
 @pytest.mark.parametrize("status", ["", "Name:\tx\n"])

@@ -74,7 +74,9 @@ def captured_stderr() -> Iterator[list[str]]:
     """Everything written to file descriptor 2 inside the block (bcc's compiler writes there).
 
     The list handed out is filled when the block ends. Process-wide for a
-    moment: a program compiles in about 0.3 s, at start-up.
+    moment (a program compiles in about 0.3 s, at start-up): lines of our own
+    (``kerno-otel: …``) that another thread wrote meanwhile are written out
+    again; the compiler's own output is not (``compile_error`` keeps one line).
     """
     out: list[str] = []
     with tempfile.TemporaryFile() as sink:
@@ -87,6 +89,10 @@ def captured_stderr() -> Iterator[list[str]]:
             os.close(saved)
             sink.seek(0)
             out.extend(sink.read().decode("utf-8", "replace").splitlines())
+            ours = "".join(f"{line}\n" for line in out if line.startswith("kerno-otel"))
+            if ours:
+                with contextlib.suppress(OSError):
+                    os.write(2, ours.encode())
 
 
 def compile_error(lines: list[str], exc: BaseException) -> str:
