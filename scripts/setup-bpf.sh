@@ -36,7 +36,8 @@ fi
 # 2. kernel headers for the running kernel
 release="$(uname -r)"
 modules="/lib/modules/$release"
-if [ ! -e "$modules/build/include/linux/kconfig.h" ]; then
+# A usable build tree has the kernel's generated headers (an arch tree's include/generated).
+if [ ! -d "$modules/build/include/generated" ]; then
     # The newest installed amd64 headers package: linux-headers-<ver>-amd64 (arch tree)
     # and the linux-headers-<ver>-common it depends on.
     arch_tree="$(find /usr/src -maxdepth 1 -type d -name 'linux-headers-*-amd64' | sort -V | tail -n 1)"
