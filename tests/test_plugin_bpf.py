@@ -129,7 +129,7 @@ def test_sched_delay_times_each_wakeup_of_a_sleeping_child(
         last = program.snapshot()
     hist = _hist.delta(first["hist"], last["hist"])
     # One run-queue wait per wakeup from each sleep, plus the pipe wakeup and preemptions.
-    assert 20 <= sum(hist) <= 60
+    assert 20 <= sum(hist) <= 80
     window = program.window(first, last, 1.0)
     assert 0 < window.values["sched.delay_p99_ns"] < 1e9
     assert window.values["sched.delay_samples"] == sum(hist)
