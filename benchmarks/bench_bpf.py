@@ -14,7 +14,8 @@ avoid); and the six programs as the bpf plugin loads them. Two workloads:
 A workload's cost is the CPU time (user + system) of its processes, which is
 where a tracepoint program's time is charged: on a machine shared with other
 work that is steadier than wall time (also printed). The slowdown of a
-condition is its median cost over the baseline's, in percent. Needs root and
+condition is the median, over repeats, of its cost over the same repeat's
+baseline, in percent (the order of the conditions turns every repeat). Needs root and
 bcc (scripts/setup-bpf.sh). The last line printed is one JSON object; the goal
 is ``mix_overhead_pct - mix_floor_pct <= 10``.
 """
@@ -182,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         for _, run in parts:  # warm the page cache: every condition reads files from memory
             run()
         for repeat in range(args.repeats):
-            for condition in conditions:
+            # The order turns every repeat, so a machine slowly getting busier (other
+            # work starting) does not always land on the same condition.
+            shift = repeat % len(conditions)
+            for condition in conditions[shift:] + conditions[:shift]:
                 condition.attach()
                 try:
                     for load, run in (*parts, ("storm", work.storm)):
@@ -203,28 +207,27 @@ def main(argv: list[str] | None = None) -> int:
                     f"({wall[(condition.name, 'storm')][-1]:.3f} s wall)",
                     file=sys.stderr,
                 )
-    med = {key: statistics.median(values) for key, values in cpu.items()}
-    med_wall = {key: statistics.median(values) for key, values in wall.items()}
-    result = {
+
+    def slowdown(kind: dict[tuple[str, str], list[float]], condition: str, load: str) -> float:
+        """Median over repeats of the condition's cost over the same repeat's baseline."""
+        pairs = zip(kind[(condition, load)], kind[("baseline", load)], strict=True)
+        return pct(statistics.median(c / b for c, b in pairs if b > 0), 1.0)
+
+    result: dict[str, Any] = {
         "repeats": args.repeats,
-        "mix_baseline_cpu_s": round(med[("baseline", "mix")], 3),
-        "storm_baseline_cpu_s": round(med[("baseline", "storm")], 3),
-        "mix_floor_pct": pct(med[("floor", "mix")], med[("baseline", "mix")]),
-        "mix_overhead_pct": pct(med[("programs", "mix")], med[("baseline", "mix")]),
-        "storm_floor_pct": pct(med[("floor", "storm")], med[("baseline", "storm")]),
-        "storm_overhead_pct": pct(med[("programs", "storm")], med[("baseline", "storm")]),
-        "mix_floor_wall_pct": pct(med_wall[("floor", "mix")], med_wall[("baseline", "mix")]),
-        "mix_overhead_wall_pct": pct(med_wall[("programs", "mix")], med_wall[("baseline", "mix")]),
-        "storm_floor_wall_pct": pct(med_wall[("floor", "storm")], med_wall[("baseline", "storm")]),
-        "storm_overhead_wall_pct": pct(
-            med_wall[("programs", "storm")], med_wall[("baseline", "storm")]
-        ),
+        "mix_baseline_cpu_s": round(statistics.median(cpu[("baseline", "mix")]), 3),
+        "storm_baseline_cpu_s": round(statistics.median(cpu[("baseline", "storm")]), 3),
     }
+    for load in ("mix", "storm"):
+        result[f"{load}_floor_pct"] = slowdown(cpu, "floor", load)
+        result[f"{load}_overhead_pct"] = slowdown(cpu, "programs", load)
+    for load in ("mix", "storm"):
+        result[f"{load}_floor_wall_pct"] = slowdown(wall, "floor", load)
+        result[f"{load}_overhead_wall_pct"] = slowdown(wall, "programs", load)
     result["mix_above_floor_pp"] = round(result["mix_overhead_pct"] - result["mix_floor_pct"], 1)
-    for part in ("tar", "find", "http"):
-        base = med[("baseline", part)]
-        result[f"{part}_floor_pct"] = pct(med[("floor", part)], base)
-        result[f"{part}_overhead_pct"] = pct(med[("programs", part)], base)
+    for part, _ in parts:
+        result[f"{part}_floor_pct"] = slowdown(cpu, "floor", part)
+        result[f"{part}_overhead_pct"] = slowdown(cpu, "programs", part)
     print(json.dumps(result))
     return 0
 
