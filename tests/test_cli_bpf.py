@@ -190,3 +190,53 @@ def test_doctor_without_privilege_works_on_procfs_and_says_why(tmp_path: Path) -
         if r["type"] == "bpf.load"
     ]
     assert [(r["details"]["success"], r["details"]["error"]) for r in loads] == [(False, why)] * 6
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping capabilities needs root to start with")
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="no setpriv to drop capabilities")
+def test_verify_exits_1_when_programs_fail(tmp_path: Path) -> None:
+    log = tmp_path / "audit" / "kerno-audit.jsonl"
+    result = subprocess.run(
+        [
+            *("setpriv", "--bounding-set=-all", "--inh-caps=-all", "--"),
+            *(sys.executable, "-m", "kerno_otel", "bpf", "verify", "--read", "0s", "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env_for(log),
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert (report["loaded"], report["failed"]) == (0, 6)
+    why = "not root: loading BPF needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)"
+    assert {(p["loaded"], p["error"], p["events"]) for p in report["programs"]} == {
+        (False, why, None)
+    }
+    assert result.stderr.endswith(f"0/6 programs loaded; audit log {log}\n")
+
+
+def test_doctor_with_bpf_off_says_so(tmp_path: Path) -> None:
+    config = tmp_path / "kerno.yaml"
+    config.write_text("bpf:\n  enabled: false\n")
+    log = tmp_path / "audit" / "kerno-audit.jsonl"
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "kerno_otel", "doctor", "--config", str(config)),
+            *("--duration", "1s", "-o", "json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env_for(log),
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if line.startswith("kerno-otel: bpf:")]
+    assert said == ["kerno-otel: bpf: off (bpf.enabled is false): the doctor uses procfs only"]
+    findings = {f["rule"]: f for f in json.loads(result.stdout)["findings"]}
+    assert findings["syscall_latency_high"]["evidence"]["why"] == [
+        "bpf.syscall_latency: BPF is off (bpf.enabled is false)"
+    ]
+    assert not [r for r in stream_records(log) if r["type"] == "bpf.load"]
