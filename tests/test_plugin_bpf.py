@@ -283,7 +283,8 @@ def test_a_broken_program_fails_alone_and_the_others_report(
     for name in ("tcp_monitor", "disk_io", "sched_delay", "fd_track", "oom_track"):
         source = BPFSource(programs[name], config)
         signals = source.end(source.begin(), 0.5)
-        assert signals.values, name
+        assert set(signals.values) - {f"bpf.{name}.lost"}, name
+        assert signals.values[f"bpf.{name}.lost"] == 0.0
     assert loader.stats()["sched_delay"] is not None
     # The broken program's source says why it has nothing.
     source = BPFSource(broken, Config())

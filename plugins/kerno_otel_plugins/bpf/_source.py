@@ -41,10 +41,14 @@ class BPFSource:
     def end(self, begun: dict[str, Any] | None, window_s: float) -> Signals:
         if begun is None or not self.program.loaded:
             return self._off(window_s, why_not_loaded(self.program, self.config))
-        window = self.program.window(begun, self.program.snapshot(), window_s)
+        last = self.program.snapshot()
+        window = self.program.window(begun, last, window_s)
         absent = frozenset(n for n in self.program.signals if n not in window.values)
         context: dict[str, Any] = dict(window.context)
         for name in absent:
             reason = window.why_absent.get(name, "not measured in the window")
             context[f"why.{name}"] = f"{self.label}: {reason}"
-        return Signals(window_s, dict(window.values), absent, context)
+        values = dict(window.values)
+        # What the program had to drop in the window is a signal too, never silence.
+        values[f"{self.label}.lost"] = float(max(last.get("lost", 0) - begun.get("lost", 0), 0))
+        return Signals(window_s, values, absent, context)
