@@ -26,6 +26,9 @@ from kerno_otel.config import (
 )
 from kerno_otel.contract import (
     AIProvider,
+    BPFProgram,
+    BPFStats,
+    BPFUnavailable,
     PluginInfo,
     ProviderError,
     Rule,
@@ -77,6 +80,9 @@ __all__ = [
     "AuditConfig",
     "AuditFileError",
     "AuditLog",
+    "BPFProgram",
+    "BPFStats",
+    "BPFUnavailable",
     "CheckpointConfig",
     "Config",
     "ConfigError",

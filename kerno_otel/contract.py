@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AIProvider",
+    "BPFProgram",
+    "BPFStats",
+    "BPFUnavailable",
     "PluginInfo",
     "ProviderError",
     "Rule",
@@ -139,6 +142,53 @@ class AIProvider(Protocol):
     def complete(
         self, prompt: str, system: str | None, model: str, max_tokens: int, temperature: float
     ) -> tuple[str, int, int]: ...
+
+
+# --- BPF programs -------------------------------------------------------------------------------
+
+
+class BPFUnavailable(Exception):
+    """This host cannot load BPF programs at all; the message says why in a few words.
+
+    ("not root", "bcc missing", "no kernel headers", "tracefs not mounted"). A
+    :class:`BPFProgram`'s ``load`` raises it before trying; the loader records it
+    like any other failure and the doctor keeps working on procfs.
+    """
+
+
+@dataclass(frozen=True)
+class BPFStats:
+    """What a loaded program has counted since it was loaded (``kerno-otel bpf verify``)."""
+
+    #: Events or samples the program aggregated (its own unit: calls, requests, kills).
+    events: int
+    #: Events it had to drop (a full map, a full buffer, a taken slot), never silently.
+    lost: int
+
+
+@runtime_checkable
+class BPFProgram(Protocol):
+    """What ``register_bpf_programs`` registers: a BPF program the daemon loads for you.
+
+    The daemon (and ``kerno-otel doctor``, ``kerno-otel bpf verify``) calls
+    ``load`` once for each program ``bpf.programs`` selects, times it and records
+    the attempt as a ``bpf.load`` audit record naming ``tracepoints``; ``load``
+    compiles and attaches, and raises (with a short message, scrubbed before it
+    is written) when it cannot. One program failing leaves the others loaded.
+    ``close`` detaches (safe twice, and on a program that never loaded). The
+    plugin's sources read the loaded program's maps.
+    """
+
+    @property
+    def tracepoints(self) -> Sequence[str]:
+        """The tracepoints it attaches to (``"raw_syscalls:sys_enter"``)."""
+        ...
+
+    def load(self) -> None: ...
+
+    def stats(self) -> BPFStats: ...
+
+    def close(self) -> None: ...
 
 
 # --- plugins as the daemon sees them -----------------------------------------------------------

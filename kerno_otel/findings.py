@@ -21,13 +21,19 @@ class Signals:
     ``fd.growth_per_sec``); ``absent`` names what no source could measure (a rule
     whose signals are absent says so instead of guessing); ``context`` holds raw
     text the rules may quote as evidence (process names, paths, addresses). Raw
-    context never leaves the process unredacted.
+    context never leaves the process unredacted. A source that knows why it could not
+    measure a signal says so under ``why.<signal>`` (``why.syscall.p99_ns``:
+    ``"bpf.syscall_latency: not root"``), and rules quote it.
     """
 
     window_s: float
     values: Mapping[str, float] = field(default_factory=dict)
     absent: frozenset[str] = frozenset()
     context: Mapping[str, Any] = field(default_factory=dict)
+    #: Which source measured each value (``syscall.p99_ns`` -> ``bpf.syscall_latency``),
+    #: filled in by the doctor engine when it merges its sources' windows; rules name
+    #: it in a finding's evidence.
+    sources: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,14 @@ if TYPE_CHECKING:
 
     from kerno_otel.audit.log import AuditLog
     from kerno_otel.config import Config
-    from kerno_otel.contract import AIProvider, PluginInfo, Rule, SinkFactory, SourceFactory
+    from kerno_otel.contract import (
+        AIProvider,
+        BPFProgram,
+        PluginInfo,
+        Rule,
+        SinkFactory,
+        SourceFactory,
+    )
     from kerno_otel.findings import Analyzer
     from kerno_otel.records.catalogue import EventType
     from kerno_otel.records.redact import RedactionRule
@@ -189,6 +196,19 @@ def register_sources(register: Callable[[str, SourceFactory], None]) -> None:
     at the start of a window, ``end(begun, window_s) -> Signals`` at its end), or
     None when the source cannot work on this host. Called once at start-up; the
     factory is called for every cycle. Collected into ``DaemonContext.sources``.
+    """
+
+
+@hookspec
+def register_bpf_programs(register: Callable[[str, BPFProgram], None]) -> None:
+    """Contribute BPF programs: ``register(name, program)``.
+
+    A program is a :class:`kerno_otel.contract.BPFProgram`. The daemon loads the
+    ones whose names ``bpf.programs`` lists (when ``bpf.enabled``) after the
+    plugins load and before :func:`daemon_startup`, records each attempt as a
+    ``bpf.load`` audit record, and closes them at shutdown; ``kerno-otel doctor``
+    does the same around its cycle. Register the same object every time: your
+    sources read what the loader loaded. Called once at start-up.
     """
 
 

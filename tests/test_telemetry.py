@@ -105,7 +105,7 @@ def test_off_is_a_no_op() -> None:
         assert not span.get_span_context().is_valid
     assert telemetry.prometheus_text() is None
     assert not telemetry.tracing
-    telemetry.bpf_lost_events.add(3, {"kerno.bpf.program": "tcp_monitor"})  # no error
+    telemetry.observe_bpf_lost("tcp_monitor", lambda: 3)  # no error
     telemetry.shutdown()
     telemetry.shutdown()
 
@@ -118,7 +118,8 @@ def test_prometheus_text_carries_the_resource_and_the_pipeline() -> None:
         serve_metrics=True,
         stats=lambda: {"records_written": 7, "records_dropped": {"queue_full": 2}},
     )
-    telemetry.bpf_lost_events.add(3, {"kerno.bpf.program": "tcp_monitor"})
+    telemetry.observe_bpf_lost("tcp_monitor", lambda: 3)
+    telemetry.observe_bpf_lost("closed", lambda: 1 // 0)  # a program that cannot say: left out
     text = (telemetry.prometheus_text() or b"").decode()
     telemetry.shutdown()
     assert 'service_instance_id="i-1"' in text  # target_info: the audit records' resource
@@ -128,6 +129,7 @@ def test_prometheus_text_carries_the_resource_and_the_pipeline() -> None:
     assert 'kerno_audit_drop_reason="queue_full"' in lines["kerno_audit_records_dropped_total"]
     assert lines["kerno_bpf_lost_events_total"].endswith(" 3.0")
     assert 'kerno_bpf_program="tcp_monitor"' in lines["kerno_bpf_lost_events_total"]
+    assert 'kerno_bpf_program="closed"' not in text
 
 
 def test_one_stats_call_serves_every_pipeline_instrument() -> None:

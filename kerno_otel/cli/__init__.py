@@ -6,10 +6,11 @@ command group has its own module, and they are wired to the root here.
 
 from __future__ import annotations
 
-from kerno_otel.cli import audit, doctor, keys, plugins, run, schema
+from kerno_otel.cli import audit, bpf, doctor, keys, plugins, run, schema
 from kerno_otel.cli.app import main
 
 main.add_command(audit.audit)
+main.add_command(bpf.bpf)
 main.add_command(doctor.doctor_command)
 main.add_command(keys.keys)
 main.add_command(plugins.plugins_command)

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import TextIO
 
 from kerno_otel.audit.log import AuditLog
+from kerno_otel.bpf.loader import BPFLoader
 from kerno_otel.config import Config, ConfigError, diff, is_live, load_config
 from kerno_otel.daemon.plugins import (
     PluginFailure,
@@ -71,6 +72,7 @@ class Daemon:
         #: How many of ``host.failures`` are in the log already.
         self._recorded = 0
         self._context: DaemonContext | None = None
+        self._bpf: BPFLoader | None = None
 
     def _record_failures(self, log: AuditLog, failures: list[PluginFailure]) -> None:
         record_failures(log, failures)
@@ -132,6 +134,7 @@ class Daemon:
                 log,
                 self.host.call("daemon_shutdown", context=context, reason=reason, uptime_s=uptime),
             )
+            self._close_bpf()
             log.close()
             # After the log: the last metric export holds the final counts.
             telemetry.shutdown()
@@ -142,6 +145,7 @@ class Daemon:
             )
             return ERROR_EXIT if reason == "error" else 0
         except Exception as exc:
+            self._close_bpf()
             return self._panic(context, log, exc)
         finally:
             telemetry.shutdown()
@@ -199,6 +203,9 @@ class Daemon:
         )
         self._record_failures(log, self.host.failures[self._recorded :])
         self._context = context
+        # BPF programs load before daemon_startup, so the first doctor cycle reads them.
+        self._bpf = BPFLoader(log, self._stderr, telemetry)
+        self._bpf.load_selected(self.config, self.host.named("register_bpf_programs"))
         self._record_failures(log, self.host.call("daemon_startup", context=context))
         return context
 
@@ -214,7 +221,12 @@ class Daemon:
                 uptime_s=time.monotonic() - self._started,
             )
             self._record_failures(log, failures)
+        self._close_bpf()
         log.close()
+
+    def _close_bpf(self) -> None:
+        if self._bpf is not None:
+            self._bpf.close()
 
     def _loop(self, context: DaemonContext, log: AuditLog, duration: float | None) -> None:
         deadline = None if duration is None else time.monotonic() + duration

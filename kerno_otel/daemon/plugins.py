@@ -22,7 +22,7 @@ import pluggy
 
 from kerno_otel import hookspecs
 from kerno_otel.config import load_config
-from kerno_otel.contract import AIProvider, PluginInfo
+from kerno_otel.contract import AIProvider, BPFProgram, PluginInfo
 from kerno_otel.daemon.failures import (
     NOT_INSTALLED,
     PluginFailure,
@@ -345,6 +345,7 @@ _NAMED: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "register_doctor_rules": ("rule", callable),
     "register_sinks": ("sink factory", callable),
     "register_ai_providers": ("provider", lambda thing: isinstance(thing, AIProvider)),
+    "register_bpf_programs": ("BPF program", lambda thing: isinstance(thing, BPFProgram)),
 }
 
 

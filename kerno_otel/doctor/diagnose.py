@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import TextIO
 
 from kerno_otel.audit.log import AuditLog
+from kerno_otel.bpf.loader import BPFLoader
 from kerno_otel.config import Config, load_config
 from kerno_otel.daemon.plugins import PluginHost, record_failures
 from kerno_otel.doctor.engine import CycleResult, build_doctor, settings
@@ -51,6 +52,10 @@ def diagnose(
     with AuditLog(
         config.audit, event_types=event_types, redaction_rules=redaction, stderr=stderr
     ) as log:
+        # Loading BPF programs is audited here as in the daemon (bpf.load per attempt),
+        # before the sources are built: they read what loaded.
+        bpf = BPFLoader(log, stderr)
+        bpf.load_selected(config, host.named("register_bpf_programs"))
         doctor = build_doctor(
             log,
             config,
@@ -77,6 +82,7 @@ def diagnose(
         try:
             result = doctor.run_cycle()
         finally:
+            bpf.close()
             close = getattr(doctor.analyzer, "close", None)
             if callable(close):
                 close()

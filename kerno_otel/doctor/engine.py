@@ -144,16 +144,28 @@ CYCLE_IDS: Final = CycleIds()
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def merge(parts: Sequence[Signals], window_s: float) -> Signals:
-    """Several sources' signals as one: a value any source measured is not absent."""
+def merge(
+    parts: Sequence[Signals], window_s: float, names: Sequence[str] | None = None
+) -> Signals:
+    """Several sources' signals as one: a value any source measured is not absent.
+
+    ``names`` are the sources' names, in the order of ``parts``; the merged
+    window's ``sources`` says which one measured each value (the last one, when
+    two did).
+    """
     values: dict[str, float] = {}
     absent: set[str] = set()
     context: dict[str, Any] = {}
-    for part in parts:
+    origin: dict[str, str] = {}
+    for i, part in enumerate(parts):
         values.update(part.values)
         absent |= part.absent
         context.update(part.context)
-    return Signals(window_s, values, frozenset(absent - set(values)), context)
+        if names is not None and i < len(names):
+            origin.update(dict.fromkeys(part.values, names[i]))
+        else:
+            origin.update(part.sources)
+    return Signals(window_s, values, frozenset(absent - set(values)), context, origin)
 
 
 def redact_finding(redactor: Redactor, finding: Finding) -> Finding:
@@ -240,16 +252,18 @@ class Doctor:
             return None
         window = max(self._clock() - started, 1e-9)
         parts: list[Signals] = []
+        measured_by: list[str] = []
         for name, state in begun.items():
             with tracer.start_as_current_span(
                 "kerno.doctor.source", attributes={"kerno.doctor.source": name}
             ) as span:
                 try:
                     parts.append(self.sources[name].end(state, window))
+                    measured_by.append(name)
                 except Exception as exc:
                     notes.append(f"source {name}: {_error_text(exc)}")
                     span.set_status(StatusCode.ERROR, type(exc).__name__)
-        signals = merge(parts, window)
+        signals = merge(parts, window, measured_by)
         findings = self.evaluate(signals)
         redacted = [redact_finding(self.audit.redactor, f) for f in findings]
         result = CycleResult(cycle_id, window, signals, findings, redacted, notes=notes)

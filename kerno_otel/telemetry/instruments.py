@@ -147,7 +147,7 @@ def _observe(
 
 
 class Instruments:
-    """Every instrument the core records into; plugins feed ``bpf_lost_events``."""
+    """Every instrument the core records into or observes."""
 
     def __init__(self, meter: Meter) -> None:
         self.meter = meter
@@ -177,14 +177,30 @@ class Instruments:
             "Tokens per LLM call, by gen_ai.token.type (input/output).",
             explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
         )
-        self.bpf_lost_events = meter.create_counter(
+        #: Each loaded BPF program's lost-events count, read when metrics are collected.
+        self._bpf_lost: dict[str, Callable[[], int]] = {}
+        meter.create_observable_counter(
             "kerno.bpf.lost_events",
+            [self._observe_bpf_lost],
             "{event}",
-            "BPF events the kernel dropped before user space read them, by program.",
+            "BPF events a program had to drop (full map or buffer), by program.",
         )
         self.reloads = meter.create_counter(
             "kerno.config.reloads", "{reload}", "Config reloads, by outcome."
         )
+
+    def observe_bpf_lost(self, program: str, read: Callable[[], int]) -> None:
+        """Export ``read()``, a loaded program's lost events so far, as a counter."""
+        self._bpf_lost[program] = read
+
+    def _observe_bpf_lost(self, options: CallbackOptions) -> Iterable[Observation]:
+        out = []
+        for program, read in sorted(self._bpf_lost.items()):
+            try:
+                out.append(Observation(int(read()), {"kerno.bpf.program": program}))
+            except Exception:  # metrics never raise into the host; a closed program is skipped
+                continue
+        return out
 
     def observe_pipeline(self, stats: Callable[[], Mapping[str, Any]]) -> None:
         """Observable instruments over the audit pipeline's counters (``AuditLog.stats``)."""

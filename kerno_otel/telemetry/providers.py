@@ -84,10 +84,11 @@ class Telemetry:
         """Whether spans go anywhere (False: the tracer is a no-op)."""
         return self._tracer_provider is not None
 
-    @property
-    def bpf_lost_events(self) -> metrics_api.Counter:
-        """The counter BPF source plugins add lost events to (attribute ``kerno.bpf.program``)."""
-        return self.instruments.bpf_lost_events
+    def observe_bpf_lost(self, program: str, read: Callable[[], int]) -> None:
+        """Export a loaded BPF program's lost events (``read()``, a running total) as
+        ``kerno.bpf.lost_events`` (attribute ``kerno.bpf.program``). The core's BPF loader
+        does this for every program registered through ``register_bpf_programs``."""
+        self.instruments.observe_bpf_lost(program, read)
 
     def prometheus_text(self) -> bytes | None:
         """The instruments in Prometheus text format, or None when no reader is set up."""

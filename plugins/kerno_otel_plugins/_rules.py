@@ -5,11 +5,16 @@ Signal names (dotted; ``*_ns`` in nanoseconds, ``*_pct`` in percent):
 - procfs: ``mem.used_pct``, ``mem.oom_kills``, ``cgroup.memory.used_pct``,
   ``cgroup.memory.high_events``, ``cgroup.memory.oom_kills``, ``tcp.retransmit_pct``,
   ``tcp.out_segs``, ``fd.growth_per_sec``, ``disk.await_ns``, ``disk.write_await_ns``;
-- BPF only: ``syscall.p99_ns``, ``syscall.error_pct``, ``sched.delay_p99_ns``,
-  ``tcp.rtt_p99_ns``, ``disk.p99_ns``, ``disk.write_p99_ns``.
+- BPF only (the bpf plugin): ``syscall.p99_ns``, ``syscall.error_pct``,
+  ``sched.delay_p99_ns``, ``tcp.rtt_p99_ns``, ``disk.p99_ns``, ``disk.write_p99_ns``,
+  ``fd.process_growth_per_sec``, ``oom.kills``.
 
-Thresholds are kerno's, from ``doctor.thresholds``. A rule whose signals are
-all absent returns one INFO finding naming them, never a guess. Where procfs
+Where both measure the same thing, a rule takes the BPF signal when present
+and the procfs one otherwise; a finding's evidence names the ``source`` that
+measured what it quotes. Thresholds are kerno's, from ``doctor.thresholds``. A
+rule whose signals are all absent returns one INFO finding naming them and,
+where a source said why (``why.<signal>``: BPF not loaded, and why), that too;
+never a guess. Where procfs
 only has an average latency (``disk.await_ns``), the rule uses it as what it
 is, a lower bound of the p99: above a threshold it proves the p99 is too; it
 never proves the opposite.
@@ -44,15 +49,22 @@ def _first(given: RuleInput, *names: str) -> tuple[str, float] | None:
     return None
 
 
-def _absent(rule: str, *names: str) -> list[Finding]:
-    return [
-        Finding(
-            rule,
-            "INFO",
-            f"not checked: {', '.join(names)} not measured by any source",
-            {"absent": list(names)},
-        )
-    ]
+def _source(given: RuleInput, name: str) -> dict[str, str]:
+    """``{"source": <the source that measured name>}``, or nothing when no engine said."""
+    source = given.signals.sources.get(name)
+    return {} if source is None else {"source": source}
+
+
+def _absent(rule: str, given: RuleInput, *names: str) -> list[Finding]:
+    evidence: dict[str, Any] = {"absent": list(names)}
+    why = given.signals.context
+    reasons = [str(why[f"why.{n}"]) for n in names if f"why.{n}" in why]
+    title = f"not checked: {', '.join(names)} not measured by any source"
+    if reasons:
+        unique = list(dict.fromkeys(reasons))
+        evidence["why"] = unique
+        title += f" ({'; '.join(unique)})"
+    return [Finding(rule, "INFO", title, evidence)]
 
 
 def _ms(ns: float) -> str:
@@ -69,7 +81,7 @@ def _latency(
 ) -> list[Finding]:
     found = _first(given, *names)
     if found is None:
-        return _absent(rule, *names)
+        return _absent(rule, given, *names)
     name, value = found
     warning = given.thresholds[warning_key]
     critical = given.thresholds[critical_key]
@@ -87,7 +99,12 @@ def _latency(
             rule,
             severity,
             f"{what} {kind} {_ms(value)} >= {_ms(limit)}",
-            {"signal": name, "value_ns": value, "threshold_ns": limit},
+            {
+                "signal": name,
+                "value_ns": value,
+                "threshold_ns": limit,
+                **_source(given, name),
+            },
         )
     ]
 
@@ -152,14 +169,15 @@ def tcp_rtt_degradation(given: RuleInput) -> list[Finding]:
 
 
 def oom_kill_occurred(given: RuleInput) -> list[Finding]:
-    names = ("mem.oom_kills", "cgroup.memory.oom_kills")
+    names = ("oom.kills", "mem.oom_kills", "cgroup.memory.oom_kills")
     measured = {n: given.signals.values[n] for n in names if n in given.signals.values}
     if not measured:
-        return _absent("oom_kill_occurred", *names)
-    kills = int(max(measured.values()))
+        return _absent("oom_kill_occurred", given, *names)
+    worst = max(measured, key=lambda n: measured[n])
+    kills = int(measured[worst])
     if kills <= 0:
         return []
-    evidence: dict[str, Any] = {"oom_kills": kills}
+    evidence: dict[str, Any] = {"oom_kills": kills, **_source(given, worst)}
     victims = given.signals.context.get("mem.oom_victims")
     if victims:
         evidence["victims"] = list(victims)
@@ -176,12 +194,16 @@ def oom_kill_occurred(given: RuleInput) -> list[Finding]:
 def oom_imminent(given: RuleInput) -> list[Finding]:
     found = _first(given, "mem.used_pct")
     if found is None:
-        return _absent("oom_imminent", "mem.used_pct")
+        return _absent("oom_imminent", given, "mem.used_pct")
     _, used = found
     limit = given.thresholds["oom_memory_pct"]
     if used < limit:
         return []
-    evidence: dict[str, Any] = {"mem_used_pct": round(used, 1), "threshold_pct": limit}
+    evidence: dict[str, Any] = {
+        "mem_used_pct": round(used, 1),
+        "threshold_pct": limit,
+        **_source(given, "mem.used_pct"),
+    }
     if "psi.memory.some_avg10" in given.signals.values:
         evidence["psi_memory_some_avg10"] = given.signals.values["psi.memory.some_avg10"]
     return [
@@ -197,7 +219,7 @@ def oom_imminent(given: RuleInput) -> list[Finding]:
 def memory_limit_pressure(given: RuleInput) -> list[Finding]:
     found = _first(given, "cgroup.memory.used_pct")
     if found is None:
-        return _absent("memory_limit_pressure", "cgroup.memory.used_pct")
+        return _absent("memory_limit_pressure", given, "cgroup.memory.used_pct")
     _, used = found
     limit = given.thresholds["oom_memory_pct"]
     if used < limit:
@@ -211,6 +233,7 @@ def memory_limit_pressure(given: RuleInput) -> list[Finding]:
                 "cgroup": given.signals.context.get("cgroup.path", "?"),
                 "used_pct": round(used, 1),
                 "threshold_pct": limit,
+                **_source(given, "cgroup.memory.used_pct"),
             },
         )
     ]
@@ -219,7 +242,7 @@ def memory_limit_pressure(given: RuleInput) -> list[Finding]:
 def memory_high_throttling(given: RuleInput) -> list[Finding]:
     found = _first(given, "cgroup.memory.high_events")
     if found is None:
-        return _absent("memory_high_throttling", "cgroup.memory.high_events")
+        return _absent("memory_high_throttling", given, "cgroup.memory.high_events")
     _, events = found
     if events <= 0:
         return []
@@ -228,7 +251,11 @@ def memory_high_throttling(given: RuleInput) -> list[Finding]:
             "memory_high_throttling",
             "WARNING",
             f"cgroup throttled at memory.high {int(events)} time(s) in the window",
-            {"cgroup": given.signals.context.get("cgroup.path", "?"), "high_events": int(events)},
+            {
+                "cgroup": given.signals.context.get("cgroup.path", "?"),
+                "high_events": int(events),
+                **_source(given, "cgroup.memory.high_events"),
+            },
         )
     ]
 
@@ -236,7 +263,7 @@ def memory_high_throttling(given: RuleInput) -> list[Finding]:
 def tcp_retransmit_storm(given: RuleInput) -> list[Finding]:
     found = _first(given, "tcp.retransmit_pct")
     if found is None:
-        return _absent("tcp_retransmit_storm", "tcp.retransmit_pct")
+        return _absent("tcp_retransmit_storm", given, "tcp.retransmit_pct")
     _, pct = found
     sent = given.signals.values.get("tcp.out_segs")
     if sent is not None and sent < MIN_TCP_SEGMENTS:
@@ -247,7 +274,11 @@ def tcp_retransmit_storm(given: RuleInput) -> list[Finding]:
     severity: FindingSeverity = (
         "CRITICAL" if pct >= limit * RETRANSMIT_CRITICAL_FACTOR else "WARNING"
     )
-    evidence: dict[str, Any] = {"retransmit_pct": round(pct, 2), "threshold_pct": limit}
+    evidence: dict[str, Any] = {
+        "retransmit_pct": round(pct, 2),
+        "threshold_pct": limit,
+        **_source(given, "tcp.retransmit_pct"),
+    }
     if sent is not None:
         evidence["segments_sent"] = int(sent)
     return [
@@ -261,15 +292,22 @@ def tcp_retransmit_storm(given: RuleInput) -> list[Finding]:
 
 
 def fd_leak(given: RuleInput) -> list[Finding]:
-    found = _first(given, "fd.growth_per_sec")
+    names = ("fd.process_growth_per_sec", "fd.growth_per_sec")
+    found = _first(given, *names)
     if found is None:
-        return _absent("fd_leak", "fd.growth_per_sec")
-    _, growth = found
+        return _absent("fd_leak", given, *names)
+    name, growth = found
     limit = given.thresholds["fd_growth_per_sec"]
     if growth < limit:
         return []
-    top = given.signals.context.get("fd.top") or []
-    evidence: dict[str, Any] = {"growth_per_sec": round(growth, 2), "threshold_per_sec": limit}
+    # Each source lists its own top processes beside its signal.
+    top_key = "fd.process_top" if name == "fd.process_growth_per_sec" else "fd.top"
+    top = given.signals.context.get(top_key) or []
+    evidence: dict[str, Any] = {
+        "growth_per_sec": round(growth, 2),
+        "threshold_per_sec": limit,
+        **_source(given, name),
+    }
     if top:
         # Names and numbers only: PIDs stay in the process.
         evidence["processes"] = [
@@ -290,7 +328,7 @@ def fd_leak(given: RuleInput) -> list[Finding]:
 def syscall_error_rate(given: RuleInput) -> list[Finding]:
     found = _first(given, "syscall.error_pct")
     if found is None:
-        return _absent("syscall_error_rate", "syscall.error_pct")
+        return _absent("syscall_error_rate", given, "syscall.error_pct")
     _, pct = found
     if pct < SYSCALL_ERROR_WARNING_PCT:
         return []
@@ -300,7 +338,7 @@ def syscall_error_rate(given: RuleInput) -> list[Finding]:
             "syscall_error_rate",
             severity,
             f"{pct:.1f}% of syscalls failed",
-            {"error_pct": round(pct, 2)},
+            {"error_pct": round(pct, 2), **_source(given, "syscall.error_pct")},
         )
     ]
 

@@ -1,0 +1,1 @@
+"""Loading the BPF programs plugins register: each attempt audited, each failure isolated."""
