@@ -133,3 +133,56 @@ def test_error_text_is_one_short_line() -> None:
     assert error_text(RuntimeError("\n  first\nsecond")) == "first"
     assert error_text(KeyError()) == "KeyError"
     assert len(error_text(RuntimeError("x" * 1000))) == 300
+
+
+def test_each_load_is_a_span_its_record_carries_and_lost_events_are_exported(
+    tmp_path: Path,
+) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from kerno_otel import Telemetry
+
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    telemetry = Telemetry(
+        tracer_provider=tracer_provider, meter_provider=MeterProvider(metric_readers=[reader])
+    )
+
+    class Lossy(Program):
+        def stats(self) -> BPFStats:
+            return BPFStats(events=10, lost=4)
+
+    log, live = open_log(tmp_path)
+    loader = BPFLoader(log, io.StringIO(), telemetry)
+    loader.load({"a": Lossy(), "b": Program(RuntimeError("attach failed"))})
+    assert log.flush()
+    data = reader.get_metrics_data()
+    loader.close()
+    log.close()
+    telemetry.shutdown()
+
+    by_program = {s.attributes["kerno.bpf.program"]: s for s in spans.get_finished_spans()}
+    assert sorted(by_program) == ["a", "b"]
+    assert by_program["a"].attributes["kerno.bpf.success"] is True
+    assert by_program["b"].attributes["kerno.bpf.success"] is False
+    assert not by_program["b"].status.is_ok
+    for record in (r for r in stream_records(live) if r["type"] == "bpf.load"):
+        span = by_program[record["details"]["program"]]
+        assert record["trace_id"] == f"{span.context.trace_id:032x}"
+        assert record["span_id"] == f"{span.context.span_id:016x}"
+    assert data is not None
+    lost = [
+        (dict(p.attributes or {}), p.value)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "kerno.bpf.lost_events"
+        for p in m.data.data_points
+    ]
+    assert lost == [({"kerno.bpf.program": "a"}, 4)]  # only loaded programs are observed
