@@ -6,10 +6,12 @@ command group has its own module, and they are wired to the root here.
 
 from __future__ import annotations
 
-from kerno_otel.cli import audit, doctor, keys, plugins, run, schema
+from kerno_otel.cli import audit, doctor, keys, plugins, review, run, schema
 from kerno_otel.cli.app import main
 
 main.add_command(audit.audit)
+audit.audit.add_command(review.query)
+audit.audit.add_command(review.report)
 main.add_command(doctor.doctor_command)
 main.add_command(keys.keys)
 main.add_command(plugins.plugins_command)

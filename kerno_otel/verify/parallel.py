@@ -1,0 +1,88 @@
+"""Checking the files of a log on several cores: each file on its own, in a worker process.
+
+A rotated file is independent of the others except at its first line (which must
+continue the seq and link to the hash of the file before). So a worker reads,
+decompresses and hashes a whole file and says whether it is whole by itself
+(:func:`~kerno_otel.verify.walk.summarize`); the parent only checks the joints and
+the writer's own records, in chain order. A file that is not whole by itself, or
+does not join, is walked line by line in the parent to say where and how.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import zlib
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Final
+
+from kerno_otel.verify.reading import read_all
+from kerno_otel.verify.walk import Summary, summarize
+
+#: Below this many bytes a pool costs more than it saves (process start, imports).
+PARALLEL_MIN_BYTES: Final = 8 * 1024 * 1024
+
+Pending = Callable[[], Summary | None]
+
+
+def summarize_file(path: str, wanted: Collection[int]) -> Summary | None:
+    """:func:`summarize` of one file; None when it cannot be read (the walk says why)."""
+    try:
+        data = read_all(path)
+    except (OSError, EOFError, zlib.error):  # the walk reads it again and says why
+        return None
+    return summarize(data, wanted)
+
+
+def _worker_count(workers: int | None, total_bytes: int) -> int:
+    if workers is not None:
+        return max(1, workers)
+    if total_bytes < PARALLEL_MIN_BYTES:
+        return 1
+    return os.cpu_count() or 1
+
+
+class Summaries:
+    """Where files get summarized: a process pool, or the calling process (lazily)."""
+
+    def __init__(self, workers: int | None, total_bytes: int) -> None:
+        self.workers = _worker_count(workers, total_bytes)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> Summaries:
+        if self.workers > 1:
+            # fork is cheapest (no re-import), but unsafe once other threads exist.
+            method = "fork" if threading.active_count() == 1 else "forkserver"
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context(method)
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, paths: Sequence[Path], wanted: Collection[int]) -> list[Pending]:
+        """One callable per path, in order, each returning that file's summary."""
+        if self._pool is None or len(paths) < 2:
+            return [_later(str(p), wanted) for p in paths]
+        frozen = frozenset(wanted)
+        futures = [self._pool.submit(summarize_file, str(p), frozen) for p in paths]
+        return [_result_of(f) for f in futures]
+
+
+def _later(path: str, wanted: Collection[int]) -> Pending:
+    return lambda: summarize_file(path, wanted)
+
+
+def _result_of(future: Future[Summary | None]) -> Pending:
+    def result() -> Summary | None:
+        try:
+            return future.result()
+        except Exception:  # a worker died (killed, out of memory): walk it here instead
+            return None
+
+    return result
