@@ -12,6 +12,7 @@ from kerno_otel.cli.app import main
 main.add_command(audit.audit)
 audit.audit.add_command(review.query)
 audit.audit.add_command(review.report)
+audit.audit.add_command(review.bundle)
 main.add_command(doctor.doctor_command)
 main.add_command(keys.keys)
 main.add_command(plugins.plugins_command)

@@ -284,3 +284,95 @@ def load_key(key_path: str | None) -> Any:
         return load_public(key_path)
     except KeyFileError as e:
         raise UserError(f"--key: {e}") from None
+
+
+@click.command()
+@_PATHS
+@click.option(
+    "--key",
+    "key_path",
+    metavar="PUB",
+    required=True,
+    help="The checkpoint public key (PEM), put in the bundle for the reviewer.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    metavar="FILE.tar.gz",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The bundle to write.",
+)
+def bundle(paths: tuple[str, ...], key_path: str, output: Path) -> None:
+    """Write an evidence bundle of the log in PATH... for a reviewer elsewhere.
+
+    The bundle holds the log files as they are, each stream's checkpoints file, the
+    public key, the published schema set, the report (report.html and report.json)
+    and SHA256SUMS; `kerno-otel audit verify FILE.tar.gz` checks it anywhere,
+    offline. Exits 0 when the log is intact, 1 when the bundle was written but the
+    log is damaged (see its report), 2 on usage errors.
+    """
+    from kerno_otel.audit.keys import KeyFileError
+    from kerno_otel.cli.schema import published_schemas
+    from kerno_otel.review.bundle import BundleError
+    from kerno_otel.review.evidence import make
+    from kerno_otel.review.reading import ReadError
+    from kerno_otel.verify.order import VerifyError
+
+    if not output.name.endswith((".tar.gz", ".tgz")):
+        raise UserError(f"-o {output}: a bundle's name ends in .tar.gz")
+    try:
+        data = make(paths, Path(key_path), output, published_schemas())
+    except KeyFileError as e:
+        raise UserError(f"--key: {e}") from None
+    except (VerifyError, ReadError, BundleError) as e:
+        raise UserError(str(e)) from None
+    except OSError as e:
+        raise UserError(f"{e.filename or output}: {e.strerror}") from None
+    click.echo(f"wrote {output}: {data['records']:,} records; {data['verdict']['text']}", err=True)
+    sys.exit(0 if data["verdict"]["intact"] else 1)
+
+
+def verify_bundle(path: Path, key_path: str | None, as_json: bool) -> None:
+    """``audit verify FILE.tar.gz``: the bundle's files, logs and report, as they are."""
+    from kerno_otel.review.evidence import check
+
+    checked = check(path, key_path)
+    problems = [
+        f"{p.file}:{p.line}: seq {'?' if p.seq is None else p.seq}: {p.kind}: {p.explanation}"
+        for r in checked.reports
+        for p in r.problems
+    ]
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "intact": checked.intact,
+                    "bundle": str(path),
+                    "files": checked.files,
+                    "key_id": checked.key_id,
+                    "bundle_problems": checked.problems,
+                    "streams": [r.to_json() for r in checked.reports],
+                },
+                ensure_ascii=False,
+            )
+        )
+    else:
+        for line in [*checked.problems, *problems]:
+            click.echo(line)
+    if checked.key_id is not None:
+        click.echo(
+            f"key id {checked.key_id} (from {'--key' if key_path else 'the bundle'}: "
+            "compare it with the key id you were given)",
+            err=True,
+        )
+    records = sum(r.records for r in checked.reports)
+    count = len(checked.problems) + len(problems)
+    verdict = "intact" if checked.intact else f"{count:,} problem{'s' if count != 1 else ''}"
+    click.echo(
+        f"bundle {path}: {checked.files} files, {records:,} records in "
+        f"{len(checked.reports)} stream(s): {verdict}",
+        err=True,
+    )
+    sys.exit(0 if checked.intact else 1)

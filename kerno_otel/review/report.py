@@ -10,16 +10,19 @@ byte for byte and a diff between two reports shows only what changed.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from kerno_otel import __version__
 from kerno_otel.review.controls import CONTROLS, EVIDENCE
 from kerno_otel.review.reading import Source, lines_of
 from kerno_otel.verify.report import Report
+from kerno_otel.verify.verify import verify_streams
 
 #: Time-bucket sizes for the timeline, in seconds: the smallest giving <= _MAX_BUCKETS.
 _BUCKETS: Final = (1, 10, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
@@ -343,3 +346,20 @@ def build(source: Source, summary: Summary, reports: list[Report]) -> dict[str, 
         "timeline": timeline(s),
         "controls": controls,
     }
+
+
+def report_of(
+    paths: Sequence[str | Path],
+    public_key: Ed25519PublicKey | None,
+    checkpoints: str | Path | None = None,
+    verify_progress: Callable[[int, int], None] | None = None,
+    read_progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Verify and summarize the log in ``paths``: the report's dict. Raises
+    :class:`~kerno_otel.verify.order.VerifyError` or
+    :class:`~kerno_otel.review.reading.ReadError`."""
+    reports = verify_streams(
+        paths, public_key=public_key, checkpoints=checkpoints, progress=verify_progress
+    )
+    source = Source.open(paths)
+    return build(source, summarize(source, read_progress), reports)
