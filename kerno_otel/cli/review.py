@@ -150,7 +150,9 @@ def _print_matches(fmt: str, matches: Iterator[Any]) -> None:
 
         from kerno_otel.review.tables import query_table
 
-        query_table((m.record for m in matches), Console())
+        # Piped into a file or a pager, rows are not cut to 80 columns.
+        width = None if sys.stdout.isatty() else 200
+        query_table((m.record for m in matches), Console(width=width))
         return
     if fmt == "nl":
         chunk: list[bytes] = []

@@ -192,18 +192,34 @@ def _seq_range(text: str) -> tuple[int | None, int | None]:
     return first, last
 
 
+_TIME_RE: Final = re.compile(
+    r"^(\d{4}-\d\d-\d\d)(?:[T ](\d\d:\d\d(?::\d\d)?)(?:\.(\d{1,9}))?)?"
+    r"(Z|z|[+-]\d\d:?\d\d)?$"
+)
+
+
 def _timestamp(option: str, text: str) -> str:
-    """A time as typed (RFC 3339, or a date) as the log writes ``ts``: UTC, nanoseconds."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+    """A time as typed (RFC 3339, or a date) as the log writes ``ts``: UTC, nanoseconds.
+
+    The fraction is kept to the nanosecond (``datetime`` stops at microseconds), so a
+    ``ts`` copied from a record selects exactly that record and those after it.
+    """
+    m = _TIME_RE.match(text)
+    moment = None
+    if m is not None:
+        date, clock, fraction, zone = m.groups()
+        zone = "+00:00" if zone in (None, "Z", "z") else zone
+        try:
+            moment = datetime.fromisoformat(f"{date}T{clock or '00:00'}{zone}")
+        except ValueError:
+            moment = None
+    if m is None or moment is None:
         raise FilterError(
             f"{option} {text!r}: expected a date or an RFC 3339 time "
             "(2026-07-01, 2026-07-01T12:00:00Z)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # documented: a time without a zone is UTC
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+        )
+    nanos = (m.group(3) or "").ljust(9, "0")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + nanos + "Z"
 
 
 def _where(text: str) -> Where:

@@ -193,8 +193,9 @@ def change_text(changes: Any) -> str:
 def query_table(rows: Iterable[dict[str, Any]], console: Console) -> None:
     """Matching records as a table: seq, time, type, actor, outcome and the details."""
     table = Table(show_lines=False)
-    for column in ("seq", "ts", "type", "actor", "outcome", "details"):
-        table.add_column(column, overflow="fold")
+    for column in ("seq", "ts", "type", "actor", "outcome"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("details", overflow="fold")
     for r in rows:
         details = orjson.dumps(r.get("details")).decode()
         table.add_row(
