@@ -146,13 +146,20 @@ def test_files_in_any_order_are_read_in_chain_order(built: Built, lines: list[by
 
 
 BAD: list[tuple[list[str], str]] = [
-    (["--type", "AI CALL"], "--type 'AI CALL': not an event type (e.g. ai.call, or audit.* for a family)"),
+    (["--type", "AI CALL"],
+     "--type 'AI CALL': not an event type (e.g. ai.call, or audit.* for a family)"),
     (["--outcome", "ok"], "--outcome 'ok': expected one of success, failure, unknown"),
-    (["--seq-range", "5..9"], "--seq-range '5..9': expected A-B, A- or -B with whole numbers (e.g. 100-200)"),
+    (["--seq-range", "5..9"],
+     "--seq-range '5..9': expected A-B, A- or -B with whole numbers (e.g. 100-200)"),
     (["--seq-range", "9-5"], "--seq-range '9-5': 9 is after 5"),
-    (["--since", "yesterday"], "--since 'yesterday': expected a date or an RFC 3339 time (2026-07-01, 2026-07-01T12:00:00Z)"),
-    (["--since", "2026-02-01", "--until", "2026-01-01"], "--since 2026-02-01 is not before --until 2026-01-01"),
-    (["--where", "provider=openai"], "--where 'provider=openai': the field must be under details, as details.FIELD (e.g. details.provider=openai)"),
+    (["--since", "yesterday"],
+     "--since 'yesterday': expected a date or an RFC 3339 time "
+     "(2026-07-01, 2026-07-01T12:00:00Z)"),
+    (["--since", "2026-02-01", "--until", "2026-01-01"],
+     "--since 2026-02-01 is not before --until 2026-01-01"),
+    (["--where", "provider=openai"],
+     "--where 'provider=openai': the field must be under details, as details.FIELD "
+     "(e.g. details.provider=openai)"),
     (["--where", "details.provider"], "--where 'details.provider': expected details.FIELD=VALUE"),
 ]  # fmt: skip
 

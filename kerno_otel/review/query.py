@@ -207,7 +207,7 @@ def _timestamp(option: str, text: str) -> str:
     m = _TIME_RE.match(text)
     moment = None
     if m is not None:
-        date, clock, fraction, zone = m.groups()
+        date, clock, _, zone = m.groups()
         zone = "+00:00" if zone in (None, "Z", "z") else zone
         try:
             moment = datetime.fromisoformat(f"{date}T{clock or '00:00'}{zone}")
