@@ -13,7 +13,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from chromium import Browser, find
@@ -99,7 +99,7 @@ def test_chromium_shows_verdict_tables_and_chart_and_fetches_nothing(
 
 
 class _Counting(http.server.BaseHTTPRequestHandler):
-    hits: list[str] = []
+    hits: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
         _Counting.hits.append(self.path)
