@@ -34,7 +34,12 @@ from typing import Final
 
 MANIFEST: Final = "SHA256SUMS"
 KEY_MEMBER: Final = "key/public.pem"
-_GZIP_HEADER: Final = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, mtime 0, OS unknown
+# FLG: a comment only (FCOMMENT); mtime 0; XFL 0; OS unknown. The comment carries the
+# SHA-256 of everything after it, so a byte the decoder would ignore (the padding bits
+# at the end of the deflate data) is still caught.
+_GZIP_HEADER: Final = b"\x1f\x8b\x08\x10\x00\x00\x00\x00\x00\xff"
+_COMMENT: Final = b"kerno-otel bundle sha256:"
+_PREFIX_LEN: Final = len(_GZIP_HEADER) + len(_COMMENT) + 64 + 1
 _SUM_LINE: Final = re.compile(r"^([0-9a-f]{64})  ([A-Za-z0-9._/+-]+)$")
 _README: Final = """kerno-otel evidence bundle
 
@@ -80,17 +85,23 @@ def write(out: Path, members: list[Member]) -> None:
     with tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for m in everything:
             tar.addfile(_tar_info(m.name, len(m.data)), io.BytesIO(m.data))
-    packed = zlib.compressobj(6, zlib.DEFLATED, -15)
-    body = packed.compress(tar_bytes.getvalue()) + packed.flush()
-    raw = tar_bytes.getvalue()
-    trailer = zlib.crc32(raw).to_bytes(4, "little") + (len(raw) & 0xFFFFFFFF).to_bytes(4, "little")
+    packed = gzip_bytes(tar_bytes.getvalue())
     tmp = out.with_name(out.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(_GZIP_HEADER + body + trailer)
+        f.write(packed)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, out)
+
+
+def gzip_bytes(raw: bytes) -> bytes:
+    """``raw`` gzipped the one way bundles are: fixed header (no name, mtime 0), level 6."""
+    packer = zlib.compressobj(6, zlib.DEFLATED, -15)
+    body = packer.compress(raw) + packer.flush()
+    trailer = zlib.crc32(raw).to_bytes(4, "little") + (len(raw) & 0xFFFFFFFF).to_bytes(4, "little")
+    digest = hashlib.sha256(body + trailer).hexdigest().encode()
+    return _GZIP_HEADER + _COMMENT + digest + b"\0" + body + trailer
 
 
 @dataclass
@@ -104,10 +115,21 @@ class Opened:
 
 def _decode(raw: bytes) -> tuple[bytes, str | None]:
     """The tar bytes, and why the gzip layer is damaged (None when it is not)."""
-    if raw[:10] != _GZIP_HEADER:
-        return b"", "the gzip header is not the one kerno-otel writes (modified)"
+    header_problem = None
+    comment = raw[len(_GZIP_HEADER) : _PREFIX_LEN]
+    if raw[: len(_GZIP_HEADER)] != _GZIP_HEADER or not (
+        comment.startswith(_COMMENT) and comment.endswith(b"\0")
+    ):
+        header_problem = "the gzip header is not the one kerno-otel writes (modified)"
+    elif comment[len(_COMMENT) : -1] != hashlib.sha256(raw[_PREFIX_LEN:]).hexdigest().encode():
+        header_problem = "its bytes differ from the SHA-256 it was written with (modified)"
+    data, problem = _inflate(raw)
+    return data, problem or header_problem
+
+
+def _inflate(raw: bytes) -> tuple[bytes, str | None]:
     inflate = zlib.decompressobj(-15)
-    body = raw[10:]
+    body = raw[_PREFIX_LEN:]
     try:
         data = inflate.decompress(body)
         data += inflate.flush()
@@ -188,6 +210,9 @@ def open_bundle(bundle: Path, into: Path) -> Opened:
         where = _member_at(data, len(data)) if "damaged" in gzip_problem else None
         inside = f" (in {where})" if where else ""
         opened.problems.append(f"{name}{inside}: {gzip_problem}")
+    if not members:
+        opened.problems.append(f"{name}: no file could be read from it")
+        return opened
     _check_manifest(members, opened)
     _extract(members, into)
     opened.files = sorted(members)

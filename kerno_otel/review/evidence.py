@@ -18,10 +18,13 @@ from kerno_otel.audit.keys import key_id, load_public
 from kerno_otel.records.schema import SchemaSet
 from kerno_otel.review import bundle
 from kerno_otel.review.html import render
+from kerno_otel.review.reading import ReadError
 from kerno_otel.review.report import report_of
-from kerno_otel.verify.order import stream_files
+from kerno_otel.verify.order import VerifyError, stream_files
 from kerno_otel.verify.report import Report
 from kerno_otel.verify.verify import verify_streams
+
+SCHEMA_DIR = "schemas/kerno-audit/v1"
 
 
 def report_json(report: dict[str, Any]) -> str:
@@ -60,9 +63,10 @@ def make(
             bundle.Member(f"logs/{p.name}", (stage / "logs" / p.name).read_bytes()) for p in logs
         ]
     members.append(bundle.Member(bundle.KEY_MEMBER, key_path.read_bytes()))
-    for name, document in sorted(schemas.documents().items()):
-        text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-        members.append(bundle.Member(f"schemas/kerno-audit/v1/{name}", text.encode()))
+    with bundle.private_directory() as tmp:
+        # The files exactly as `kerno-otel schema export` writes them.
+        for path in sorted(schemas.export(Path(tmp))):
+            members.append(bundle.Member(f"{SCHEMA_DIR}/{path.name}", path.read_bytes()))
     members.append(bundle.Member("report.json", report_json(report).encode()))
     members.append(bundle.Member("report.html", render(report).encode()))
     bundle.write(out, members)
@@ -94,7 +98,8 @@ def check(path: Path, key_path: str | None = None) -> Checked:
         logs = root / "logs"
         key_file = Path(key_path) if key_path is not None else root / bundle.KEY_MEMBER
         if not logs.is_dir() or not any(logs.iterdir()):
-            checked.problems.append(f"{path}: holds no logs/")
+            if not checked.problems:
+                checked.problems.append(f"{path}: holds no logs/")
             return checked
         public = None
         try:
@@ -106,7 +111,12 @@ def check(path: Path, key_path: str | None = None) -> Checked:
         for r in reports:
             _relative_report(r, str(root))
         checked.reports = reports
-        made = bundle.relative(report_of([logs], public), str(root))
+        try:
+            made = bundle.relative(report_of([logs], public), str(root))
+        except (ReadError, VerifyError) as e:
+            reason = str(bundle.relative(str(e), str(root)))
+            checked.problems.append(f"report.json: cannot be made again from the logs: {reason}")
+            return checked
         kept = root / "report.json"
         try:
             held = json.loads(kept.read_text(encoding="utf-8")) if kept.exists() else None
