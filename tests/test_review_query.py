@@ -176,3 +176,26 @@ def test_a_missing_path_is_a_usage_error(tmp_path: Path) -> None:
         2,
         f"Error: {tmp_path / 'nope'}: No such file or directory\n",
     )
+
+
+def test_a_type_inside_details_is_not_the_record_type(tmp_path: Path) -> None:
+    """The byte search finds "type":"ai.call" anywhere; only the record's own type counts."""
+    line = (
+        b'{"v":"1","seq":0,"ts":"2026-11-27T18:00:00.000000000Z","type":"plugin.load",'
+        b'"actor":"plugins/manager","severity":"INFO","outcome":"success","details":'
+        b'{"plugin":"x","note":{"type":"ai.call"}},"prev":"sha256:' + b"0" * 64 + b'"}'
+    )
+    log = tmp_path / "crafted.jsonl"
+    log.write_bytes(line + b"\n" + line.replace(b'"plugin.load"', b'"ai.call"', 1) + b"\n")
+    for extra in ([], ["--outcome", "success"]):
+        result = CliRunner().invoke(
+            main, ["audit", "query", str(log), "--nl", "--type", "ai.call", *extra]
+        )
+        assert result.exit_code == 0
+        assert result.stdout_bytes.splitlines() == [
+            line.replace(b'"plugin.load"', b'"ai.call"', 1)
+        ]
+        plugin = CliRunner().invoke(
+            main, ["audit", "query", str(log), "--nl", "--type", "plugin.load", *extra]
+        )
+        assert plugin.stdout_bytes.splitlines() == [line]
