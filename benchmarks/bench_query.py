@@ -5,7 +5,8 @@
 Builds a log of N mixed events through ``AuditLog`` (rotation at --max-size-mb), then
 runs, in the same run and over the same files, ``kerno-otel audit query --type ai.call
 --nl`` (a fresh interpreter: start-up counted) and ``jq -c`` with the same filter,
-each writing to a file; both must find the same number of records. Files stay
+each writing to a file; both must find the same number of records. CPU seconds of
+each are printed too (wall time on a loaded machine says little). Files stay
 uncompressed unless --compress (then jq reads through ``zcat -f``). The last line
 printed is one JSON object; ``ratio`` is jq_seconds / query_seconds (goal: >= 2).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -25,11 +27,17 @@ from bench_verify import build
 from kerno_otel.audit.files import rotated_files
 
 
-def timed(command: list[str] | str, out: Path, shell: bool = False) -> float:
+def timed(command: list[str] | str, out: Path, shell: bool = False) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the child processes) of one command."""
     with out.open("wb") as sink:
+        before = os.times()
         start = time.perf_counter()
         subprocess.run(command, stdout=sink, check=False, shell=shell)
-        return time.perf_counter() - start
+        wall = time.perf_counter() - start
+        now = os.times()
+        return wall, now.children_user - before.children_user + (
+            now.children_system - before.children_system
+        )
 
 
 def count_lines(path: Path) -> int:
@@ -67,12 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     program = 'select(.type=="ai.call")'
     if args.compress:
         names = " ".join(f"'{p}'" for p in files)
-        jq_seconds = timed(f"zcat -f {names} | {jq} -c '{program}'", jq_out, shell=True)
+        jq_seconds, jq_cpu = timed(f"zcat -f {names} | {jq} -c '{program}'", jq_out, shell=True)
     else:
-        jq_seconds = timed([jq, "-c", program, *map(str, files)], jq_out)
+        jq_seconds, jq_cpu = timed([jq, "-c", program, *map(str, files)], jq_out)
     query = [sys.executable, "-m", "kerno_otel", "audit", "query", "--type", "ai.call", "--nl",
              "--silent", str(live.parent)]  # fmt: skip
-    query_seconds = timed(query, query_out)
+    query_seconds, query_cpu = timed(query, query_out)
     matched, jq_matched = count_lines(query_out), count_lines(jq_out)
     if matched != jq_matched or matched == 0:
         print(f"query found {matched} records, jq {jq_matched}", file=sys.stderr)
@@ -88,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         "query_rps": round(total / query_seconds),
         "jq_seconds": round(jq_seconds, 3),
         "jq_rps": round(total / jq_seconds),
+        "query_cpu_seconds": round(query_cpu, 3),
+        "jq_cpu_seconds": round(jq_cpu, 3),
         "ratio": round(jq_seconds / query_seconds, 3),
     }
     print(

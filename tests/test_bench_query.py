@@ -46,6 +46,8 @@ def test_bench_query_small_run(tmp_path: Path) -> None:
         "query_rps",
         "jq_seconds",
         "jq_rps",
+        "query_cpu_seconds",
+        "jq_cpu_seconds",
         "ratio",
     }
     assert numbers["records"] >= 500
