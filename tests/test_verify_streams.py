@@ -154,3 +154,27 @@ def test_parallel_and_serial_reports_agree_on_damage_at_file_joints(
     parallel = verify([copy], public_key=public, workers=2)
     assert not serial.intact
     assert parallel.to_json() == serial.to_json()
+
+
+def test_parallel_verify_under_a_live_thread_runs_cleanly(
+    one: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI's progress bar is a thread: the workers must still start (no re-run of
+    the __main__ module, no tracebacks) and do the work."""
+    import threading
+
+    from kerno_otel.verify.parallel import Summaries
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        with Summaries(2, 1) as summaries:
+            files = [*rotated_files(one / "kerno-audit.jsonl"), one / "kerno-audit.jsonl"]
+            results = [pending() for pending in summaries.submit(files, set())]
+        assert all(r is not None for r in results)
+        assert verify([one], workers=2).intact
+    finally:
+        stop.set()
+        thread.join()
+    assert capfd.readouterr().err == ""

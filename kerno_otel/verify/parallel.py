@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import threading
 import zlib
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -54,10 +53,12 @@ class Summaries:
 
     def __enter__(self) -> Summaries:
         if self.workers > 1:
-            # fork is cheapest (no re-import), but unsafe once other threads exist.
-            method = "fork" if threading.active_count() == 1 else "forkserver"
+            # fork: no re-import, and no re-run of the __main__ module (spawn and
+            # forkserver would run the CLI's entry point again in each worker). Safe with
+            # the progress bar's thread alive: a worker only reads a file and hashes it,
+            # touching no lock that thread could hold (no stdio, no logging).
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context(method)
+                self.workers, mp_context=multiprocessing.get_context("fork")
             )
         return self
 
