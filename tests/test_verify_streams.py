@@ -178,3 +178,42 @@ def test_parallel_verify_under_a_live_thread_runs_cleanly(
         stop.set()
         thread.join()
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("damage", [None, 5, 40, -1])
+def test_big_files_cut_into_pieces_give_the_serial_report(
+    keys: KeyPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: int | None
+) -> None:
+    """Plain files are summarized in pieces (here: a few KB each); the joints between
+    pieces are checked like the joints between files."""
+    from kerno_otel.audit.keys import load_public
+    from kerno_otel.verify import parallel
+
+    directory = tmp_path / "log"
+    cfg = AuditConfig(
+        file_path=str(directory / "kerno-audit.jsonl"),
+        max_size_mb=0.05,
+        checkpoint=CheckpointConfig(key_file=str(keys.private_path), every_records=15),
+    )
+    with AuditLog(cfg, stderr=io.StringIO()) as log:
+        for i in range(300):
+            log.emit("plugin.load", details=plugin_load(i))
+    monkeypatch.setattr(parallel, "CHUNK_BYTES", 4096)
+    files = [*rotated_files(directory / "kerno-audit.jsonl"), directory / "kerno-audit.jsonl"]
+    assert len(parallel._pieces(files[0]) or []) >= 5
+    if damage is None:
+        from kerno_otel.verify.walk import summarize
+
+        with parallel.Summaries(2, 1) as summaries:
+            joined = summaries.submit(files, {20, 150})[0]()
+        assert joined is not None
+        assert joined == summarize(files[0].read_bytes(), {20, 150})
+    else:
+        lines = files[0].read_bytes().splitlines(keepends=True)
+        lines[damage] = lines[damage].replace(b'"p', b'"z', 1)
+        files[0].write_bytes(b"".join(lines))
+    public = load_public(keys.public_path)
+    serial = verify([directory], public_key=public, workers=1)
+    parallel_report = verify([directory], public_key=public, workers=2)
+    assert serial.intact is (damage is None)
+    assert parallel_report.to_json() == serial.to_json()

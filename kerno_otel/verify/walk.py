@@ -22,7 +22,7 @@ expected, ``P`` the hash of the line before):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -119,9 +119,39 @@ def summarize(data: bytes, wanted: Collection[int]) -> Summary | None:
     audit = [
         (i, lines[i], hashes[i - 1] if i > 0 else None) for i in _lines_with(data, _AUDIT_TYPE)
     ]
-    return Summary(
-        n, first, prevs[0], hashes[-1], hashes[-2] if n >= 2 else None, hash_at, audit
-    )
+    return Summary(n, first, prevs[0], hashes[-1], hashes[-2] if n >= 2 else None, hash_at, audit)
+
+
+def join(parts: Sequence[Summary | None]) -> Summary | None:
+    """The pieces of one file, summarized apart, as one summary: None unless each piece
+    was whole and continues the one before (next seq, linked to its last hash)."""
+    if not parts or any(p is None for p in parts):
+        return None
+    pieces = [p for p in parts if p is not None]
+    if len(pieces) == 1:
+        return pieces[0]
+    first = pieces[0]
+    lines = 0
+    hash_at: dict[int, tuple[bytes, int]] = {}
+    audit: list[tuple[int, bytes, bytes | None]] = []
+    previous: Summary | None = None
+    for piece in pieces:
+        if previous is not None and (
+            piece.first_seq != previous.first_seq + previous.lines
+            or piece.first_prev != previous.last_hash
+        ):
+            return None
+        for s, (h, line) in piece.hash_at.items():
+            hash_at[s] = (h, line + lines)
+        for i, line_bytes, before in piece.audit:
+            if i == 0 and previous is not None:
+                before = previous.last_hash
+            audit.append((i + lines, line_bytes, before))
+        lines += piece.lines
+        previous = piece
+    last = pieces[-1]
+    prev2 = last.prev2 if last.lines > 1 else pieces[-2].last_hash
+    return Summary(lines, first.first_seq, first.first_prev, last.last_hash, prev2, hash_at, audit)
 
 
 class _Walker:
