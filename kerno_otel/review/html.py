@@ -116,6 +116,30 @@ def _chart(timeline: dict[str, Any]) -> str:
     )
 
 
+def _controls(controls: list[dict[str, Any]]) -> str:
+    """One block of rows per control: its name and requirement once, then each type."""
+    head = "".join(
+        f"<th>{c}</th>"
+        for c in ("Control", "Requirement", "Event type", "Records", "What it shows")
+    )
+    rows = []
+    for control in controls:
+        evidence = control["evidence"]
+        span = max(len(evidence), 1)
+        lead = (
+            f'<td rowspan="{span}"><b>{escape(control["id"])}</b><br>'
+            f"{escape(control['title'])}</td>"
+            f'<td rowspan="{span}">{escape(control["requirement"])}</td>'
+        )
+        for i, e in enumerate(evidence):
+            cells = _cell(e["type"]) + _cell(e["records"]) + _cell(e["shows"])
+            rows.append(f"<tr>{lead if i == 0 else ''}{cells}</tr>")
+    return (
+        '<table id="controls"><caption>Event types and the controls they evidence</caption>'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
 def _range(a: Any, b: Any) -> str:
     return f"{a}-{b}" if isinstance(a, int) and isinstance(b, int) else ""
 
@@ -278,22 +302,7 @@ def render(report: dict[str, Any]) -> str:
             ),
         ),
         "<h2>Controls evidenced</h2>",
-        _table(
-            "controls",
-            "Event types and the controls they evidence",
-            ["Control", "Requirement", "Event type", "Records", "What it shows"],
-            (
-                (
-                    c["id"] if i == 0 else "",
-                    c["requirement"] if i == 0 else "",
-                    e["type"],
-                    e["records"],
-                    e["shows"],
-                )
-                for c in report["controls"]
-                for i, e in enumerate(c["evidence"])
-            ),
-        ),
+        _controls(report["controls"]),
         f'<p class="note">{escape(report["report"])} {escape(report["version"])}</p>',
     ]
     return (
