@@ -42,6 +42,8 @@ def test_bench_verify_small_run(tmp_path: Path) -> None:
         "verify_seconds",
         "verify_rps",
         "sha256sum_seconds",
+        "verify_cpu_seconds",
+        "sha256sum_cpu_seconds",
         "ratio",
     }
     assert numbers["records"] >= 500

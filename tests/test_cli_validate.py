@@ -179,12 +179,13 @@ def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     )
 
 
-def test_directory_is_a_usage_error(tmp_path: Path) -> None:
+def test_directory_without_logs_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a log\n")
     result = run("audit", "validate", str(tmp_path))
     assert (result.exit_code, result.stdout, result.stderr) == (
         2,
         "",
-        f"Error: {tmp_path}: Is a directory\n",
+        f"Error: {tmp_path}: no audit log files (*.jsonl, *.jsonl.gz) in this directory\n",
     )
 
 

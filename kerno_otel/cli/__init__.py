@@ -6,10 +6,13 @@ command group has its own module, and they are wired to the root here.
 
 from __future__ import annotations
 
-from kerno_otel.cli import audit, bpf, doctor, keys, plugins, run, schema
+from kerno_otel.cli import audit, bpf, doctor, keys, plugins, review, run, schema
 from kerno_otel.cli.app import main
 
 main.add_command(audit.audit)
+audit.audit.add_command(review.query)
+audit.audit.add_command(review.report)
+audit.audit.add_command(review.bundle)
 main.add_command(bpf.bpf)
 main.add_command(doctor.doctor_command)
 main.add_command(keys.keys)

@@ -1,9 +1,12 @@
 """``audit verify``: is a stream whole? Chain, seq, checkpoint signatures and truncation, offline.
 
-The files of a stream are put in chain order (each rotated-to file opens with an
-``audit.rotate`` naming its predecessor), then checked in one pass: the lines by the
-chain walk (``_verify_walk.py``), the checkpoints (signatures, and that the log
-reaches the last one) here. The report's types live in ``_verify_report.py``.
+The files are grouped into streams and put in chain order (``order.py``: each
+rotated-to file opens with an ``audit.rotate`` naming its predecessor). Each file is
+checked on its own, in a pool of worker processes when there is enough to do
+(``walk.summarize``: a file is independent of the others except at its first
+line), then joined in one pass: the lines by the chain walk (``walk.py``), the
+checkpoints (signatures, and that the log reaches the last one) here. The report's
+types live in ``report.py``.
 """
 
 from __future__ import annotations
@@ -13,137 +16,21 @@ import gzip
 import hashlib
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from kerno_otel.audit.checkpoints import SUFFIX, read_sidecar, signature_ok
-from kerno_otel.verify.reading import first_line, read_all
+from kerno_otel.verify.order import LogFile, Stream, VerifyError, stream_files
+from kerno_otel.verify.parallel import Summaries
+from kerno_otel.verify.reading import read_all
 from kerno_otel.verify.report import KINDS, Problem, Report, _Where
 from kerno_otel.verify.walk import _Walker
 
 # Problem, Report and KINDS are re-exported: this module is where callers find them.
-__all__ = ["KINDS", "Problem", "Report", "VerifyError", "verify"]
+__all__ = ["KINDS", "Problem", "Report", "VerifyError", "verify", "verify_streams"]
 
-
-class VerifyError(ValueError):
-    """A usage problem (a path that does not exist, nothing to verify); the message says which."""
-
-
-@dataclass
-class _File:
-    path: Path
-    display: str
-    first: dict[str, Any] | None  # the parsed first line
-    size: int
-
-    @property
-    def key(self) -> str:
-        return self.path.name.removesuffix(".gz")
-
-    @property
-    def predecessor(self) -> str | None:
-        """``old_file`` of the ``audit.rotate`` this file opens with, else None."""
-        first = self.first
-        if first is None or first.get("type") != "audit.rotate":
-            return None
-        details = first.get("details")
-        old = details.get("old_file") if isinstance(details, dict) else None
-        return old.removesuffix(".gz") if isinstance(old, str) else None
-
-    @property
-    def first_seq(self) -> int:
-        seq = self.first.get("seq") if self.first is not None else None
-        return seq if isinstance(seq, int) else -1
-
-
-def _collect(paths: Sequence[str | Path]) -> tuple[list[Path], bool]:
-    """The files named, a directory standing for the log files in it; and whether any
-    directory was given (then a file missing from the chain is damage, not an omission)."""
-    files: list[Path] = []
-    directory_mode = False
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            directory_mode = True
-            for child in sorted(path.iterdir()):
-                name = child.name
-                # Log files only: not the checkpoints file, torn tails set aside,
-                # half-written .gz.tmp files or anything else kept beside them.
-                if not child.is_file() or not name.endswith((".jsonl", ".jsonl.gz")):
-                    continue
-                files.append(child)
-        elif path.exists():
-            files.append(path)
-        else:
-            raise VerifyError(f"{raw}: No such file or directory")
-    unique: dict[Path, Path] = {}
-    for path in files:
-        unique.setdefault(path.resolve(), path)
-    if not unique:
-        raise VerifyError("no audit log files to verify")
-    return list(unique.values()), directory_mode
-
-
-def _with_named_predecessors(described: list[_File]) -> list[_File]:
-    """Add the files that ``audit.rotate`` records name as predecessors and that are beside
-    them under a name a directory listing passes over (``kerno-audit.jsonl.1``: the writer
-    found its live file renamed by someone else, and linked to it)."""
-    keys = {f.key for f in described}
-    todo = list(described)
-    while todo:
-        f = todo.pop()
-        pred = f.predecessor
-        if pred is None or pred in keys:
-            continue
-        for path in (f.path.parent / pred, f.path.parent / (pred + ".gz")):
-            if path.is_file() and not path.is_symlink():
-                added = _describe(path)
-                described.append(added)
-                todo.append(added)
-                keys.add(added.key)
-                break
-    return described
-
-
-def _describe(path: Path) -> _File:
-    try:
-        line = first_line(str(path))
-    except (OSError, EOFError, zlib.error):
-        line = b""
-    try:
-        first = orjson.loads(line) if line.endswith(b"\n") else None
-    except orjson.JSONDecodeError:
-        first = None
-    return _File(path, str(path), first if isinstance(first, dict) else None, path.stat().st_size)
-
-
-def _chain_order(files: list[_File]) -> list[_File]:
-    """Follow ``audit.rotate`` links from each file with no predecessor present."""
-    by_key = {f.key: f for f in files}
-    successors: dict[str, list[_File]] = {}
-    heads: list[_File] = []
-    for f in files:
-        pred = f.predecessor
-        if pred is not None and pred in by_key and pred != f.key:
-            successors.setdefault(pred, []).append(f)
-        else:
-            heads.append(f)
-    ordered: list[_File] = []
-    seen: set[str] = set()
-    for head in sorted(heads, key=lambda f: f.first_seq):
-        current: _File | None = head
-        while current is not None and current.key not in seen:
-            seen.add(current.key)
-            ordered.append(current)
-            nexts = sorted(successors.get(current.key, []), key=lambda f: f.first_seq)
-            nexts = [n for n in nexts if n.key not in seen]
-            current = nexts[0] if nexts else None
-    ordered.extend(sorted((f for f in files if f.key not in seen), key=lambda f: f.first_seq))
-    return ordered
 
 
 def _check_signature(
@@ -167,7 +54,7 @@ def _check_signature(
     return True
 
 
-def _default_checkpoints(ordered: list[_File]) -> Path:
+def _default_checkpoints(ordered: list[LogFile]) -> Path:
     last = ordered[-1]
     candidate = last.path.with_name(last.key + SUFFIX)
     if candidate.exists():
@@ -185,36 +72,81 @@ def verify(
     public_key: Ed25519PublicKey | None = None,
     checkpoints: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> Report:
-    """Verify the stream held by ``paths`` (files and/or directories).
+    """Verify the one stream held by ``paths`` (files and/or directories).
 
     ``public_key`` enables the checkpoint checks (signatures and truncation);
     ``checkpoints`` is the checkpoints file (default: ``<live file>.checkpoints``
     beside the last file of the chain). ``progress(done_bytes, total_bytes)`` is
-    called once with 0 before the first file, then after each file. Raises
-    :class:`VerifyError` for a path that does not exist.
+    called once with 0 before the first file, then after each file. ``workers``:
+    processes checking files in parallel (default: one per core, when the log is
+    big enough to gain from it; 1: none). Raises :class:`VerifyError` for a path
+    that does not exist, or when ``paths`` hold more than one stream (see
+    :func:`verify_streams`).
     """
+    reports = verify_streams(
+        paths, public_key=public_key, checkpoints=checkpoints, progress=progress, workers=workers
+    )
+    if len(reports) > 1:
+        raise VerifyError(
+            f"{len(reports)} streams found; verify them one by one or with verify_streams()"
+        )
+    return reports[0]
+
+
+def verify_streams(
+    paths: Sequence[str | Path],
+    *,
+    public_key: Ed25519PublicKey | None = None,
+    checkpoints: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
+) -> list[Report]:
+    """Verify every stream held by ``paths``: one :class:`Report` per stream.
+
+    A directory can hold two streams (two live files side by side); each is checked
+    on its own, with its own checkpoints file. ``checkpoints`` can only be given
+    for a single stream. Otherwise as :func:`verify`.
+    """
+    found, directory_mode = stream_files(paths)
+    if checkpoints is not None and len(found) > 1:
+        raise VerifyError(
+            f"--checkpoints names one file, but the paths hold {len(found)} streams"
+        )
+    total = sum(f.size for stream in found for f in stream.files) or 1
+    if progress is not None:
+        progress(0, total)
+    done = [0]
+
+    def advance(size: int) -> None:
+        done[0] += size
+        if progress is not None:
+            progress(done[0], total)
+
     # Millions of short-lived bytes objects: the cyclic GC would only rescan them.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _verify(paths, public_key, checkpoints, progress)
+        with Summaries(workers, total) as summaries:
+            return [
+                _verify(stream, directory_mode, public_key, checkpoints, advance, summaries)
+                for stream in found
+            ]
     finally:
         if was_enabled:
             gc.enable()
 
 
 def _verify(
-    paths: Sequence[str | Path],
+    stream: Stream,
+    directory_mode: bool,
     public_key: Ed25519PublicKey | None,
     checkpoints: str | Path | None,
-    progress: Callable[[int, int], None] | None,
+    advance: Callable[[int], None],
+    summaries: Summaries,
 ) -> Report:
-    found, directory_mode = _collect(paths)
-    described = [_describe(p) for p in found]
-    if directory_mode:
-        described = _with_named_predecessors(described)
-    ordered = _chain_order(described)
+    ordered = stream.files
     report = Report(files=[f.display for f in ordered])
     walker = _Walker(report, public_key)
 
@@ -242,11 +174,8 @@ def _verify(
                 "give --checkpoints)"
             )
 
-    total = sum(f.size for f in ordered) or 1
-    done = 0
-    if progress is not None:
-        progress(0, total)
-    for f in ordered:
+    pending = summaries.submit([f.path for f in ordered], walker.wanted)
+    for f, summary in zip(ordered, pending, strict=True):
         pred = f.predecessor
         first: dict[str, Any] = f.first or {}
         raw_details = first.get("details")
@@ -272,21 +201,24 @@ def _verify(
                 report.not_checked.append(f"records before {f.display}: {pred} was not given")
             if isinstance(last_seq, int) and isinstance(last_hash, str):
                 walker.resync(last_seq + 1, last_hash.removeprefix("sha256:").encode())
-        try:
-            data = read_all(str(f.path))
-        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            walker.problem(
-                _Where(f.display, 1, None), "modified", f"cannot be read: {type(exc).__name__}"
-            )
-            continue
         if report.first_seq is None and f.first_seq >= 0:
             report.first_seq = f.first_seq
-            if f.first_seq == 0 and data:
+            if f.first_seq == 0 and f.first_hash is not None:
+                report.stream = f.first_hash
+        joined = summary() if not walker.skip_link else None
+        if joined is None or not walker.take(f.display, joined):
+            try:
+                data = read_all(str(f.path))
+            except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+                walker.problem(
+                    _Where(f.display, 1, None), "modified", f"cannot be read: {type(exc).__name__}"
+                )
+                advance(f.size)
+                continue
+            if report.stream is None and f.first_seq == 0 and data:
                 report.stream = "sha256:" + hashlib.sha256(data[: data.find(b"\n")]).hexdigest()
-        walker.run_file(f.display, data)
-        done += f.size
-        if progress is not None:
-            progress(done, total)
+            walker.run_file(f.display, data)
+        advance(f.size)
     walker.finish()
     report.last_seq = walker.last.seq if walker.last is not None else None
 
@@ -299,7 +231,7 @@ def _verify(
     return report
 
 
-def _display_of(ordered: Iterable[_File], key: str) -> str | None:
+def _display_of(ordered: Iterable[LogFile], key: str) -> str | None:
     for f in ordered:
         if f.key == key:
             return f.display

@@ -22,7 +22,8 @@ expected, ``P`` the hash of the line before):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
@@ -72,6 +73,87 @@ def _lines_with(data: bytes, needle: bytes) -> Iterator[int]:
     return
 
 
+@dataclass(frozen=True)
+class Summary:
+    """A file found whole on its own: numbered in a row from ``first_seq``, each line
+    linked to the one before. What the walk needs to join it to its neighbours."""
+
+    lines: int
+    first_seq: int
+    first_prev: bytes  # the hex hash the first line links to
+    last_hash: bytes
+    prev2: bytes | None  # hash of the line before the last (None for a one-line file)
+    hash_at: dict[int, tuple[bytes, int]]  # wanted seq -> (hash, 1-based line)
+    audit: list[tuple[int, bytes, bytes | None]]  # writer records: index, line, hash before
+
+
+def summarize(data: bytes, wanted: Collection[int]) -> Summary | None:
+    """Check one file's content on its own; None when it is not whole by itself.
+
+    The common case, an intact file, is checked with whole-list operations (one hash
+    and two slices per line, compared list against list; ``map()`` over C methods
+    keeps Python frames out of it). Runs in a worker process for ``verify``'s
+    parallel path, so it takes and returns plain data only.
+    """
+    if not data or not data.endswith(b"\n"):
+        return None
+    lines = data.split(b"\n")
+    lines.pop()  # after the final newline
+    first_line = lines[0]
+    if not first_line.startswith(_HEAD):
+        return None
+    try:
+        first = int(first_line[15 : first_line.find(b",", 15)])
+    except ValueError:
+        return None
+    n = len(lines)
+    sha = hashlib.sha256
+    hashes = [sha(line).hexdigest().encode() for line in lines]
+    heads = [b'{"v":"1","seq":%d,' % s for s in range(first, first + n)]
+    prevs = [line[-66:-2] for line in lines]
+    if prevs[1:] != hashes[:-1] or not all(map(bytes.startswith, lines, heads)):
+        return None
+    if not all(line[-81:-66] == _PREV_KEY for line in (lines[0], lines[-1])):
+        return None
+    hash_at = {s: (hashes[s - first], s - first + 1) for s in wanted if first <= s < first + n}
+    audit = [
+        (i, lines[i], hashes[i - 1] if i > 0 else None) for i in _lines_with(data, _AUDIT_TYPE)
+    ]
+    return Summary(n, first, prevs[0], hashes[-1], hashes[-2] if n >= 2 else None, hash_at, audit)
+
+
+def join(parts: Sequence[Summary | None]) -> Summary | None:
+    """The pieces of one file, summarized apart, as one summary: None unless each piece
+    was whole and continues the one before (next seq, linked to its last hash)."""
+    if not parts or any(p is None for p in parts):
+        return None
+    pieces = [p for p in parts if p is not None]
+    if len(pieces) == 1:
+        return pieces[0]
+    first = pieces[0]
+    lines = 0
+    hash_at: dict[int, tuple[bytes, int]] = {}
+    audit: list[tuple[int, bytes, bytes | None]] = []
+    previous: Summary | None = None
+    for piece in pieces:
+        if previous is not None and (
+            piece.first_seq != previous.first_seq + previous.lines
+            or piece.first_prev != previous.last_hash
+        ):
+            return None
+        for s, (h, line) in piece.hash_at.items():
+            hash_at[s] = (h, line + lines)
+        for i, line_bytes, before in piece.audit:
+            if i == 0 and previous is not None:
+                before = previous.last_hash
+            audit.append((i + lines, line_bytes, before))
+        lines += piece.lines
+        previous = piece
+    last = pieces[-1]
+    prev2 = last.prev2 if last.lines > 1 else pieces[-2].last_hash
+    return Summary(lines, first.first_seq, first.first_prev, last.last_hash, prev2, hash_at, audit)
+
+
 class _Walker:
     """Checks lines in stream order, keeping what the next line must link to."""
 
@@ -99,42 +181,36 @@ class _Walker:
         self.expect_seq, self.prev, self.prev2, self.skip_link = seq, prev_hex, None, False
 
     def run_file(self, name: str, data: bytes) -> None:
+        summary = summarize(data, self.wanted) if not self.skip_link else None
+        if summary is not None and self.take(name, summary):
+            return
         torn = bool(data) and not data.endswith(b"\n")
         lines = data.split(b"\n")
         if not torn:
             lines.pop()  # after the final newline
-        n = len(lines)
-        if n == 0:
+        if not lines:
             return
-        sha = hashlib.sha256
-        hashes = [sha(line).hexdigest().encode() for line in lines]
-        # The fast path: every line in the writer's layout, linked, and numbered in a row.
-        fast = not torn and not self.skip_link
-        first = self.expect_seq
-        if fast:
-            # Each line must start with exactly its expected seq and end with the
-            # previous line's hash; map() over C methods keeps Python frames out of it.
-            heads = [b'{"v":"1","seq":%d,' % s for s in range(first, first + n)]
-            prevs = [line[-66:-2] for line in lines]
-            fast = (
-                prevs[0] == self.prev
-                and prevs[1:] == hashes[:-1]
-                and all(map(bytes.startswith, lines, heads))
-            )
-        if fast:
-            for s in self.wanted:
-                if first <= s < first + n:
-                    self.hash_at[s] = (hashes[s - first], _Where(name, s - first + 1, s))
-            for i in _lines_with(data, _AUDIT_TYPE):
-                self._audit_line(_Where(name, i + 1, first + i), lines[i], i, hashes)
-            self.prev2 = hashes[-2] if n >= 2 else self.prev
-            self.prev = hashes[-1]
-            self.expect_seq = first + n
-            self.last = _Where(name, n, first + n - 1)
-            self.report.records += n
-            return
+        hashes = [hashlib.sha256(line).hexdigest().encode() for line in lines]
         parsed = [_parse(line) for line in lines]
         self._walk(name, lines, hashes, parsed, torn)
+
+    def take(self, name: str, summary: Summary) -> bool:
+        """Accept a whole file checked on its own (:func:`summarize`), when it joins the
+        line before: it starts at the seq expected and links to the last hash. False
+        (nothing changed) when it does not: the caller then walks it line by line."""
+        first, n = summary.first_seq, summary.lines
+        if self.skip_link or first != self.expect_seq or summary.first_prev != self.prev:
+            return False
+        for s, (h, line) in summary.hash_at.items():
+            self.hash_at[s] = (h, _Where(name, line, s))
+        for i, line_bytes, before in summary.audit:
+            self._audit_line(_Where(name, i + 1, first + i), line_bytes, before)
+        self.prev2 = summary.prev2 if summary.prev2 is not None else self.prev
+        self.prev = summary.last_hash
+        self.expect_seq = first + n
+        self.last = _Where(name, n, first + n - 1)
+        self.report.records += n
+        return True
 
     def _accept(self, where: _Where, h: bytes, seq: int) -> None:
         self.prev2, self.prev = self.prev, h
@@ -248,10 +324,10 @@ class _Walker:
                 self.problem(where, "reordered", f"seq {s} after seq {expect - 1}")
                 self.moved.add(s)
             if _AUDIT_TYPE in lines[i]:
-                self._audit_line(where, lines[i], i, hashes)
+                self._audit_line(where, lines[i], hashes[i - 1] if i > 0 else None)
             i += step
 
-    def _audit_line(self, where: _Where, line: bytes, index: int, hashes: list[bytes]) -> None:
+    def _audit_line(self, where: _Where, line: bytes, before: bytes | None) -> None:
         """Collect what the writer's own records say: losses and checkpoints."""
         try:
             record = orjson.loads(line)
@@ -269,7 +345,6 @@ class _Walker:
         elif kind == "audit.checkpoint":
             self.log_checkpoints.append((where, details))
             covered = details.get("seq")
-            before = hashes[index - 1] if index > 0 else None
             if (
                 isinstance(covered, int)
                 and before is not None

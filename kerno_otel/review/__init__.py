@@ -1,0 +1,1 @@
+"""Reviewers' tools: ``audit query``, ``audit report`` (terminal, JSON, HTML), ``audit bundle``."""
