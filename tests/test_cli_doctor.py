@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from helpers import fake_distribution, stream_records
+from helpers import QUIET_THRESHOLDS, fake_distribution, stream_records
 
 from kerno_otel.records.schema import SchemaSet
 from kerno_otel.records.validate import RecordValidator
@@ -65,7 +65,8 @@ def test_json_output_exit_code_and_a_dead_webhook(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     config = (
         "doctor:\n  sinks: [log, webhook]\n  thresholds:\n    oom_memory_pct: 0\n"
-        f"webhook:\n  url: http://127.0.0.1:{port}/hook\n  retries: 0\n  timeout: 1s\n"
+        + QUIET_THRESHOLDS
+        + f"webhook:\n  url: http://127.0.0.1:{port}/hook\n  retries: 0\n  timeout: 1s\n"
     )
     result = doctor(tmp_path, "--duration", "1s", "-o", "json", "--exit-code", config=config)
     assert result.returncode == 1, result.stderr
@@ -136,7 +137,8 @@ def test_ai_call_and_finding_emit_share_the_cycle_id(tmp_path: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     config = (
         "doctor:\n  thresholds:\n    oom_memory_pct: 0\n"
-        "ai:\n  enabled: true\n  provider: ollama\n"
+        + QUIET_THRESHOLDS
+        + "ai:\n  enabled: true\n  provider: ollama\n"
         f"  endpoint: http://127.0.0.1:{server.server_address[1]}\n"
     )
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import stream_records
+from helpers import QUIET_THRESHOLDS, stream_records
 from kerno_otel_plugins.doctor import LogSink
 
 from kerno_otel import AuditConfig, AuditLog, ConfigError, PluginInfo, build_doctor, load_config
@@ -307,6 +307,7 @@ def test_the_daemon_runs_cycles_and_audits_them(tmp_path: Path) -> None:
     config.write_text(
         f"audit:\n  file_path: {log}\n"
         "doctor:\n  duration: 1s\n  interval: 1s\n  thresholds:\n    oom_memory_pct: 0\n"
+        + QUIET_THRESHOLDS
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("KERNO_")}
     env["KERNO_OTEL_PLUGINS"] = "lifecycle,procfs,doctor"

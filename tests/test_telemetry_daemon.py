@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import QUIET_THRESHOLDS
 from otlp_receivers import TelemetryReceiver
 from test_analyzer import API_KEY, serve
 from test_daemon import Daemon
@@ -51,7 +52,8 @@ def config(llm: Any) -> str:
         "http:\n  listen: 127.0.0.1:0\n"
         f"  bearer_token: {TOKEN}\n"
         "doctor:\n  duration: 1s\n  interval: 1h\n  thresholds:\n    oom_memory_pct: 0\n"
-        "ai:\n  enabled: true\n  provider: anthropic\n  model: claude-test\n"
+        + QUIET_THRESHOLDS
+        + "ai:\n  enabled: true\n  provider: anthropic\n  model: claude-test\n"
         f"  api_key: {API_KEY}\n  endpoint: {llm.url}\n  timeout: 5s\n"
     )
 
