@@ -25,13 +25,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, TextIO
 
 from opentelemetry.trace import Span, StatusCode
 
-from kerno_otel.config import ConfigError, parse_duration
+from kerno_otel.config import ConfigError
 from kerno_otel.contract import (
     PluginInfo,
     Rule,
@@ -43,8 +42,8 @@ from kerno_otel.contract import (
 )
 from kerno_otel.daemon.failures import PluginFailure, failure_line, failure_of, record_failures
 from kerno_otel.doctor.results import ALERTING, CycleResult, Delivery
+from kerno_otel.doctor.settings import CYCLE_IDS, CycleIds, Settings, settings
 from kerno_otel.doctor.thresholds import declared as declared_thresholds
-from kerno_otel.doctor.thresholds import resolve as resolve_thresholds
 from kerno_otel.findings import Analysis, Analyzer, Finding, Signals
 from kerno_otel.telemetry import Telemetry
 
@@ -53,7 +52,8 @@ if TYPE_CHECKING:
     from kerno_otel.config import Config
     from kerno_otel.records.redact import Redactor
 
-# CycleResult and Delivery moved to results.py; they are still this module's to import.
+# CycleResult and Delivery (results.py), Settings and CycleIds (settings.py) are still
+# this module's to import.
 __all__ = [
     "ALERTING",
     "CYCLE_IDS",
@@ -67,78 +67,6 @@ __all__ = [
     "redact_finding",
     "settings",
 ]
-
-#: ``doctor.duration`` bounds, in seconds (issue 4: 1s-5m).
-MIN_DURATION: Final = 1.0
-MAX_DURATION: Final = 300.0
-
-
-# --- settings ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The ``doctor`` section, checked: seconds, sink names, thresholds."""
-
-    duration: float = 30.0
-    interval: float = 60.0
-    sinks: tuple[str, ...] = ("log",)
-    thresholds: Mapping[str, float] = field(default_factory=dict)
-
-
-def settings(
-    config: Config,
-    duration: str | float | None = None,
-    declared: Mapping[str, float] | None = None,
-) -> Settings:
-    """The doctor settings of ``config``; ``duration`` overrides ``doctor.duration``.
-
-    ``declared`` are the thresholds the loaded rules declare, with their defaults
-    (None: not known yet, and threshold keys beyond kerno's are not checked).
-    Raises ConfigError naming the key (``doctor.duration``) or ``--duration``.
-    """
-    section = config.section("doctor")
-    key = "--duration" if duration is not None else "doctor.duration"
-    raw = duration if duration is not None else section.get("duration", "30s")
-    try:
-        seconds = parse_duration(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{key}: {exc}") from None
-    if not MIN_DURATION <= seconds <= MAX_DURATION:
-        raise ConfigError(f"{key}: expected a duration from 1s to 5m, got {raw!r}")
-    try:
-        interval = parse_duration(section.get("interval", "60s"))
-    except ValueError as exc:
-        raise ConfigError(f"doctor.interval: {exc}") from None
-    if interval < MIN_DURATION:
-        raise ConfigError(f"doctor.interval: expected at least 1s, got {interval:g}s")
-    thresholds = resolve_thresholds(section.get("thresholds") or {}, declared)
-    return Settings(seconds, interval, tuple(section.get("sinks") or ()), thresholds)
-
-
-# --- cycle ids ---------------------------------------------------------------------------------
-
-
-class CycleIds:
-    """``cycle-YYYYMMDD-HHMMSS`` (UTC) ids, ``-N`` added when cycles start in the same second."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._second = ""
-        self._count = 0
-
-    def next(self, now: datetime | None = None) -> str:
-        stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%d-%H%M%S")
-        with self._lock:
-            if stamp == self._second:
-                self._count += 1
-                return f"cycle-{stamp}-{self._count}"
-            self._second, self._count = stamp, 0
-            return f"cycle-{stamp}"
-
-
-#: The process-wide generator: the daemon's cycles and any embedded ones share it.
-CYCLE_IDS: Final = CycleIds()
 
 
 # --- helpers -----------------------------------------------------------------------------------
