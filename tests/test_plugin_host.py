@@ -13,7 +13,12 @@ from helpers import fake_distribution, stream_records
 
 from kerno_otel import EventType, Finding, PluginInfo, RedactionRule, RuleInput, hookimpl
 from kerno_otel.daemon.daemon import Daemon
-from kerno_otel.daemon.plugins import PluginFailure, PluginHost, PluginLoadError
+from kerno_otel.daemon.plugins import (
+    PluginFailure,
+    PluginHost,
+    PluginLoadError,
+    check_contributions,
+)
 
 WRAPPER = """
 from kerno_otel import hookimpl
@@ -366,4 +371,78 @@ def test_a_rule_with_unusable_thresholds_is_refused_alone() -> None:
         ("acme", "rule 'bad_rule': threshold 'diskguard_pct': the default must be a number >= 0"),
         ("acme", "rule 'taken': threshold 'oom_memory_pct' is kerno's own; choose another name"),
         ("other", "rule 'own' is already registered by plugin 'acme'"),
+    ]
+
+
+# Registers a route that is not a Route, a call with no argument, and a BPF program hook
+# that raises; then stops the daemon it is loaded into.
+BAD_REGISTRATIONS = """
+from kerno_otel import hookimpl
+
+
+@hookimpl
+def register_http_routes(register):
+    register(object())
+    register()
+
+
+@hookimpl
+def register_bpf_programs(register):
+    raise RuntimeError("no programs today")
+
+
+@hookimpl
+def register_config_secrets(register):
+    raise RuntimeError("no secrets today")
+
+
+@hookimpl
+def daemon_startup(context):
+    context.request_stop("request")
+"""
+
+
+def test_bad_routes_and_a_raising_bpf_hook_are_recorded_as_plugin_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A route that is not a Route used to be dropped without a word (and register() with no
+    # argument raised IndexError into the daemon's start); a raising register_bpf_programs
+    # reached stderr but never the log.
+    site = tmp_path / "site"
+    fake_distribution(site, "kerno-test-bad", "1.0", {"kerno_test_bad": BAD_REGISTRATIONS})
+    monkeypatch.syspath_prepend(str(site))
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    config = tmp_path / "kerno.yaml"
+    config.write_text(f"audit:\n  file_path: {live}\n")
+    err = io.StringIO()
+
+    code = Daemon(str(config), stderr=err, env={"KERNO_OTEL_PLUGINS": "bad"}).run()
+
+    assert code == 0
+    errors = [r["details"] for r in stream_records(live) if r["type"] == "plugin.error"]
+    assert sorted((e["plugin"], e["hook"], e["error_type"]) for e in errors) == [
+        ("bad", "register_bpf_programs", "RuntimeError"),
+        ("bad", "register_config_secrets", "RuntimeError"),
+        ("bad", "register_http_routes", "TypeError"),
+        ("bad", "register_http_routes", "TypeError"),
+    ]
+    assert "failed in register_http_routes: TypeError: expected a Route\n" in err.getvalue()
+
+
+def test_plugins_lists_every_refused_contribution(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `kerno-otel plugins` collects as the daemon does: config secrets and routes included.
+    site = tmp_path / "site"
+    fake_distribution(site, "kerno-test-bad", "1.0", {"kerno_test_bad": BAD_REGISTRATIONS})
+    host = PluginHost({}, {}, io.StringIO(), points=points(site, monkeypatch))
+    host.load()
+
+    check_contributions(host)
+
+    assert sorted((f.hook, f.message) for f in host.failures) == [
+        ("register_bpf_programs", "no programs today"),
+        ("register_config_secrets", "no secrets today"),
+        ("register_http_routes", "expected a Route"),
+        ("register_http_routes", "expected a Route"),
     ]

@@ -28,7 +28,7 @@ from kerno_otel.daemon.plugins import (
     PluginLoadError,
     record_failures,
 )
-from kerno_otel.hookspecs import ConfigDiff, DaemonContext, Route
+from kerno_otel.hookspecs import ConfigDiff, DaemonContext
 from kerno_otel.telemetry import Telemetry, build_telemetry, read_settings
 
 #: Exit code after a panic (EX_SOFTWARE).
@@ -183,13 +183,12 @@ class Daemon:
     def _start(self, log: AuditLog, telemetry: Telemetry) -> DaemonContext:
         """Record the plugins' load, collect what they register, call ``daemon_startup``."""
         self._record_failures(log, self.host.failures)
-        routes = [args[0] for _, args in self.host.collect("register_http_routes")]
         context = DaemonContext(
             audit=log,
             config=self.config,
             request_stop=self.request_stop,
             plugins=tuple(self.host.plugins),
-            routes=tuple(r for r in routes if isinstance(r, Route)),
+            routes=tuple(self.host.routes()),
             sources=self.host.named("register_sources"),
             rules=self.host.named("register_doctor_rules"),
             rule_plugins=self.host.owners.get("register_doctor_rules", {}),
@@ -201,11 +200,12 @@ class Daemon:
         context.analyzer = self.host.first(
             "make_analyzer", audit=log, config=self.config, providers=context.ai_providers
         )
+        programs = self.host.named("register_bpf_programs")
         self._record_failures(log, self.host.failures[self._recorded :])
         self._context = context
         # BPF programs load before daemon_startup, so the first doctor cycle reads them.
         self._bpf = BPFLoader(log, self._stderr, telemetry)
-        self._bpf.load_selected(self.config, self.host.named("register_bpf_programs"))
+        self._bpf.load_selected(self.config, programs)
         self._record_failures(log, self.host.call("daemon_startup", context=context))
         return context
 

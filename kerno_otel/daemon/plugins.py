@@ -33,6 +33,7 @@ from kerno_otel.daemon.failures import (
     record_failures,
 )
 from kerno_otel.doctor.thresholds import threshold_problem
+from kerno_otel.hookspecs import Route
 from kerno_otel.records.catalogue import EventType
 from kerno_otel.records.redact import RedactionRule, Redactor
 
@@ -315,6 +316,18 @@ class PluginHost:
             keys.add(f"{plugin}.{key}")
         return frozenset(keys)
 
+    def routes(self) -> list[Route]:
+        """HTTP routes plugins register; anything but one :class:`Route` is refused alone."""
+        routes: list[Route] = []
+        for plugin, args in self.collect("register_http_routes"):
+            if len(args) != 1 or not isinstance(args[0], Route):
+                self._fail(
+                    self._info_for(plugin), "register_http_routes", TypeError("expected a Route")
+                )
+                continue
+            routes.append(args[0])
+        return routes
+
     def named(self, hook: str) -> dict[str, Any]:
         """``register(name, thing)`` hooks (sources, rules, sinks, providers) as a dict.
 
@@ -353,9 +366,10 @@ def check_contributions(host: PluginHost) -> None:
     """Collect everything the plugins register, as the daemon would, so that each refused
     contribution is one of ``host.failures`` (for ``kerno-otel plugins``)."""
     host.redaction_rules()
+    host.config_secrets()
     for hook in _NAMED:
         host.named(hook)
-    host.collect("register_http_routes")
+    host.routes()
 
 
 def _no_problem(name: str, thing: Any, owners: Mapping[str, PluginInfo]) -> str | None:
