@@ -109,6 +109,58 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     assert str(info.value).startswith(f"{path}:3: not valid YAML: ")
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "key", "first"),
+    [
+        ("audit:\n  fsync: never\naudit:\n  fsync: always\n", 3, "audit", 1),
+        ("audit:\n  fsync: always\n  queue_size: 8\n  fsync: never\n", 4, "audit.fsync", 2),
+    ],
+)
+def test_a_key_given_twice_is_refused(
+    tmp_path: Path, text: str, line: int, key: str, first: int
+) -> None:
+    # YAML keeps the last of two equal keys without a word: a second "audit:" section
+    # replaced the first, and the operator's fsync: always became never.
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert str(info.value) == f"{path}:{line}: {key}: given twice (first on line {first})"
+
+
+def test_a_merge_key_may_repeat_what_it_merges(tmp_path: Path) -> None:
+    path = write(tmp_path, "audit:\n  <<: {fsync: always}\n  fsync: never\n")
+    assert load_config(path, env={}).audit.fsync == "never"
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    # Nine lines of nested aliases stand for 9**9 values: the loader used to walk them all.
+    rows = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    rows += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path = write(tmp_path, "\n".join(rows) + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert str(info.value) == (
+        f"{path}: expands to more than 100000 values through YAML aliases (*name)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("audit: !!python/object/apply:os.system [true]\n", "could not determine a constructor"),
+        ("audit: " + "[" * 3000 + "]" * 3000 + "\n", "nested too deeply"),
+    ],
+)
+def test_yaml_the_safe_loader_refuses_is_a_config_error(
+    tmp_path: Path, text: str, why: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert str(info.value).startswith(f"{path}")
+    assert why in str(info.value)
+
+
 def test_section_must_be_a_mapping(tmp_path: Path) -> None:
     path = write(tmp_path, "audit: 3\n")
     with pytest.raises(ConfigError) as info:

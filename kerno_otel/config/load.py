@@ -31,25 +31,71 @@ from kerno_otel.hookspecs import ENTRY_POINT_GROUP
 SEARCH_PATH: Final = ("/etc/kerno/kerno.yaml", "./kerno.yaml")
 
 
+#: A config that expands past this many values through YAML aliases is refused: a few
+#: lines of nested ``*alias`` lists ("billion laughs") would otherwise hang the loader.
+MAX_VALUES: Final = 100_000
+
+
 class _LineLoader(yaml.SafeLoader):
     """A SafeLoader that remembers the line of every mapping key, by dotted path."""
 
 
+def _yaml_error(exc: yaml.YAMLError, name: str) -> ConfigError:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{name}:{mark.line + 1}" if mark is not None else name
+    problem = getattr(exc, "problem", None) or str(exc)
+    return ConfigError(f"{where}: not valid YAML: {problem}")
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values ``node`` stands for once its aliases are expanded (memoised by node)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    size = 1
+    if isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(v, sizes) for _, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(item, sizes) for item in node.value)
+    sizes[id(node)] = min(size, MAX_VALUES + 1)
+    return sizes[id(node)]
+
+
 def _load_yaml(text: str, name: str) -> tuple[Any, dict[str, int]]:
+    try:
+        return _parse_yaml(text, name)
+    except RecursionError:
+        raise ConfigError(f"{name}: not valid YAML: nested too deeply") from None
+
+
+def _parse_yaml(text: str, name: str) -> tuple[Any, dict[str, int]]:
     lines: dict[str, int] = {}
     try:
         node = yaml.compose(text, Loader=_LineLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{name}:{mark.line + 1}" if mark is not None else name
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+        raise _yaml_error(exc, name) from None
+    if node is None:
+        return {}, lines
+    if _expanded_size(node, {}) > MAX_VALUES:
+        raise ConfigError(
+            f"{name}: expands to more than {MAX_VALUES} values through YAML aliases (*name)"
+        )
 
     def walk(n: yaml.Node, path: str) -> None:
         if isinstance(n, yaml.MappingNode):
+            seen: dict[str, int] = {}
             for key, value in n.value:
                 sub = f"{path}.{key.value}" if path else str(key.value)
-                lines[sub] = key.start_mark.line + 1
+                line = key.start_mark.line + 1
+                if key.tag != "tag:yaml.org,2002:merge" and isinstance(key.value, str):
+                    if key.value in seen:
+                        # YAML keeps the last silently: a second "audit:" section would
+                        # replace the first one without a word.
+                        raise ConfigError(
+                            f"{name}:{line}: {sub}: given twice (first on line {seen[key.value]})"
+                        )
+                    seen[key.value] = line
+                lines[sub] = line
                 walk(value, sub)
         elif isinstance(n, yaml.SequenceNode):
             for i, item in enumerate(n.value):
@@ -57,10 +103,11 @@ def _load_yaml(text: str, name: str) -> tuple[Any, dict[str, int]]:
                 lines[sub] = item.start_mark.line + 1
                 walk(item, sub)
 
-    if node is None:
-        return {}, lines
     walk(node, "")
-    data = yaml.load(text, Loader=_LineLoader)
+    try:
+        data = yaml.load(text, Loader=_LineLoader)
+    except yaml.YAMLError as exc:  # a tag SafeLoader will not construct (!!python/object)
+        raise _yaml_error(exc, name) from None
     return data, lines
 
 
