@@ -395,6 +395,28 @@ def test_slow_clients_do_not_block_authorized_scrapes(start: Any) -> None:
     assert failures(daemon.stop()) == []
 
 
+def test_more_slow_clients_than_connections_do_not_block_authorized_scrapes(start: Any) -> None:
+    # Past max_connections a new connection used to be closed at once: as many slow
+    # clients as slots (256 by default; 4 here), each renewed when cut, kept every scrape
+    # out. Now the one that has waited longest for its request head makes room.
+    daemon = start({"bearer_token": TOKEN}, {"timeout": "30s", "max_connections": 4})
+    slow = [socket.create_connection((daemon.host, daemon.port)) for _ in range(12)]
+    try:
+        for conn in slow:
+            conn.sendall(b"GET /metr")
+        for _ in range(3):
+            conn = http.client.HTTPConnection(daemon.host, daemon.port, timeout=10)
+            conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+            response = conn.getresponse()
+            assert response.status == 200
+            assert metric(response.read().decode(), "kerno_http_connections_shed_total") >= 8
+            conn.close()
+    finally:
+        for conn in slow:
+            conn.close()
+    assert failures(daemon.stop()) == []
+
+
 # --- flood control, alone ----------------------------------------------------------------------
 
 

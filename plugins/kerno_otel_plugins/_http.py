@@ -5,8 +5,10 @@ each to an ``app`` callable (:class:`Request` -> :class:`Response`); the auth
 plugin (``kerno_otel_plugins.auth``) is that app. What it guarantees:
 
 - every thread is a daemon thread; each accepted connection is served on a
-  thread of its own, up to ``max_connections`` at once; beyond that a new
-  connection is closed at once (counted in ``shed``). A fixed pool of a few
+  thread of its own, up to ``max_connections`` at once; beyond that the
+  connection that has waited longest for its request head is cut to make room
+  (counted in ``shed``), so slow clients, however many, cannot keep a scrape
+  out: they only push each other out. A fixed pool of a few
   workers let as many slow clients, each sending half a request line, hold
   every worker while authorized scrapes waited (issue 11, item 16): a slow
   client now costs one idle thread, never anyone else's turn;
@@ -117,6 +119,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return True
 
     def _serve(self) -> None:
+        self.server._head_read(self.connection)
         if self.server._was_cut(self.connection):
             # The reaper ended this request mid-way: what was read is not a request.
             self.close_connection = True
@@ -196,6 +199,8 @@ class HttpServer:
         self._active: dict[socket.socket, float] = {}
         #: Connections the reaper cut (their partial requests are not served).
         self._cut: set[socket.socket] = set()
+        #: Connections whose request head is read (being answered): never cut for room.
+        self._answering: set[socket.socket] = set()
         #: Connections closed unserved because ``max_connections`` were being served.
         self.shed = 0
 
@@ -245,7 +250,9 @@ class HttpServer:
                     return
                 time.sleep(0.05)  # EMFILE and friends: do not spin
                 continue
-            if not self._slots.acquire(blocking=False):
+            if not self._slots.acquire(blocking=False) and not (
+                self._make_room() and self._slots.acquire(timeout=self.timeout)
+            ):
                 self.shed += 1
                 conn.close()
                 continue
@@ -277,6 +284,7 @@ class HttpServer:
             with self._lock:
                 self._active.pop(conn, None)
                 self._cut.discard(conn)
+                self._answering.discard(conn)
                 self._serving.discard(threading.current_thread())
             conn.close()
             self._slots.release()
@@ -324,6 +332,7 @@ class HttpServer:
                 with self._lock:
                     self._active.pop(tls, None)
                     self._cut.discard(tls)
+                    self._answering.discard(tls)
                 tls.close()
             return
         _Handler(conn, (ip, 0), self)  # type: ignore[arg-type]
@@ -335,6 +344,28 @@ class HttpServer:
     def _set_deadline(self, conn: socket.socket) -> None:
         with self._lock:
             self._active[conn] = time.monotonic() + self.request_deadline
+            self._answering.discard(conn)
+
+    def _head_read(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._answering.add(conn)
+
+    def _make_room(self) -> bool:
+        """Cut the connection that has waited longest for its request head (a slow or idle
+        client), so a new one gets its slot; False when every connection is being answered."""
+        with self._lock:
+            waiting = [
+                (deadline, id(conn), conn)
+                for conn, deadline in self._active.items()
+                if conn not in self._answering and conn not in self._cut
+            ]
+            if not waiting:
+                return False
+            victim = min(waiting)[2]
+            self._cut.add(victim)
+        self.shed += 1
+        _shutdown(victim)
+        return True
 
     def _report(self, message: str) -> None:
         print(f"kerno-otel: {message}", file=self._stderr)

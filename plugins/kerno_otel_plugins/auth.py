@@ -14,7 +14,8 @@ re-read on every successful reload), ``tls_cert_file`` + ``tls_key_file`` (TLS),
 ``client_ca_file`` (mTLS: a client certificate from that CA is required). The
 plugin's own ``auth`` section tunes it: ``failure_interval`` (flood-control
 interval, default ``60s``), ``max_sources`` (10000), ``max_connections``
-(256 served at once, a thread each), ``timeout`` (per socket operation,
+(256 served at once, a thread each; past that the one waiting longest for its request
+head is cut to make room), ``timeout`` (per socket operation,
 ``5s``; a request must be whole within three times that).
 
 Each request is a ``SERVER`` span (``{method} {route}``) with the auth
