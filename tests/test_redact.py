@@ -122,6 +122,24 @@ STRICTER_SAMPLES: list[tuple[str, str, dict[str, int]]] = [
     ("redis://:pw@cache:6379", "redis://[REDACTED:secret]@cache:6379", {"secret": 1}),
     # The portable patterns only know ASCII whitespace; the redactor takes any.
     ("Bearer\u00a0abcdefgh123", "Bearer\u00a0[REDACTED:secret]", {"secret": 1}),
+    # Secret shapes the first free-text fix missed (found by review after issue 11).
+    (
+        "Authorization: Basic dXNlcjpodW50ZXIy",
+        "Authorization: Basic [REDACTED:secret]",
+        {"secret": 1},
+    ),
+    ("SECRET_KEY = 'django-insecure-x'", "SECRET_KEY = '[REDACTED:secret]'", {"secret": 1}),
+    ("private_key=abc123def", "private_key=[REDACTED:secret]", {"secret": 1}),
+    ("X-Api-Key: abcdef0123456789", "X-Api-Key: [REDACTED:secret]", {"secret": 1}),
+    ("credentials: hunter2", "credentials: [REDACTED:secret]", {"secret": 1}),
+    ("pwd=hunter2", "pwd=[REDACTED:secret]", {"secret": 1}),
+    ("key AIzaSyA1abcdefghijklmnopqrstuvwxyz01234", "key [REDACTED:secret]", {"secret": 1}),
+    ("AIzaSyA1abcdefghijklmnopqrstuvwxyz01234", "[REDACTED:secret]", {"secret": 1}),
+    ("glpat-abcdefghijklmnopqrst rejected", "[REDACTED:secret] rejected", {"secret": 1}),
+    ("github_pat_11ABCDEFG0123456789_abcdefgh", "[REDACTED:secret]", {"secret": 1}),
+    ("stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc", "stripe [REDACTED:secret]", {"secret": 1}),
+    ("npm_abcdefghijklmnopqrstuvwxyz0123456789", "[REDACTED:secret]", {"secret": 1}),
+    ("xapp-1-A0123-123-abcdef", "[REDACTED:secret]", {"secret": 1}),
 ]
 
 # Text that must come out unchanged.
@@ -152,6 +170,9 @@ NEGATIVES = [
     "/home/",
     "token_missing",
     "max_tokens: 1024",
+    "basic configuration failed",
+    "Basic abcdefghijk",
+    "credential",
     "password=",
     "password= [x]",
     "user@localhost",

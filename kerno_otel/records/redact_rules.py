@@ -48,10 +48,12 @@ _FIRST_OCTET: Final = "|".join(
 )
 _ROOTS: Final = "|".join(re.escape(root) for root in _patterns.SENSITIVE_ROOTS)
 _KEY: Final = (
-    r"(?:[Pp][Aa][Ss][Ss][Ww](?:[Oo][Rr])?[Dd]"
-    r"|[Ss][Ee][Cc][Rr][Ee][Tt](?:_?[Aa][Cc][Cc][Ee][Ss][Ss]_?[Kk][Ee][Yy])?"
+    r"(?:[Pp][Aa][Ss][Ss][Ww](?:[Oo][Rr])?[Dd]|[Pp][Ww][Dd]"
+    r"|[Ss][Ee][Cc][Rr][Ee][Tt](?:_?[Aa][Cc][Cc][Ee][Ss][Ss])?(?:[_-]?[Kk][Ee][Yy])?"
     r"|[Rr][Oo][Uu][Tt][Ii][Nn][Gg]_?[Kk][Ee][Yy]"
-    r"|[Aa][Pp][Ii]_?[Kk][Ee][Yy]|[Tt][Oo][Kk][Ee][Nn])"
+    r"|[Pp][Rr][Ii][Vv][Aa][Tt][Ee][_-]?[Kk][Ee][Yy]"
+    r"|[Cc][Rr][Ee][Dd][Ee][Nn][Tt][Ii][Aa][Ll][Ss]?"
+    r"|[Aa][Pp][Ii][_-]?[Kk][Ee][Yy]|[Tt][Oo][Kk][Ee][Nn])"
 )
 _HOOKS: Final = "|".join(_patterns.WEBHOOK_HOSTS)
 _KERNEL: Final = "|".join(
@@ -140,7 +142,11 @@ _SUBS: Final[tuple[_Sub, ...]] = (
     _Sub(
         _BEARER_BIT,
         "secret",
-        re.compile(rf"({_BEARER}{_WS}+)[A-Za-z0-9._~+/-]{{8,}}=*"),
+        # "Basic" only after "Authorization:": alone it is an English word.
+        re.compile(
+            rf"((?:{_BEARER}|[Aa][Uu][Tt][Hh][Oo][Rr][Ii][Zz][Aa][Tt][Ii][Oo][Nn]:{_WS}*"
+            rf"[Bb][Aa][Ss][Ii][Cc]){_WS}+)[A-Za-z0-9._~+/-]{{8,}}=*"
+        ),
         _keep(_PH_SECRET),
     ),
     _Sub(
@@ -161,7 +167,10 @@ _SUBS: Final[tuple[_Sub, ...]] = (
         "secret",
         re.compile(
             r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{16,}|(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}"
-            r"|xox[abprs]-[A-Za-z0-9-]{10,}"
+            r"|(?:xox[abprs]|xapp)-[A-Za-z0-9-]{10,}"
+            # Google API keys, GitLab and fine-grained GitHub tokens, Stripe and npm keys.
+            r"|AIza[0-9A-Za-z_-]{35,}|glpat-[A-Za-z0-9_-]{20,}|github_pat_[A-Za-z0-9_]{22,}"
+            r"|(?<![A-Za-z0-9])[rs]k_(?:live|test)_[A-Za-z0-9]{16,}|npm_[A-Za-z0-9]{36}"
             r"|eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"
         ),
         _PH_SECRET,
@@ -232,13 +241,18 @@ _SUBS: Final[tuple[_Sub, ...]] = (
 # ever adds matches: no character lowercases to ASCII punctuation or whitespace.
 _S_URL: Final = re.compile(rf"://[^/{_NWS}:@\[]*:[^/{_NWS}@\[]+@")
 _S_KV: Final = re.compile(
-    rf"(?:passw(?:or)?d|secret(?:_?access_?key)?|routing_?key|api_?key|token)[\"']?{_WS}*[=:]"
+    r"(?:passw(?:or)?d|pwd|secret(?:_?access)?(?:[_-]?key)?|routing_?key|private[_-]?key"
+    rf"|credentials?|api[_-]?key|token)[\"']?{_WS}*[=:]"
 )
-_S_BEARER: Final = re.compile(rf"bearer{_WS}")
+_S_BEARER: Final = re.compile(rf"(?:bearer|authorization:{_WS}*basic){_WS}")
 _S_SK: Final = re.compile(r"sk-[a-z0-9_-]{16}")
 _S_AWS: Final = re.compile(r"(?:akia|asia)[0-9a-z]{16}")
 _S_GH: Final = re.compile(r"gh[pousr]_[a-z0-9]{30}")
-_S_XOX: Final = re.compile(r"xox[abprs]-[a-z0-9-]{10}")
+_S_XOX: Final = re.compile(r"(?:xox[abprs]|xapp)-[a-z0-9-]{10}")
+_S_MORE: Final = re.compile(
+    r"aiza[0-9a-z_-]{35}|glpat-[a-z0-9_-]{20}|github_pat_[a-z0-9_]{22}"
+    r"|[rs]k_(?:live|test)_[a-z0-9]{16}|npm_[a-z0-9]{36}"
+)
 _S_JWT: Final = re.compile(r"eyj[a-z0-9_-]{5,}\.[a-z0-9_-]{5,}\.[a-z0-9_-]{5}")
 _S_PATH: Final = re.compile(rf"/(?:{_ROOTS.lower()})/[^{_NWS}\[\]\"']")
 _S_ANY_PATH: Final = re.compile(
@@ -257,9 +271,11 @@ _S_PROC: Final = re.compile(r"/proc/[0-9]")
 
 def _suspects(low: str) -> int:
     """The bits of the substitutions that may match the text whose ``lower()`` is ``low``."""
-    if low.isalnum():  # only an AWS key id is made of letters and digits alone
+    if low.isalnum():  # only an AWS key id or a Google API key is letters and digits alone
         if len(low) >= 20 and ("akia" in low or "asia" in low) and _S_AWS.search(low):
             return _TOKENS | _AWS_SECRET
+        if "aiza" in low and _S_MORE.search(low):
+            return _TOKENS
         return 0
     bits = 0
     if "/" in low:
@@ -278,8 +294,18 @@ def _suspects(low: str) -> int:
     if "-" in low:
         if "-----begin" in low:
             bits |= _PEM
-        if ("sk-" in low and _S_SK.search(low)) or ("xox" in low and _S_XOX.search(low)):
+        if ("sk-" in low and _S_SK.search(low)) or (
+            ("xox" in low or "xapp" in low) and _S_XOX.search(low)
+        ):
             bits |= _TOKENS
+    if (
+        "aiza" in low
+        or ("-" in low and "glpat" in low)
+        or (
+            "_" in low and ("_pat_" in low or "k_live_" in low or "k_test_" in low or "npm_" in low)
+        )
+    ) and _S_MORE.search(low):
+        bits |= _TOKENS
     if "_" in low and "gh" in low and _S_GH.search(low):
         bits |= _TOKENS
     if "." in low:
@@ -295,13 +321,20 @@ def _suspects(low: str) -> int:
     if (
         (colon or "=" in low)
         and (
-            "token" in low or "passw" in low or "secret" in low or "api" in low or "routing" in low
+            "token" in low
+            or "passw" in low
+            or "secret" in low
+            or "api" in low
+            or "routing" in low
+            or "private" in low
+            or "credential" in low
+            or "pwd" in low
         )
         and _S_KV.search(low)
     ):
         bits |= _KV
     if "pid" in low and _S_PID.search(low):
         bits |= _PID
-    if "bearer" in low and _S_BEARER.search(low):
+    if ("bearer" in low or "basic" in low) and _S_BEARER.search(low):
         bits |= _BEARER_BIT
     return bits
