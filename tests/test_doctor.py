@@ -224,9 +224,7 @@ def test_a_crashing_rule_is_a_plugin_error_and_the_report_says_so(tmp_path: Path
         "ZeroDivisionError: oops\n"
     )
     errors = [r for r in stream_records(log_path) if r["type"] == "plugin.error"]
-    assert [
-        {k: v for k, v in r["details"].items() if k != "error_digest"} for r in errors
-    ] == [
+    assert [{k: v for k, v in r["details"].items() if k != "error_digest"} for r in errors] == [
         {
             "plugin": "acme",
             "distribution": "acme-kerno",
@@ -265,6 +263,81 @@ def test_a_source_factory_that_raises_is_left_out_as_a_plugin_error(tmp_path: Pa
     ]
 
 
+def returns_text(given: RuleInput) -> Any:
+    return "disk is fine"
+
+
+def returns_junk(given: RuleInput) -> Any:
+    return [Finding("x", "WARNING", "fine"), 42]
+
+
+def returns_bad_severity(given: RuleInput) -> Any:
+    return [Finding("x", "HUGE", "fine")]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("rule", "why"),
+    [
+        (returns_text, "returned str, not a list of Finding"),
+        (returns_junk, "returned a int, not a Finding"),
+        (returns_bad_severity, "returned a Finding with severity 'HUGE'"),
+    ],
+)
+def test_a_rule_returning_something_else_is_a_plugin_error(
+    tmp_path: Path, rule: Any, why: str
+) -> None:
+    # A rule returning a string used to crash the whole cycle (and `kerno-otel doctor`,
+    # exit 1) with AttributeError where its "findings" were read.
+    log_path = tmp_path / "kerno-audit.jsonl"
+    err = io.StringIO()
+    with AuditLog(AuditConfig(file_path=str(log_path))) as log:
+        doctor = Doctor(
+            log,
+            Settings(duration=0.01),
+            sources={"fixed": Fixed({"mem.used_pct": 97.0})},
+            rules={"odd": rule, "high_memory": high_memory},
+            sinks={},
+            rule_plugins={"odd": PluginInfo("acme", "acme-kerno", "1.2")},
+            stderr=err,
+        )
+        result = doctor.run_cycle()
+    assert result is not None
+    assert [(f.rule, f.severity) for f in result.findings] == [
+        ("odd", "INFO"),
+        ("high_memory", "CRITICAL"),
+    ]
+    assert err.getvalue() == (
+        f"kerno-otel: plugin 'acme' (acme-kerno 1.2) failed in rule:odd: TypeError: {why}\n"
+    )
+    errors = [r["details"] for r in stream_records(log_path) if r["type"] == "plugin.error"]
+    assert [(e["plugin"], e["hook"], e["error_type"]) for e in errors] == [
+        ("acme", "rule:odd", "TypeError")
+    ]
+
+
+def test_a_source_factory_returning_no_source_is_left_out_as_a_plugin_error(
+    tmp_path: Path,
+) -> None:
+    log_path = tmp_path / "kerno-audit.jsonl"
+    err = io.StringIO()
+    config = config_with(tmp_path, "doctor:\n  duration: 1s\n  sinks: []\n")
+    with AuditLog(AuditConfig(file_path=str(log_path))) as log:
+        doctor = build_doctor(
+            log,
+            config,
+            sources={"odd": lambda c: object(), "fixed": lambda c: Fixed({"mem.used_pct": 9.0})},
+            rules={"high_memory": high_memory},
+            sinks={},
+            source_plugins={"odd": PluginInfo("acme", "acme-kerno", "1.2")},
+            stderr=err,
+        )
+        assert list(doctor.sources) == ["fixed"]
+    assert err.getvalue() == (
+        "kerno-otel: plugin 'acme' (acme-kerno 1.2) failed in source:odd: TypeError: "
+        "the factory returned object, not a Source\n"
+    )
+
+
 def diskguard(given: RuleInput) -> list[Finding]:
     used = given.signals.values.get("disk.used_pct", 0.0)
     limit = given.thresholds["diskguard_pct"]
@@ -279,9 +352,7 @@ def test_a_plugin_rule_declares_its_own_threshold(tmp_path: Path) -> None:
     config = config_with(tmp_path, "doctor:\n  sinks: []\n  thresholds:\n    diskguard_pct: 70\n")
     no_sinks = config_with(tmp_path, "doctor:\n  sinks: []\n")
     with AuditLog(AuditConfig(file_path=str(tmp_path / "a.jsonl"))) as log:
-        default = build_doctor(
-            log, no_sinks, sources={}, rules={"d": diskguard}, sinks={}
-        )
+        default = build_doctor(log, no_sinks, sources={}, rules={"d": diskguard}, sinks={})
         assert default.settings.thresholds["diskguard_pct"] == 90.0
         doctor = build_doctor(log, config, sources={}, rules={"d": diskguard}, sinks={})
         assert doctor.settings.thresholds["diskguard_pct"] == 70.0

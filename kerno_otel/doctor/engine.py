@@ -41,7 +41,7 @@ from kerno_otel.contract import (
     SourceFactory,
 )
 from kerno_otel.daemon.failures import PluginFailure, failure_line, failure_of, record_failures
-from kerno_otel.doctor.results import ALERTING, CycleResult, Delivery
+from kerno_otel.doctor.results import ALERTING, CycleResult, Delivery, findings_of
 from kerno_otel.doctor.settings import CYCLE_IDS, CycleIds, Settings, settings
 from kerno_otel.doctor.thresholds import declared as declared_thresholds
 from kerno_otel.findings import Analysis, Analyzer, Finding, Signals
@@ -72,9 +72,7 @@ __all__ = [
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def merge(
-    parts: Sequence[Signals], window_s: float, names: Sequence[str] | None = None
-) -> Signals:
+def merge(parts: Sequence[Signals], window_s: float, names: Sequence[str] | None = None) -> Signals:
     """Several sources' signals as one: a value any source measured is not absent.
 
     ``names`` are the sources' names, in the order of ``parts``; the merged
@@ -215,7 +213,7 @@ class Doctor:
                 "kerno.doctor.rule", attributes={"kerno.doctor.rule": name}
             ) as span:
                 try:
-                    findings.extend(rule(given))
+                    findings.extend(findings_of(rule(given)))
                 except Exception as exc:
                     findings.append(
                         Finding(
@@ -363,6 +361,10 @@ def build_doctor(
     for name, factory in sources.items():
         try:
             source = factory(config)
+            if source is not None and not (
+                callable(getattr(source, "begin", None)) and callable(getattr(source, "end", None))
+            ):
+                raise TypeError(f"the factory returned {type(source).__name__}, not a Source")
         except Exception as exc:  # one plugin's source must not stop the diagnosis
             err = sys.stderr if stderr is None else stderr
             plugin_failed(audit, err, source_plugins or {}, f"source:{name}", exc)

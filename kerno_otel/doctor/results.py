@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, get_args
 
-from kerno_otel.findings import Analysis, Finding, Signals
+from kerno_otel.findings import Analysis, Finding, FindingSeverity, Signals
 
 #: Severities that go to sinks (and into ``finding.emit``).
 ALERTING: Final = frozenset({"WARNING", "CRITICAL"})
@@ -84,3 +85,29 @@ class CycleResult:
                 "fallback": analysis.fallback,
             },
         }
+
+
+_SEVERITIES: Final = frozenset(get_args(FindingSeverity))
+
+
+def findings_of(returned: Any) -> list[Finding]:
+    """What a rule returned, if it is findings; TypeError (the rule's failure) if not.
+
+    A rule returning a string or a list of anything else used to crash the whole cycle
+    (and ``kerno-otel doctor``) where its findings were read, far from the rule.
+    """
+    if isinstance(returned, (str, bytes, Mapping)):
+        raise TypeError(f"returned {type(returned).__name__}, not a list of Finding")
+    found = list(returned)
+    for finding in found:
+        if not isinstance(finding, Finding):
+            raise TypeError(f"returned a {type(finding).__name__}, not a Finding")
+        if finding.severity not in _SEVERITIES:
+            raise TypeError(f"returned a Finding with severity {finding.severity!r}")
+        if not (
+            isinstance(finding.rule, str)
+            and isinstance(finding.title, str)
+            and isinstance(finding.evidence, Mapping)
+        ):
+            raise TypeError("returned a Finding whose rule, title or evidence has the wrong type")
+    return found
