@@ -102,8 +102,7 @@ def ensure_directory(directory: Path, gid: int | None = None) -> None:
             _share_directory(directory, gid, created)
         except OSError as exc:
             raise AuditFileError(
-                f"{directory}: cannot give the audit directory to audit.file_group: "
-                f"{exc.strerror}"
+                f"{directory}: cannot give the audit directory to audit.file_group: {exc.strerror}"
             ) from None
 
 
@@ -113,6 +112,16 @@ def _open_error(path: Path, exc: OSError) -> AuditFileError:
             f"{path}: is a symbolic link; refusing to write the audit log through it"
         )
     return AuditFileError(f"{path}: cannot open the audit log: {exc.strerror}")
+
+
+def check_owner(path: Path, info: os.stat_result) -> None:
+    """Refuse a file another user owns: its owner could rewrite the log under the writer
+    (chmod it back and edit it), whatever mode the writer sets."""
+    if info.st_uid != os.geteuid():
+        raise AuditFileError(
+            f"{path}: owned by uid {info.st_uid}, not by this writer (uid {os.geteuid()}); "
+            "its owner could rewrite the log: remove it or chown it"
+        )
 
 
 def open_append(path: Path, gid: int | None = None) -> int:
@@ -127,9 +136,13 @@ def open_append(path: Path, gid: int | None = None) -> int:
     except OSError as exc:
         raise _open_error(path, exc) from None
     info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
+    try:
+        if not stat.S_ISREG(info.st_mode):
+            raise AuditFileError(f"{path}: not a regular file")
+        check_owner(path, info)
+    except AuditFileError:
         os.close(fd)
-        raise AuditFileError(f"{path}: not a regular file")
+        raise
     try:
         share(fd, gid)
     except OSError as exc:

@@ -93,6 +93,7 @@ class LiveFile:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise AuditFileError(f"{self.live}: not a regular file")
+        files.check_owner(self.live, info)
         if info.st_nlink > 1:
             raise AuditFileError(
                 f"{self.live}: has {info.st_nlink} names (a hard link); another name for the "
@@ -184,9 +185,10 @@ class LiveFile:
 
         A directory that was removed is made again (0700). Whatever stands at the
         live path — a symlink, a non-empty file, anything that is not an empty
-        regular file with one name — is renamed aside to ``<live>.displaced-<stamp>``
-        (never opened, read or followed) and a new file is created in its place; an
-        empty regular file (logrotate's ``create``) is taken over and tightened to 0600.
+        regular file with one name that this writer's user owns — is renamed aside to
+        ``<live>.displaced-<stamp>`` (never opened, read or followed) and a new file is
+        created in its place; such an empty file (logrotate's ``create``) is taken over
+        and tightened to 0600.
         Raises ``OSError`` when no live file can be opened (the caller retries).
         """
         try:
@@ -205,7 +207,10 @@ class LiveFile:
         except FileNotFoundError:
             here = None
         if here is not None and not (
-            stat.S_ISREG(here.st_mode) and here.st_size == 0 and here.st_nlink == 1
+            stat.S_ISREG(here.st_mode)
+            and here.st_size == 0
+            and here.st_nlink == 1
+            and here.st_uid == os.geteuid()
         ):
             set_aside = f"{self.name}.displaced-{files.stamp(now_ns)}"
             displaced = _kind(here)

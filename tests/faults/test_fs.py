@@ -255,3 +255,50 @@ def test_a_directory_that_cannot_be_made_again_is_retried_with_one_alarm(tmp_pat
     assert records[0]["type"] == "audit.rotate" and records[0]["details"]["reason"] == "removed"
     assert plugins_in(records) == ["after"]
     assert "was removed by someone else" in err.getvalue()
+
+
+NOT_ROOT = "a file owned by another user needs root to make (chown)"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason=NOT_ROOT)
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_a_live_file_another_user_owns_is_refused_at_open(tmp_path: Path, pipeline: str) -> None:
+    """A file another user made at the live path (a sticky /tmp, a shared directory) used
+    to be adopted and tightened to 0600 -- still owned by them, so they could chmod it
+    back and rewrite the log."""
+    live = tmp_path / "kerno-audit.jsonl"
+    live.touch(mode=0o666)
+    os.chown(live, 65534, 65534)
+    with pytest.raises(AuditFileError, match="owned by uid 65534, not by this writer"):
+        AuditLog(AuditConfig(file_path=str(live), pipeline=pipeline))
+    assert live.read_bytes() == b""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason=NOT_ROOT)
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_an_empty_file_another_user_creates_after_a_rename_is_set_aside(
+    tmp_path: Path, pipeline: str
+) -> None:
+    """logrotate's ``create`` is taken over only when the writer's user owns the new file;
+    one someone else made is set aside unread, like a symlink."""
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    moved = live.with_name(live.name + ".1")
+    err = io.StringIO()
+    log = AuditLog(AuditConfig(file_path=str(live), pipeline=pipeline), stderr=err)
+    log.emit("plugin.load", details=plugin_load("before"))
+    assert log.flush(timeout=30)
+    live.rename(moved)
+    live.touch(mode=0o666)
+    os.chown(live, 65534, 65534)
+    assert log.flush(timeout=30)
+    log.emit("plugin.load", details=plugin_load("after"))
+    assert log.flush(timeout=30)
+    log.close()
+    assert live.stat().st_uid == os.geteuid()
+    new = records_of(live)
+    link = rotates(new)[0]
+    assert (link["reason"], link["old_file"]) == ("renamed", moved.name)
+    aside = live.parent / str(link["set_aside"])
+    assert aside.stat().st_uid == 65534 and aside.read_bytes() == b""
+    assert plugins_in(new) == ["after"]
+    assert verify([live.parent]).intact
