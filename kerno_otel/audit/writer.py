@@ -1,8 +1,8 @@
-"""The writer thread: a bounded queue of encoded lines, group-committed to disk, rotated on command.
+"""The writer thread: a bounded queue of encoded lines, group-committed to disk.
 
-The emitting side (the audit processor, under its lock) puts whole lines and
-rotation commands in order; this thread writes them with as few syscalls as
-it can and fsyncs by policy:
+The emitting side (the sealer, under its lock) puts whole lines and file switches
+(a rotation or a replaced live file: the sealer renames and opens, see ``file_life``)
+in order; this thread writes them with as few syscalls as it can and fsyncs by policy:
 
 - ``batch``: group commit; a written line waits at most ``fsync_interval_ms``
   for its fsync, and :meth:`Writer.flush` forces one at once;
@@ -10,7 +10,7 @@ it can and fsyncs by policy:
 - ``never``: the OS decides; ``flush`` only waits for the write.
 
 Nothing is dropped here unless ``on_write_error: drop`` says so, and then the
-seq range lost is kept for the processor to record as ``audit.loss``.
+seq range lost is kept for the sealer to record as ``audit.loss``.
 """
 
 from __future__ import annotations
@@ -308,7 +308,7 @@ class Writer:
             self._on_durable(written)
 
     def _write_batch(self, batch: list[bytes | _Switch | _Checkpoint]) -> bool:
-        """Write runs of lines between rotation commands; True when bytes reached the file."""
+        """Write runs of lines between file switches; True when bytes reached the file."""
         wrote = False
         run: list[bytes] = []
         for item in batch:
