@@ -60,6 +60,7 @@ from kerno_otel.forward.otlp import encode_request
 
 __all__ = ["BACKOFF_CAP_S", "Forwarder", "ForwarderOptions", "Sender", "make_sender"]
 
+
 class Sender(Protocol):
     """Sends one serialized ``ExportLogsServiceRequest``; True once the collector
     acknowledged it."""
