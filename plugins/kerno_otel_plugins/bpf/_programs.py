@@ -190,35 +190,41 @@ class FdTrack(BccProgram):
 
     def snapshot(self) -> dict[str, Any]:
         table = self.bpf[b"procs"]
-        procs: dict[int, tuple[int, int, str]] = {}
+        # tgid -> (opens, closes, the name at its first event, its name now).
+        procs: dict[int, tuple[int, int, str, str]] = {}
         gone = []
         for key, value in table.items():
             tgid = int(key.value)
-            comm = bytes(value.comm).split(b"\0", 1)[0].decode("utf-8", "replace") or "?"
-            procs[tgid] = (int(value.opens), int(value.closes), comm)
-            if not Path(f"/proc/{tgid}").exists():
+            first = bytes(value.comm).split(b"\0", 1)[0].decode("utf-8", "replace") or "?"
+            # The kernel keeps the name of the first event, often the parent's between
+            # fork and exec (the child closes fds before it execs): name it as it is now.
+            try:
+                now = Path(f"/proc/{tgid}/comm").read_text("utf-8", "replace").strip() or first
+            except OSError:
+                now = first
                 gone.append(key)
+            procs[tgid] = (int(value.opens), int(value.closes), first, now)
         # This snapshot still lists the exited processes (a window ending here counts
         # them); the next one finds their totals in `retired` instead.
         retired = self._retired
         for key in gone:  # the map is bounded: exited processes make room
             with contextlib.suppress(KeyError):
                 del table[key]
-            opens, closes, _ = procs[int(key.value)]
+            opens, closes, _, _ = procs[int(key.value)]
             self._retired += opens + closes
         return {"procs": procs, "lost": sum(self.totals("lost")), "retired": retired}
 
     def events(self, snap: dict[str, Any]) -> int:
-        return int(snap["retired"] + sum(o + c for o, c, _ in snap["procs"].values()))
+        return int(snap["retired"] + sum(o + c for o, c, _, _ in snap["procs"].values()))
 
     def window(self, first: dict[str, Any], last: dict[str, Any], seconds: float) -> Window:
         seconds = max(seconds, 1e-9)
-        before: dict[int, tuple[int, int, str]] = first["procs"]
+        before: dict[int, tuple[int, int, str, str]] = first["procs"]
         opens = closes = 0
         growth: list[tuple[float, str, int, int]] = []
-        for tgid, (o, c, comm) in last["procs"].items():
-            o0, c0, comm0 = before.get(tgid, (0, 0, comm))
-            if comm0 != comm:  # the tgid was reused by another program
+        for tgid, (o, c, kept, comm) in last["procs"].items():
+            o0, c0, kept0, _ = before.get(tgid, (0, 0, kept, comm))
+            if kept0 != kept:  # the tgid was reused by another program
                 o0 = c0 = 0
             d_open, d_close = max(o - o0, 0), max(c - c0, 0)
             opens, closes = opens + d_open, closes + d_close
