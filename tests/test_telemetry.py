@@ -78,6 +78,22 @@ def test_the_config_section_wins_over_the_environment() -> None:
         ),
         (
             {},
+            {"OTEL_TRACES_EXPORTER": "console", "OTEL_TRACES_SAMPLER": "sometimes"},
+            "OTEL_TRACES_SAMPLER: unknown sampler 'sometimes' (known: always_on, always_off, "
+            "traceidratio, parentbased_always_on, parentbased_always_off, "
+            "parentbased_traceidratio)",
+        ),
+        (
+            {},
+            {
+                "OTEL_TRACES_EXPORTER": "console",
+                "OTEL_TRACES_SAMPLER": "traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": "1.5",
+            },
+            "OTEL_TRACES_SAMPLER_ARG: expected a ratio from 0 to 1, got '1.5'",
+        ),
+        (
+            {},
             {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "thrift"},
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: expected one of grpc, http/protobuf, got 'thrift'",
         ),
