@@ -14,6 +14,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Final
 
+from kerno_otel import BPFStats
 from kerno_otel_plugins.bpf import _hist
 from kerno_otel_plugins.bpf._program import BccProgram, Window
 
@@ -187,13 +188,13 @@ class FdTrack(BccProgram):
         super().__init__(text, source_dir)
         #: Opens and closes of processes that exited and were dropped from the map.
         self._retired = 0
+        self._prune_lock = threading.Lock()
 
-    def snapshot(self) -> dict[str, Any]:
-        table = self.bpf[b"procs"]
-        # tgid -> (opens, closes, the name at its first event, its name now).
+    def _read(self) -> tuple[dict[int, tuple[int, int, str, str]], list[Any]]:
+        """tgid -> (opens, closes, the name at its first event, its name now); exited keys."""
         procs: dict[int, tuple[int, int, str, str]] = {}
         gone = []
-        for key, value in table.items():
+        for key, value in self.bpf[b"procs"].items():
             tgid = int(key.value)
             first = bytes(value.comm).split(b"\0", 1)[0].decode("utf-8", "replace") or "?"
             # The kernel keeps the name of the first event, often the parent's between
@@ -204,15 +205,35 @@ class FdTrack(BccProgram):
                 now = first
                 gone.append(key)
             procs[tgid] = (int(value.opens), int(value.closes), first, now)
+        return procs, gone
+
+    def snapshot(self) -> dict[str, Any]:
+        procs, gone = self._read()
         # This snapshot still lists the exited processes (a window ending here counts
         # them); the next one finds their totals in `retired` instead.
-        retired = self._retired
-        for key in gone:  # the map is bounded: exited processes make room
-            with contextlib.suppress(KeyError):
-                del table[key]
-            opens, closes, _, _ = procs[int(key.value)]
-            self._retired += opens + closes
+        with self._prune_lock:
+            retired = self._retired
+            table = self.bpf[b"procs"]
+            for key in gone:  # the map is bounded: exited processes make room
+                try:
+                    del table[key]
+                except KeyError:
+                    continue  # another snapshot retired it
+                opens, closes, _, _ = procs[int(key.value)]
+                self._retired += opens + closes
         return {"procs": procs, "lost": sum(self.totals("lost")), "retired": retired}
+
+    def stats(self) -> BPFStats:
+        # Read only: metrics collection calls this from its own thread, mid-window; a
+        # prune here would retire a process before the window's end had counted it.
+        if self.bpf is None:
+            return BPFStats(0, 0)
+        procs, _ = self._read()
+        with self._prune_lock:
+            retired = self._retired
+        return BPFStats(
+            int(retired + sum(o + c for o, c, _, _ in procs.values())), sum(self.totals("lost"))
+        )
 
     def events(self, snap: dict[str, Any]) -> int:
         return int(snap["retired"] + sum(o + c for o, c, _, _ in snap["procs"].values()))
