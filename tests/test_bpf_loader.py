@@ -186,3 +186,36 @@ def test_each_load_is_a_span_its_record_carries_and_lost_events_are_exported(
         for p in m.data.data_points
     ]
     assert lost == [({"kerno.bpf.program": "a"}, 4)]  # only loaded programs are observed
+
+
+def test_the_export_after_close_still_holds_the_programs_last_lost_count(tmp_path: Path) -> None:
+    # The daemon closes its programs before its last metric export (at shutdown); a
+    # closed bcc program counts nothing (stats() is all zeros), so that export said 0.
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from kerno_otel import Telemetry
+
+    class Lossy(Program):
+        def stats(self) -> BPFStats:
+            return BPFStats(events=10, lost=0 if self.closes else 4)
+
+    reader = InMemoryMetricReader()
+    telemetry = Telemetry(meter_provider=MeterProvider(metric_readers=[reader]))
+    log, _ = open_log(tmp_path)
+    loader = BPFLoader(log, io.StringIO(), telemetry)
+    loader.load({"a": Lossy()})
+    loader.close()
+    data = reader.get_metrics_data()
+    log.close()
+    telemetry.shutdown()
+    assert data is not None
+    lost = [
+        p.value
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "kerno.bpf.lost_events"
+        for p in m.data.data_points
+    ]
+    assert lost == [4]

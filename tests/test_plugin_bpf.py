@@ -81,6 +81,59 @@ def test_fd_track_counts_a_childs_opens_and_closes(
     assert top["name"].startswith("python")
 
 
+def test_fd_track_names_a_process_as_it_is_now_not_as_at_its_first_event(
+    scoped: dict[str, BccProgram], tmp_path: Path
+) -> None:
+    # A forked child closes fds under its parent's name before it execs; the kernel
+    # keeps the name of the first event. A rename (prctl, as exec does) stands in.
+    program = scoped["fd_track"]
+    target = tmp_path / "f"
+    target.write_text("x")
+    code = (
+        f"p = {str(target)!r}\n"
+        "import ctypes\n"
+        "go()\n"
+        "kept = [os.open(p, os.O_RDONLY) for _ in range(3)]\n"
+        "ctypes.CDLL(None).prctl(15, b'kerno-renamed', 0, 0, 0)\n"
+        "done()\n"
+    )
+    with child(code) as c:
+        c.expect("ready")
+        program.configure(Scope(tgid=c.pid))
+        first = program.snapshot()
+        c.send()
+        c.expect("done")
+        last = program.snapshot()
+    [top] = program.window(first, last, 1.0).context["fd.process_top"]
+    assert (top["name"], top["opens"]) == ("kerno-renamed", 3)
+
+
+def test_fd_track_stats_between_a_windows_ends_lose_nothing_of_it(
+    scoped: dict[str, BccProgram], tmp_path: Path
+) -> None:
+    # stats() runs whenever metrics are collected (kerno.bpf.lost_events), from another
+    # thread, in the middle of doctor windows: it must not retire a process that exited
+    # in the window before the window's end has counted it.
+    program = scoped["fd_track"]
+    target = tmp_path / "f"
+    target.write_text("x")
+    code = (
+        f"p = {str(target)!r}\n"
+        "go()\n"
+        "kept = [os.open(p, os.O_RDONLY) for _ in range(4)]\n"
+        "os._exit(0)\n"
+    )
+    with child(code) as c:
+        c.expect("ready")
+        program.configure(Scope(tgid=c.pid))
+        first = program.snapshot()
+        c.send()
+        assert c.proc.wait(10) == 0
+        assert program.stats().events >= 4
+        last = program.snapshot()
+    assert program.window(first, last, 1.0).values["fd.opens"] == 4.0
+
+
 def test_syscall_latency_times_a_sleeping_child_and_counts_its_errors(
     scoped: dict[str, BccProgram],
 ) -> None:

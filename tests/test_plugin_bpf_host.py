@@ -69,6 +69,15 @@ def test_captured_stderr_takes_file_descriptor_2(capfd: pytest.CaptureFixture[st
     assert capfd.readouterr().err == "kerno-otel: audit: from another thread\n"
 
 
+def test_an_echoed_record_is_not_swallowed_by_a_compile(capfd: pytest.CaptureFixture[str]) -> None:
+    # audit.stderr with the thread pipeline: the writer thread echoes records on fd 2,
+    # and a program compiles (0.3 s) while the previous one's bpf.load is written.
+    record = '{"v":1,"type":"bpf.load","details":{"program":"a"}}'
+    with captured_stderr():
+        os.write(2, f"/virtual/main.c:3:1: error: nope\n{record}\n".encode())
+    assert capfd.readouterr().err == f"{record}\n"
+
+
 @pytest.mark.parametrize("status", ["", "Name:\tx\n"])
 def test_unreadable_status_means_no_capability(status: str, tmp_path: Path) -> None:
     assert str(unavailable(status, root=str(tmp_path))).startswith("not root")

@@ -78,6 +78,22 @@ def test_the_config_section_wins_over_the_environment() -> None:
         ),
         (
             {},
+            {"OTEL_TRACES_EXPORTER": "console", "OTEL_TRACES_SAMPLER": "sometimes"},
+            "OTEL_TRACES_SAMPLER: unknown sampler 'sometimes' (known: always_on, always_off, "
+            "traceidratio, parentbased_always_on, parentbased_always_off, "
+            "parentbased_traceidratio)",
+        ),
+        (
+            {},
+            {
+                "OTEL_TRACES_EXPORTER": "console",
+                "OTEL_TRACES_SAMPLER": "traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": "1.5",
+            },
+            "OTEL_TRACES_SAMPLER_ARG: expected a ratio from 0 to 1, got '1.5'",
+        ),
+        (
+            {},
             {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "thrift"},
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: expected one of grpc, http/protobuf, got 'thrift'",
         ),
@@ -196,6 +212,22 @@ def test_a_record_emitted_in_a_span_carries_its_ids(tmp_path: Path, pipeline: st
         f"{0xABC:032x}",
         f"{0xDEF:016x}",
     )
+
+
+def test_a_record_in_a_span_the_sampler_dropped_carries_no_ids(tmp_path: Path) -> None:
+    # OTEL_TRACES_SAMPLER=always_off (or a ratio) leaves spans no exporter ever sees: a
+    # record naming one would point at nothing, and the format has no sampled flag.
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    path = tmp_path / "audit.jsonl"
+    tracer = TracerProvider(sampler=ALWAYS_OFF).get_tracer("t")
+    with AuditLog(AuditConfig(file_path=str(path), pipeline="thread")) as log:
+        with tracer.start_as_current_span("kerno.bpf.load") as span:
+            assert span.get_span_context().is_valid  # the SDK still made ids for it
+            log.emit("bpf.load", details={"program": "p", "attach": [], "success": True})
+        assert log.flush()
+    [record] = [r for r in stream_records(path) if r["type"] == "bpf.load"]
+    assert "trace_id" not in record and "span_id" not in record
 
 
 def test_records_in_a_span_still_go_to_the_worker_uncleaned(tmp_path: Path) -> None:

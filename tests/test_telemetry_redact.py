@@ -83,3 +83,64 @@ def test_metric_attributes_are_scrubbed_on_every_instrument(tmp_path: Path) -> N
         "acme.file": "/home/[REDACTED:path]",
     }
     assert seen == {name: clean for name in ("acme.c", "acme.u", "acme.h", "acme.g", "acme.o")}
+
+
+def test_attribute_keys_and_id_like_keys_do_not_carry_what_values_may_not(tmp_path: Path) -> None:
+    memory = InMemorySpanExporter()
+    with AuditLog(AuditConfig(file_path=str(tmp_path / "a.jsonl"), pipeline="thread")) as log:
+        provider = TracerProvider()
+        scrub = lambda text: log.redactor.redact_text(text)[0]  # noqa: E731
+        provider.add_span_processor(SimpleSpanProcessor(RedactingSpanExporter(memory, scrub)))
+        with provider.get_tracer("acme").start_as_current_span("x") as span:
+            span.set_attribute("acme./home/alice/key", "v")
+            span.set_attribute("peer 10.1.2.3", 1)
+            span.set_attribute("acme.pids", [4242, 4343])
+            span.set_attribute("acme.process_id", 4242)
+            span.set_attribute("acme.peer_ips", ["10.1.2.3"])
+            span.set_attribute("acme.socket.address", "fd00::1")
+            span.set_attribute("acme.count", 3)
+            span.add_event("e", {"acme.ppid": 4242, "token=hunter2": True})
+        provider.shutdown()
+    [exported] = memory.get_finished_spans()
+    attributes = dict(exported.attributes or {})
+    text = repr((attributes, exported.events))
+    for leak in (*LEAKS, "4343", "fd00::1"):
+        assert leak not in text, leak
+    assert attributes["acme.pids"] == "[REDACTED:pid]"
+    assert attributes["acme.process_id"] == "[REDACTED:pid]"
+    assert attributes["acme.count"] == 3
+
+
+def test_generator_callbacks_are_scrubbed_too(tmp_path: Path) -> None:
+    from collections.abc import Generator
+
+    from opentelemetry.metrics import CallbackOptions, Observation
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from kerno_otel.telemetry import Telemetry
+
+    def observations() -> Generator[list[Observation], CallbackOptions, None]:
+        options = yield []
+        while True:
+            assert options is not None
+            options = yield [Observation(1, {"acme.peer": "10.1.2.3", "pid": 4242})]
+
+    reader = InMemoryMetricReader()
+    with AuditLog(AuditConfig(file_path=str(tmp_path / "a.jsonl"), pipeline="thread")) as log:
+        telemetry = Telemetry(
+            meter_provider=MeterProvider(metric_readers=[reader]),
+            scrub=lambda text: log.redactor.redact_text(text)[0],
+        )
+        telemetry.meter.create_observable_counter("acme.gen", [observations()])
+        data = reader.get_metrics_data()
+    assert data is not None
+    [point] = [
+        dict(p.attributes or {})
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "acme.gen"
+        for p in m.data.data_points
+    ]
+    assert point == {"acme.peer": "[REDACTED:ip]", "pid": "[REDACTED:pid]"}

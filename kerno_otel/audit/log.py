@@ -156,6 +156,9 @@ class AuditLog:
         )
         if trace_id is not None:
             record.trace_id = trace_id
+        elif record.trace_id and not record.trace_flags.sampled:
+            # A span the sampler dropped is never exported: its ids would point at nothing.
+            record.trace_id = record.span_id = 0
         if span_id is not None:
             record.span_id = span_id
         # The SDK's Logger.emit takes a ReadWriteLogRecord as it is (its overloads

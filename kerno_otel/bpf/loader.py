@@ -12,7 +12,7 @@ at all is a failed load, never a failed daemon.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -44,6 +44,10 @@ def error_text(exc: BaseException) -> str:
     """One short line for a failed load: the message's first line, or the exception's type."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return (lines[0] if lines else type(exc).__name__)[:ERROR_CHARS]
+
+
+def _constant(value: int) -> Callable[[], int]:
+    return lambda: value
 
 
 def selected(config: Config, programs: Mapping[str, BPFProgram]) -> tuple[list[str], list[str]]:
@@ -155,7 +159,16 @@ class BPFLoader:
     def close(self) -> None:
         """Detach everything loaded; safe twice. A program whose ``close`` raises is skipped."""
         loaded, self.loaded = self.loaded, {}
-        for program in loaded.values():
+        for name, program in loaded.items():
+            if self.telemetry is not None:
+                # The last export comes after the close (at shutdown), when a program
+                # counts nothing: it reports the count the program had when it closed.
+                try:
+                    last = int(program.stats().lost)
+                except Exception:
+                    pass  # as in the callback: a program whose stats raise is not reported
+                else:
+                    self.telemetry.observe_bpf_lost(name, _constant(last))
             try:
                 program.close()
             except Exception as exc:

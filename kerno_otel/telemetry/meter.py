@@ -5,7 +5,7 @@ the same treatment as a span's (:mod:`kerno_otel.telemetry.redact`): string
 values through the audit log's redactor, address and process-id keys replaced
 whatever their type. Each instrument is a thin wrapper over the SDK's; an
 observable instrument's callbacks are wrapped so their observations are
-cleaned too (generator-style callbacks are passed through as they are).
+cleaned too (generator-style callbacks as well, driven as the SDK would).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class _Cleaner:
     def callbacks(self, given: Sequence[Callback] | None) -> list[Callback] | None:
         if given is None:
             return None
-        return [cb if inspect.isgenerator(cb) else self._wrap(cb) for cb in given]
+        return [self._wrap(_plain(cb) if inspect.isgenerator(cb) else cb) for cb in given]
 
     def _wrap(
         self, callback: Callable[[CallbackOptions], Iterable[Observation]]
@@ -47,6 +47,19 @@ class _Cleaner:
             return [Observation(o.value, self(o.attributes), o.context) for o in callback(options)]
 
         return cleaned
+
+
+def _plain(generator: Any) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    """A generator-style callback as a plain one, driven as the SDK drives it."""
+    next(generator)  # to its first yield
+
+    def callback(options: CallbackOptions) -> Iterable[Observation]:
+        try:
+            return generator.send(options)  # type: ignore[no-any-return]
+        except StopIteration:
+            return []
+
+    return callback
 
 
 class _Counter(metrics.Counter):

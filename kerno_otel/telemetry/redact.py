@@ -32,11 +32,18 @@ _IP_KEYS: Final = (
 Scrub = Callable[[str], str]
 
 
+#: The last part of a key (after its last ``.`` or ``_``) that names a process or thread
+#: id, or an address, whatever the value's type.
+_PID_TAILS: Final = frozenset({"pid", "pids", "ppid", "tgid", "tid"})
+_IP_TAILS: Final = frozenset({"ip", "ips", "addr", "address", "addresses"})
+
+
 def _policy(key: str) -> str | None:
     lowered = key.lower()
-    if lowered in _PID_KEYS or lowered.endswith((".pid", "_pid")):
+    tail = lowered.replace("_", ".").rsplit(".", 1)[-1]
+    if lowered in _PID_KEYS or tail in _PID_TAILS or lowered.endswith(("process_id", "process.id")):
         return "[REDACTED:pid]"
-    if lowered in _IP_KEYS or lowered.endswith((".ip", "_ip")):
+    if lowered in _IP_KEYS or tail in _IP_TAILS:
         return "[REDACTED:ip]"
     return None
 
@@ -54,7 +61,8 @@ def clean_value(scrub: Scrub, key: str, value: Any) -> Any:
 
 
 def clean_attributes(scrub: Scrub, attributes: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {k: clean_value(scrub, k, v) for k, v in (attributes or {}).items()}
+    """Keys and values scrubbed: a key is free text a plugin chose, as much as a value."""
+    return {scrub(k): clean_value(scrub, k, v) for k, v in (attributes or {}).items()}
 
 
 def clean_span(scrub: Scrub, span: ReadableSpan) -> ReadableSpan:

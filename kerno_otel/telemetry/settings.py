@@ -23,6 +23,16 @@ from kerno_otel.config import ConfigError, parse_duration
 TRACE_EXPORTERS: Final = ("otlp", "console", "none")
 METRIC_EXPORTERS: Final = ("otlp", "console", "prometheus", "none")
 PROTOCOLS: Final = ("grpc", "http/protobuf")
+#: What the SDK's tracer provider reads from ``OTEL_TRACES_SAMPLER`` (anything else it
+#: replaces with its default after a warning of its own, unprefixed: checked here instead).
+SAMPLERS: Final = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,23 @@ def _protocol(section: Mapping[str, Any], env: Mapping[str, str], signal: str) -
     return value
 
 
+def _check_sampler(env: Mapping[str, str]) -> None:
+    """``OTEL_TRACES_SAMPLER(_ARG)`` as the SDK will read them, or ConfigError naming one."""
+    sampler = env.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
+    if sampler not in SAMPLERS:
+        raise ConfigError(
+            f"OTEL_TRACES_SAMPLER: unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})"
+        )
+    arg = env.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    if sampler.endswith("traceidratio") and arg:
+        try:
+            ratio = float(arg)
+        except ValueError:
+            ratio = -1.0
+        if not 0.0 <= ratio <= 1.0:
+            raise ConfigError(f"OTEL_TRACES_SAMPLER_ARG: expected a ratio from 0 to 1, got {arg!r}")
+
+
 def read_settings(section: Mapping[str, Any], env: Mapping[str, str]) -> TelemetrySettings:
     """The settings from the ``telemetry`` section and ``env``; ConfigError naming the key."""
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
@@ -83,6 +110,8 @@ def read_settings(section: Mapping[str, Any], env: Mapping[str, str]) -> Telemet
         metrics_key = "OTEL_METRICS_EXPORTER"
     traces = _names(traces_raw, traces_key, TRACE_EXPORTERS)
     metrics = _names(metrics_raw, metrics_key, METRIC_EXPORTERS)
+    if traces:
+        _check_sampler(env)
     interval_ms: float | None = None
     if section.get("metric_export_interval") is not None:
         try:

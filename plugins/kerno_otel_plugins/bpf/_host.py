@@ -18,6 +18,8 @@ CAP_BPF: Final = 39
 TRACEFS: Final = ("/sys/kernel/debug/tracing", "/sys/kernel/tracing")
 #: What a compile error line looks like in clang's output.
 _COMPILE_ERROR = re.compile(r"error: .*")
+#: Lines another thread of ours may write to fd 2 during a compile: said again after it.
+_OURS: Final = ("kerno-otel", '{"')
 
 
 def c_source_dir() -> Path:
@@ -75,8 +77,9 @@ def captured_stderr() -> Iterator[list[str]]:
 
     The list handed out is filled when the block ends. Process-wide for a
     moment (a program compiles in about 0.3 s, at start-up): lines of our own
-    (``kerno-otel: …``) that another thread wrote meanwhile are written out
-    again; the compiler's own output is not (``compile_error`` keeps one line).
+    (``kerno-otel: …``) and records echoed by ``audit.stderr`` (``{"…``) that
+    another thread wrote meanwhile are written out again; the compiler's own
+    output is not (``compile_error`` keeps one line).
     """
     out: list[str] = []
     with tempfile.TemporaryFile() as sink:
@@ -89,7 +92,7 @@ def captured_stderr() -> Iterator[list[str]]:
             os.close(saved)
             sink.seek(0)
             out.extend(sink.read().decode("utf-8", "replace").splitlines())
-            ours = "".join(f"{line}\n" for line in out if line.startswith("kerno-otel"))
+            ours = "".join(f"{line}\n" for line in out if line.startswith(_OURS))
             if ours:
                 with contextlib.suppress(OSError):
                     os.write(2, ours.encode())

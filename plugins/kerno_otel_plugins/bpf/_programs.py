@@ -14,6 +14,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Final
 
+from kerno_otel import BPFStats
 from kerno_otel_plugins.bpf import _hist
 from kerno_otel_plugins.bpf._program import BccProgram, Window
 
@@ -187,38 +188,64 @@ class FdTrack(BccProgram):
         super().__init__(text, source_dir)
         #: Opens and closes of processes that exited and were dropped from the map.
         self._retired = 0
+        self._prune_lock = threading.Lock()
+
+    def _read(self) -> tuple[dict[int, tuple[int, int, str, str]], list[Any]]:
+        """tgid -> (opens, closes, the name at its first event, its name now); exited keys."""
+        procs: dict[int, tuple[int, int, str, str]] = {}
+        gone = []
+        for key, value in self.bpf[b"procs"].items():
+            tgid = int(key.value)
+            first = bytes(value.comm).split(b"\0", 1)[0].decode("utf-8", "replace") or "?"
+            # The kernel keeps the name of the first event, often the parent's between
+            # fork and exec (the child closes fds before it execs): name it as it is now.
+            try:
+                now = Path(f"/proc/{tgid}/comm").read_text("utf-8", "replace").strip() or first
+            except OSError:
+                now = first
+                gone.append(key)
+            procs[tgid] = (int(value.opens), int(value.closes), first, now)
+        return procs, gone
 
     def snapshot(self) -> dict[str, Any]:
-        table = self.bpf[b"procs"]
-        procs: dict[int, tuple[int, int, str]] = {}
-        gone = []
-        for key, value in table.items():
-            tgid = int(key.value)
-            comm = bytes(value.comm).split(b"\0", 1)[0].decode("utf-8", "replace") or "?"
-            procs[tgid] = (int(value.opens), int(value.closes), comm)
-            if not Path(f"/proc/{tgid}").exists():
-                gone.append(key)
+        procs, gone = self._read()
         # This snapshot still lists the exited processes (a window ending here counts
         # them); the next one finds their totals in `retired` instead.
-        retired = self._retired
-        for key in gone:  # the map is bounded: exited processes make room
-            with contextlib.suppress(KeyError):
-                del table[key]
-            opens, closes, _ = procs[int(key.value)]
-            self._retired += opens + closes
+        with self._prune_lock:
+            retired = self._retired
+            table = self.bpf[b"procs"]
+            for key in gone:  # the map is bounded: exited processes make room
+                try:
+                    del table[key]
+                except KeyError:
+                    continue  # another snapshot retired it
+                opens, closes, _, _ = procs[int(key.value)]
+                self._retired += opens + closes
         return {"procs": procs, "lost": sum(self.totals("lost")), "retired": retired}
 
+    def stats(self) -> BPFStats:
+        # Read only: metrics collection calls this from its own thread, mid-window; a
+        # prune here would retire a process before the window's end had counted it.
+        if self.bpf is None:
+            return BPFStats(0, 0)
+        procs, _ = self._read()
+        with self._prune_lock:
+            retired = self._retired
+        return BPFStats(
+            int(retired + sum(o + c for o, c, _, _ in procs.values())), sum(self.totals("lost"))
+        )
+
     def events(self, snap: dict[str, Any]) -> int:
-        return int(snap["retired"] + sum(o + c for o, c, _ in snap["procs"].values()))
+        return int(snap["retired"] + sum(o + c for o, c, _, _ in snap["procs"].values()))
 
     def window(self, first: dict[str, Any], last: dict[str, Any], seconds: float) -> Window:
         seconds = max(seconds, 1e-9)
-        before: dict[int, tuple[int, int, str]] = first["procs"]
+        before: dict[int, tuple[int, int, str, str]] = first["procs"]
         opens = closes = 0
         growth: list[tuple[float, str, int, int]] = []
-        for tgid, (o, c, comm) in last["procs"].items():
-            o0, c0, comm0 = before.get(tgid, (0, 0, comm))
-            if comm0 != comm:  # the tgid was reused by another program
+        for tgid, (o, c, kept, comm) in last["procs"].items():
+            o0, c0, kept0, _ = before.get(tgid, (0, 0, kept, comm))
+            if kept0 != kept:  # the tgid was reused by another program
                 o0 = c0 = 0
             d_open, d_close = max(o - o0, 0), max(c - c0, 0)
             opens, closes = opens + d_open, closes + d_close
