@@ -251,3 +251,40 @@ def test_verifies_in_a_fresh_venv_from_the_bundle_alone(bundle: Path, tmp_path: 
         capture_output=True, text=True, cwd=elsewhere, env=env, timeout=120,
     )  # fmt: skip
     assert damaged.returncode == 1
+
+
+def test_a_bundle_repacked_by_another_gzip_still_names_the_changed_file(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """``tar xzf``, edit, ``tar czf``: the header is not ours, and the edit is named."""
+    files = members(bundle)
+    files["README.txt"] = files["README.txt"].replace(b"offline", b"online", 1)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    repacked = tmp_path / "repacked.tar.gz"
+    repacked.write_bytes(gzip.compress(raw.getvalue()))
+    result = verify(repacked)
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        f"{repacked}: the gzip header is not the one kerno-otel writes (modified)",
+        f"README.txt: modified (its SHA-256 differs from the one in {MANIFEST})",
+    ]
+
+
+def test_a_bundle_whose_logs_are_not_log_files_is_a_problem_not_a_crash(
+    bundle: Path, tmp_path: Path
+) -> None:
+    files = {
+        name: data
+        for name, data in members(bundle).items()
+        if not name.startswith("logs/kerno-audit") or name.endswith(".checkpoints")
+    }
+    files["logs/notes.txt"] = b"nothing here\n"
+    files[MANIFEST] = sums(files)
+    result = verify(repack(bundle, files, tmp_path / "x.tar.gz"))
+    assert (result.exit_code, result.stdout) == (1, "logs/: no audit log files to verify\n")
+    assert "Error" not in result.stderr

@@ -107,7 +107,11 @@ def check(path: Path, key_path: str | None = None) -> Checked:
             checked.key_id = key_id(public)
         except (OSError, ValueError) as e:
             checked.problems.append(f"{bundle.KEY_MEMBER}: not a usable public key ({e})")
-        reports = verify_streams([logs], public_key=public)
+        try:
+            reports = verify_streams([logs], public_key=public)
+        except VerifyError as e:
+            checked.problems.append(f"logs/: {e}")
+            return checked
         for r in reports:
             _relative_report(r, str(root))
         checked.reports = reports
