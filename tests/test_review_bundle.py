@@ -288,3 +288,27 @@ def test_a_bundle_whose_logs_are_not_log_files_is_a_problem_not_a_crash(
     result = verify(repack(bundle, files, tmp_path / "x.tar.gz"))
     assert (result.exit_code, result.stdout) == (1, "logs/: no audit log files to verify\n")
     assert "Error" not in result.stderr
+
+
+@pytest.mark.parametrize("last", [b"\x0b", b"\x0c", b"\x1c", b""])
+def test_sha256sums_is_read_as_written_not_as_any_line_break(
+    bundle: Path, tmp_path: Path, last: bytes
+) -> None:
+    """A vertical tab for the last newline still splits in str.splitlines(); the file
+    is not the one written all the same, and is named."""
+    files = members(bundle)
+    files[MANIFEST] = files[MANIFEST][:-1] + last
+    result = verify(repack(bundle, files, tmp_path / "x.tar.gz"))
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0].startswith(f"{MANIFEST}:"), result.stdout
+
+
+def test_a_bundle_without_its_key_says_so_without_a_temporary_path(
+    bundle: Path, tmp_path: Path
+) -> None:
+    files = {n: d for n, d in members(bundle).items() if n != "key/public.pem"}
+    files[MANIFEST] = sums(files)
+    result = verify(repack(bundle, files, tmp_path / "x.tar.gz"))
+    assert result.exit_code == 1
+    assert "key/public.pem: not a usable public key (key/public.pem: " in result.stdout
+    assert "kerno-bundle-" not in result.output

@@ -235,12 +235,15 @@ def _check_manifest(members: dict[str, bytes], opened: Opened) -> None:
         opened.problems.append(f"{MANIFEST}: missing from the bundle")
         return
     listed: dict[str, str] = {}
-    for lineno, line in enumerate(sums.decode("utf-8", "replace").splitlines(), 1):
+    text = sums.decode("utf-8", "replace")
+    for lineno, line in enumerate(text.removesuffix("\n").split("\n"), 1):
         m = _SUM_LINE.match(line)
         if m is None:
             opened.problems.append(f"{MANIFEST}:{lineno}: not a '<sha256>  <file>' line")
             continue
         listed[m.group(2)] = m.group(1)
+    if not text.endswith("\n"):
+        opened.problems.append(f"{MANIFEST}: its last line does not end (modified)")
     for member, digest in listed.items():
         content = members.get(member)
         if content is None:

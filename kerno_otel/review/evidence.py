@@ -106,7 +106,8 @@ def check(path: Path, key_path: str | None = None) -> Checked:
             public = load_public(key_file)
             checked.key_id = key_id(public)
         except (OSError, ValueError) as e:
-            checked.problems.append(f"{bundle.KEY_MEMBER}: not a usable public key ({e})")
+            reason = bundle.relative(str(e), str(root))
+            checked.problems.append(f"{bundle.KEY_MEMBER}: not a usable public key ({reason})")
         try:
             reports = verify_streams([logs], public_key=public)
         except VerifyError as e:
