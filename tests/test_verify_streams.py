@@ -217,3 +217,30 @@ def test_big_files_cut_into_pieces_give_the_serial_report(
     parallel_report = verify([directory], public_key=public, workers=2)
     assert serial.intact is (damage is None)
     assert parallel_report.to_json() == serial.to_json()
+
+
+
+def test_a_directory_after_logrotate_renamed_the_live_file_is_read_whole(
+    tmp_path: Path, keys: KeyPair
+) -> None:
+    """logrotate (no copytruncate) renamed the live file after the daemon stopped:
+    ``kerno-audit.jsonl.1``. A directory stands for it too; it was passed over, and
+    verify said the chain's last file was missing."""
+    directory = tmp_path / "log"
+    live = directory / "kerno-audit.jsonl"
+    write_stream(directory, live.name, keys, 40)
+    files = [*rotated_files(live), live]
+    assert len(files) >= 2
+    want = stream_lines(live)  # the whole stream, in chain order
+    live.rename(directory / "kerno-audit.jsonl.1")
+    runner = CliRunner()
+    verified = runner.invoke(
+        main, ["audit", "verify", str(directory), "--key", str(keys.public_path)]
+    )
+    assert verified.exit_code == 0, verified.output
+    assert f"verified {len(want)} records in {len(files)} files" in verified.stderr
+    queried = runner.invoke(main, ["audit", "query", str(directory), "--nl"])
+    assert queried.exit_code == 0, queried.output
+    assert queried.stdout_bytes.splitlines() == want
+    validated = runner.invoke(main, ["audit", "validate", str(directory), "--json"])
+    assert json.loads(validated.stdout)["lines"] == len(want)

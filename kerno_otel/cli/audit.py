@@ -45,8 +45,8 @@ def validate(files: tuple[str, ...], reference: bool, as_json: bool, silent: boo
     the JSON pointer and the rule broken, never the value), then a summary on
     stderr; with --json, one JSON object on stdout instead of the lines. "-" reads
     standard input; gzip files (.gz) are read transparently; a directory stands
-    for its *.jsonl and *.jsonl.gz files, in chain order. Exits 0 when every line
-    is valid, 1 when any is not.
+    for its *.jsonl, *.jsonl.gz and logrotate's *.jsonl.N[.gz] files, in chain
+    order. Exits 0 when every line is valid, 1 when any is not.
     """
     names = _expand(files)
     for name in names:
@@ -161,8 +161,8 @@ def verify(
     """Check that the stream in PATH... is whole: chain, seq, checkpoints, truncation.
 
     PATH is the live file, rotated files (plain or .gz) or a directory holding
-    them (its *.jsonl and *.jsonl.gz files); files are put in chain order, not
-    name order. A directory holding two streams has each verified on its own.
+    them (its *.jsonl, *.jsonl.gz and *.jsonl.N[.gz] files); files are put in
+    chain order, not name order. A directory holding two streams has each verified on its own.
     PATH can also be an evidence bundle (FILE.tar.gz, from `audit bundle`):
     its files are checked against its SHA256SUMS, then its logs and report. Prints FILE:LINE: seq N:
     KIND: explanation per problem, then a summary on stderr (with --json: one JSON

@@ -11,11 +11,12 @@ stream they declare (``details.stream`` of an ``audit.rotate`` or resumed
 from __future__ import annotations
 
 import hashlib
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -77,6 +78,15 @@ class Stream:
     id: str | None = None
 
 
+_NUMBERED: Final = re.compile(r"\.jsonl\.[0-9]+(\.gz)?$")
+
+
+def is_log_name(name: str) -> bool:
+    """``*.jsonl`` and ``*.jsonl.gz``, and the names logrotate gives a live file it
+    renamed (``kerno-audit.jsonl.1``, ``kerno-audit.jsonl.2.gz``)."""
+    return name.endswith((".jsonl", ".jsonl.gz")) or _NUMBERED.search(name) is not None
+
+
 def collect(paths: Sequence[str | Path]) -> tuple[list[Path], bool]:
     """The files named, a directory standing for the log files in it; and whether any
     directory was given (then a file missing from the chain is damage, not an omission)."""
@@ -90,7 +100,7 @@ def collect(paths: Sequence[str | Path]) -> tuple[list[Path], bool]:
                 name = child.name
                 # Log files only: not the checkpoints file, torn tails set aside,
                 # half-written .gz.tmp files or anything else kept beside them.
-                if not child.is_file() or not name.endswith((".jsonl", ".jsonl.gz")):
+                if not child.is_file() or not is_log_name(name):
                     continue
                 files.append(child)
         elif path.exists():
