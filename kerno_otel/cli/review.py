@@ -212,7 +212,8 @@ def report(
 ) -> None:
     """Summarize the log in PATH... for a reviewer, with the verify verdict.
 
-    Counts per type and outcome, time range, streams, restarts and crashes, losses,
+    Counts per type and outcome, time range, streams, restarts and crashes, the live
+    file renamed or removed by someone else, losses,
     auth failures, AI calls, findings, BPF loads, config reloads, and the controls
     the records are evidence for (SOC 2 CC7.2, ISO 27001:2022 A.8.15, HIPAA
     164.312(b)). Tables on stdout, or --json; --html writes a page to open anywhere.
