@@ -181,16 +181,9 @@ def verify(
     if checkpoints_path is not None and not os.path.isfile(checkpoints_path):
         raise UserError(f"--checkpoints: {checkpoints_path}: No such file")
     with progress.Progress(progress.wanted(silent)) as bar:
-
-        def advance(done: int, total: int) -> None:
-            if done == 0:
-                bar.track("verify", total)
-            else:
-                bar.advance_to(done)
-
         try:
             reports = verify_streams(
-                paths, public_key=public, checkpoints=checkpoints_path, progress=advance
+                paths, public_key=public, checkpoints=checkpoints_path, progress=bar.stage("verify")
             )
         except VerifyError as e:
             raise UserError(str(e)) from None

@@ -227,10 +227,7 @@ def render(report: dict[str, Any]) -> str:
             "file-changes",
             "Live file renamed or removed by someone else (audit.rotate reason renamed, removed)",
             ["Time", "Seq", "Reason", "File"],
-            (
-                (x["ts"], x["seq"], x["reason"], x["file"])
-                for x in report["rotations"]["by_others"]
-            ),
+            ((x["ts"], x["seq"], x["reason"], x["file"]) for x in report["rotations"]["by_others"]),
         ),
         _table(
             "losses",

@@ -369,13 +369,16 @@ def report_of(
     public_key: Ed25519PublicKey | None,
     checkpoints: str | Path | None = None,
     verify_progress: Callable[[int, int], None] | None = None,
-    read_progress: Callable[[int], None] | None = None,
+    read_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Verify and summarize the log in ``paths``: the report's dict. Raises
+    """Verify and summarize the log in ``paths``: the report's dict. The progress
+    callbacks get ``(done, total)`` (bytes). Raises
     :class:`~kerno_otel.verify.order.VerifyError` or
     :class:`~kerno_otel.review.reading.ReadError`."""
     reports = verify_streams(
         paths, public_key=public_key, checkpoints=checkpoints, progress=verify_progress
     )
     source = Source.open(paths)
-    return build(source, summarize(source, read_progress), reports)
+    total = source.total_bytes
+    read = None if read_progress is None else lambda done: read_progress(done, total)
+    return build(source, summarize(source, read), reports)
