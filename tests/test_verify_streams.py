@@ -8,6 +8,7 @@ the one-process path, for an intact log and for damage at a file's first line.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import shutil
@@ -244,3 +245,45 @@ def test_a_directory_after_logrotate_renamed_the_live_file_is_read_whole(
     assert queried.stdout_bytes.splitlines() == want
     validated = runner.invoke(main, ["audit", "validate", str(directory), "--json"])
     assert json.loads(validated.stdout)["lines"] == len(want)
+
+
+def test_a_foreign_file_in_the_directory_is_one_problem_not_a_cascade(
+    two: Path, keys: KeyPair, tmp_path: Path
+) -> None:
+    """A file that is no record at all (notes someone left) sorted first, and every
+    record of the stream after it was reported "modified: its seq was changed"."""
+    copy = tmp_path / "log"
+    shutil.copytree(two, copy)
+    (copy / "0-notes.jsonl").write_bytes(b"remember to rotate\n")
+    result = CliRunner().invoke(
+        main, ["audit", "verify", str(copy), "--key", str(keys.public_path), "--silent"]
+    )
+    assert result.exit_code == 1
+    (problem,) = result.stdout.splitlines()
+    assert problem.startswith(f"{copy / '0-notes.jsonl'}:1: seq ?: modified: ")
+    assert sum(line.endswith(": intact") for line in result.stderr.splitlines()) == 1
+
+
+def test_a_symlink_in_the_directory_is_not_followed(
+    two: Path, keys: KeyPair, tmp_path: Path
+) -> None:
+    """Nothing outside the log is read, or packed into a bundle, through a link."""
+    copy = tmp_path / "log"
+    shutil.copytree(two, copy)
+    outside = tmp_path / "secret.txt"
+    outside.write_bytes(b"not for the reviewer\n")
+    (copy / "zz.jsonl").symlink_to(outside)
+    runner = CliRunner()
+    verified = runner.invoke(
+        main, ["audit", "verify", str(copy), "--key", str(keys.public_path), "--silent"]
+    )
+    assert (verified.exit_code, verified.stdout) == (0, "")
+    queried = runner.invoke(main, ["audit", "query", str(copy), "--nl", "--silent"])
+    assert queried.exit_code == 0 and b"reviewer" not in queried.stdout_bytes
+    assert "zz.jsonl" not in queried.stderr
+    out = tmp_path / "b.tar.gz"
+    bundled = runner.invoke(
+        main, ["audit", "bundle", str(copy), "--key", str(keys.public_path), "-o", str(out)]
+    )
+    assert bundled.exit_code == 0, bundled.output
+    assert b"not for the reviewer" not in gzip.decompress(out.read_bytes())

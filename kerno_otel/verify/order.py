@@ -100,7 +100,9 @@ def collect(paths: Sequence[str | Path]) -> tuple[list[Path], bool]:
                 name = child.name
                 # Log files only: not the checkpoints file, torn tails set aside,
                 # half-written .gz.tmp files or anything else kept beside them.
-                if not child.is_file() or not is_log_name(name):
+                # A link is never followed from a directory: the writer makes none, and
+                # what it points to is not the log (nor for a bundle to carry away).
+                if child.is_symlink() or not child.is_file() or not is_log_name(name):
                     continue
                 files.append(child)
         elif path.exists():
@@ -169,7 +171,9 @@ def _chains(files: list[LogFile]) -> list[list[LogFile]]:
             heads.append(f)
     chains: list[list[LogFile]] = []
     seen: set[str] = set()
-    for head in sorted(heads, key=lambda f: f.first_seq):
+    # Heads in seq order; a file whose first line is no record (a stray file, or one
+    # damaged at its head) last, so that it does not take the place of seq 0.
+    for head in sorted(heads, key=lambda f: (f.first_seq < 0, f.first_seq)):
         chain: list[LogFile] = []
         current: LogFile | None = head
         while current is not None and current.key not in seen:
