@@ -287,3 +287,32 @@ def test_a_symlink_in_the_directory_is_not_followed(
     )
     assert bundled.exit_code == 0, bundled.output
     assert b"not for the reviewer" not in gzip.decompress(out.read_bytes())
+
+
+def test_two_directories_with_the_same_file_names_are_both_read(
+    keys: KeyPair, tmp_path: Path
+) -> None:
+    """Two hosts' logs, each kerno-audit.jsonl and its rotated files: files were matched
+    by name alone, so one directory's files silently replaced the other's."""
+    first, second = tmp_path / "host1", tmp_path / "host2"
+    write_stream(first, "kerno-audit.jsonl", keys, 30)
+    write_stream(second, "kerno-audit.jsonl", keys, 50)
+    lives = (first / "kerno-audit.jsonl", second / "kerno-audit.jsonl")
+    lines = [line for live in lives for line in stream_lines(live)]
+    files = [f for live in lives for f in [*rotated_files(live), live]]
+    runner = CliRunner()
+    verified = runner.invoke(
+        main, ["audit", "verify", str(first), str(second), "--key", str(keys.public_path)]
+    )
+    assert (verified.exit_code, verified.stdout) == (0, ""), verified.output
+    assert verified.stderr.splitlines()[0].startswith("2 streams found")
+    queried = runner.invoke(main, ["audit", "query", str(first), str(second), "--nl"])
+    assert sorted(queried.stdout_bytes.splitlines()) == sorted(lines)
+    assert queried.stderr == f"matched {len(lines)} of {len(lines)} records in {len(files)} files\n"
+    out = tmp_path / "b.tar.gz"
+    bundled = runner.invoke(
+        main, ["audit", "bundle", str(first), str(second), "--key", str(keys.public_path),
+               "-o", str(out)],
+    )  # fmt: skip
+    assert bundled.exit_code == 2
+    assert "come from different directories; bundle one log at a time" in bundled.stderr

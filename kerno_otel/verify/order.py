@@ -42,6 +42,17 @@ class LogFile:
         return self.path.name.removesuffix(".gz")
 
     @property
+    def place(self) -> tuple[Path, str]:
+        """Directory and :attr:`key`: two directories may hold files of the same name."""
+        return self.path.parent, self.key
+
+    @property
+    def pred_place(self) -> tuple[Path, str] | None:
+        """Where the predecessor would be: beside this file (:attr:`predecessor`)."""
+        pred = self.predecessor
+        return None if pred is None else (self.path.parent, pred)
+
+    @property
     def predecessor(self) -> str | None:
         """``old_file`` of the ``audit.rotate`` this file opens with, else None."""
         first = self.first
@@ -140,19 +151,19 @@ def with_named_predecessors(described: list[LogFile]) -> list[LogFile]:
     """Add the files that ``audit.rotate`` records name as predecessors and that are beside
     them under a name a directory listing passes over (``kerno-audit.jsonl.1``: the writer
     found its live file renamed by someone else, and linked to it)."""
-    keys = {f.key for f in described}
+    places = {f.place for f in described}
     todo = list(described)
     while todo:
         f = todo.pop()
         pred = f.predecessor
-        if pred is None or pred in keys:
+        if pred is None or f.pred_place in places:
             continue
         for path in (f.path.parent / pred, f.path.parent / (pred + ".gz")):
             if path.is_file() and not path.is_symlink():
                 added = describe(path)
                 described.append(added)
                 todo.append(added)
-                keys.add(added.key)
+                places.add(added.place)
                 break
     return described
 
@@ -160,30 +171,30 @@ def with_named_predecessors(described: list[LogFile]) -> list[LogFile]:
 def _chains(files: list[LogFile]) -> list[list[LogFile]]:
     """Follow ``audit.rotate`` links from each file with no predecessor present; files
     caught in a loop of links come last, one chain each."""
-    by_key = {f.key: f for f in files}
-    successors: dict[str, list[LogFile]] = {}
+    by_place = {f.place: f for f in files}
+    successors: dict[tuple[Path, str], list[LogFile]] = {}
     heads: list[LogFile] = []
     for f in files:
-        pred = f.predecessor
-        if pred is not None and pred in by_key and pred != f.key:
+        pred = f.pred_place
+        if pred is not None and pred in by_place and pred != f.place:
             successors.setdefault(pred, []).append(f)
         else:
             heads.append(f)
     chains: list[list[LogFile]] = []
-    seen: set[str] = set()
+    seen: set[tuple[Path, str]] = set()
     # Heads in seq order; a file whose first line is no record (a stray file, or one
     # damaged at its head) last, so that it does not take the place of seq 0.
     for head in sorted(heads, key=lambda f: (f.first_seq < 0, f.first_seq)):
         chain: list[LogFile] = []
         current: LogFile | None = head
-        while current is not None and current.key not in seen:
-            seen.add(current.key)
+        while current is not None and current.place not in seen:
+            seen.add(current.place)
             chain.append(current)
-            nexts = sorted(successors.get(current.key, []), key=lambda f: f.first_seq)
-            nexts = [n for n in nexts if n.key not in seen]
+            nexts = sorted(successors.get(current.place, []), key=lambda f: f.first_seq)
+            nexts = [n for n in nexts if n.place not in seen]
             current = nexts[0] if nexts else None
         chains.append(chain)
-    for f in sorted((f for f in files if f.key not in seen), key=lambda f: f.first_seq):
+    for f in sorted((f for f in files if f.place not in seen), key=lambda f: f.first_seq):
         chains.append([f])
     return chains
 
