@@ -312,3 +312,19 @@ def test_a_bundle_without_its_key_says_so_without_a_temporary_path(
     assert result.exit_code == 1
     assert "key/public.pem: not a usable public key (key/public.pem: " in result.stdout
     assert "kerno-bundle-" not in result.output
+
+
+def test_problems_name_the_bundle_s_files_not_a_temporary_directory(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """A log cut short: the truncation problem names the checkpoints file as it is in
+    the bundle (logs/...), not where verify unpacked it."""
+    files = members(bundle)
+    live = files["logs/kerno-audit.jsonl"].splitlines(keepends=True)
+    files["logs/kerno-audit.jsonl"] = b"".join(live[:-3])
+    files[MANIFEST] = sums(files)
+    result = verify(repack(bundle, files, tmp_path / "x.tar.gz"))
+    assert result.exit_code == 1
+    truncated = [line for line in result.stdout.splitlines() if ": truncated: " in line]
+    assert truncated and "checkpoint logs/kerno-audit.jsonl.checkpoints:" in truncated[0]
+    assert "kerno-bundle-" not in result.output

@@ -140,7 +140,9 @@ def _relative_report(report: Report, root: str) -> None:
     if report.checkpoints_file is not None:
         report.checkpoints_file = report.checkpoints_file.replace(prefix, "")
     report.problems = [
-        type(p)(p.file.replace(prefix, ""), p.line, p.seq, p.kind, p.explanation)
+        type(p)(
+            p.file.replace(prefix, ""), p.line, p.seq, p.kind, p.explanation.replace(prefix, "")
+        )
         for p in report.problems
     ]
     report.not_checked = [n.replace(prefix, "") for n in report.not_checked]
