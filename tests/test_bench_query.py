@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.bench
 
 
-def test_bench_query_small_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "compressed"])
+def test_bench_query_small_run(tmp_path: Path, compress: bool) -> None:
     if shutil.which("jq") is None:
         pytest.skip("jq is not installed (scripts/setup-review.sh installs it as root)")
     result = subprocess.run(
@@ -28,6 +29,7 @@ def test_bench_query_small_run(tmp_path: Path) -> None:
             "0.05",
             "--out",
             str(tmp_path / "bench"),
+            *(["--compress"] if compress else []),
         ],
         capture_output=True,
         text=True,
@@ -50,6 +52,7 @@ def test_bench_query_small_run(tmp_path: Path) -> None:
         "jq_cpu_seconds",
         "ratio",
     }
+    # Every file's records, the rotated .gz ones too (their lines were not counted).
     assert numbers["records"] >= 500
     assert numbers["files"] >= 2
     assert 0 < numbers["matched"] < numbers["records"]

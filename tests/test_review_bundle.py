@@ -251,3 +251,80 @@ def test_verifies_in_a_fresh_venv_from_the_bundle_alone(bundle: Path, tmp_path: 
         capture_output=True, text=True, cwd=elsewhere, env=env, timeout=120,
     )  # fmt: skip
     assert damaged.returncode == 1
+
+
+def test_a_bundle_repacked_by_another_gzip_still_names_the_changed_file(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """``tar xzf``, edit, ``tar czf``: the header is not ours, and the edit is named."""
+    files = members(bundle)
+    files["README.txt"] = files["README.txt"].replace(b"offline", b"online", 1)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    repacked = tmp_path / "repacked.tar.gz"
+    repacked.write_bytes(gzip.compress(raw.getvalue()))
+    result = verify(repacked)
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        f"{repacked}: the gzip header is not the one kerno-otel writes (modified)",
+        f"README.txt: modified (its SHA-256 differs from the one in {MANIFEST})",
+    ]
+
+
+def test_a_bundle_whose_logs_are_not_log_files_is_a_problem_not_a_crash(
+    bundle: Path, tmp_path: Path
+) -> None:
+    files = {
+        name: data
+        for name, data in members(bundle).items()
+        if not name.startswith("logs/kerno-audit") or name.endswith(".checkpoints")
+    }
+    files["logs/notes.txt"] = b"nothing here\n"
+    files[MANIFEST] = sums(files)
+    result = verify(repack(bundle, files, tmp_path / "x.tar.gz"))
+    assert (result.exit_code, result.stdout) == (1, "logs/: no audit log files to verify\n")
+    assert "Error" not in result.stderr
+
+
+@pytest.mark.parametrize("last", [b"\x0b", b"\x0c", b"\x1c", b""])
+def test_sha256sums_is_read_as_written_not_as_any_line_break(
+    bundle: Path, tmp_path: Path, last: bytes
+) -> None:
+    """A vertical tab for the last newline still splits in str.splitlines(); the file
+    is not the one written all the same, and is named."""
+    files = members(bundle)
+    files[MANIFEST] = files[MANIFEST][:-1] + last
+    result = verify(repack(bundle, files, tmp_path / "x.tar.gz"))
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0].startswith(f"{MANIFEST}:"), result.stdout
+
+
+def test_a_bundle_without_its_key_says_so_without_a_temporary_path(
+    bundle: Path, tmp_path: Path
+) -> None:
+    files = {n: d for n, d in members(bundle).items() if n != "key/public.pem"}
+    files[MANIFEST] = sums(files)
+    result = verify(repack(bundle, files, tmp_path / "x.tar.gz"))
+    assert result.exit_code == 1
+    assert "key/public.pem: not a usable public key (key/public.pem: " in result.stdout
+    assert "kerno-bundle-" not in result.output
+
+
+def test_problems_name_the_bundle_s_files_not_a_temporary_directory(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """A log cut short: the truncation problem names the checkpoints file as it is in
+    the bundle (logs/...), not where verify unpacked it."""
+    files = members(bundle)
+    live = files["logs/kerno-audit.jsonl"].splitlines(keepends=True)
+    files["logs/kerno-audit.jsonl"] = b"".join(live[:-3])
+    files[MANIFEST] = sums(files)
+    result = verify(repack(bundle, files, tmp_path / "x.tar.gz"))
+    assert result.exit_code == 1
+    truncated = [line for line in result.stdout.splitlines() if ": truncated: " in line]
+    assert truncated and "checkpoint logs/kerno-audit.jsonl.checkpoints:" in truncated[0]
+    assert "kerno-bundle-" not in result.output

@@ -72,7 +72,8 @@ def test_chromium_shows_verdict_tables_and_chart_and_fetches_nothing(
         assert verdict == "INTACT: chain, seq, signatures and truncation all checked"
         tables = browser.evaluate("[...document.querySelectorAll('table')].map(t => t.id)")
         assert tables == [
-            "streams", "by-type", "restarts", "recoveries", "losses", "auth-failures",
+            "streams", "by-type", "restarts", "recoveries", "file-changes", "losses",
+            "auth-failures",
             "ai-calls", "findings", "bpf-loads", "config-reloads", "plugin-errors", "controls",
         ]  # fmt: skip
         rows = browser.evaluate(

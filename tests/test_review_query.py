@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,8 @@ CASES: list[tuple[list[str], Callable[[Record], bool]]] = [
      lambda r: d(r).get("tokens", {}).get("input") == 105),
     (["--where", "details.delivered=false"], lambda r: d(r).get("delivered") is False),
     (["--where", "details.attach=syscalls:sys_exit_openat"], lambda r: "attach" in d(r)),
+    (["--where", "details.changes.field=doctor.interval"],
+     lambda r: any(c["field"] == "doctor.interval" for c in d(r).get("changes", []))),
     (["--where", "details.reason=validation_failed"],
      lambda r: d(r).get("reason") == "validation_failed"),
     (["--type", "ai.call", "--outcome", "failure", "--where", "details.provider=anthropic"],
@@ -102,6 +105,12 @@ def test_since_and_until_select_by_time_to_the_nanosecond(
     assert result.stdout_bytes.splitlines() == [
         line for line, r in zip(lines, records, strict=True) if since <= r["ts"] < until
     ]
+    # The same moment as a reviewer may type it: another offset, a space, lowercase t/z.
+    moment = datetime.fromisoformat(since[:26] + "+00:00").astimezone(timezone(timedelta(hours=2)))
+    typed = moment.strftime("%Y-%m-%dT%H:%M:%S.") + since[20:29] + "+02:00"
+    for form in (typed, typed.replace("T", " "), since.lower(), typed.replace("+02:00", "+0200")):
+        again = query(built, "--since", form, "--until", until)
+        assert again.stdout_bytes == result.stdout_bytes, form
     day = since[:10]
     assert query(built, "--since", day).stdout_bytes.splitlines() == lines
     assert query(built, "--until", day).exit_code == 1

@@ -229,3 +229,47 @@ def test_bad_key_is_a_usage_error(built: Built, tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert result.stderr.startswith(f"Error: --key: {bad}")
+
+
+def test_a_live_file_renamed_by_someone_else_is_in_the_report(tmp_path: Path) -> None:
+    """logrotate without copytruncate renames the live file under the writer: the writer
+    records audit.rotate reason renamed; the reviewer sees it in every form of the report."""
+    import io
+    import os
+
+    from review_log import config, emit_session
+
+    from kerno_otel.audit.keys import generate
+    from kerno_otel.audit.log import AuditLog
+
+    keys = generate(tmp_path / "keys")
+    directory = tmp_path / "log"
+    directory.mkdir()
+    with AuditLog(config(directory, keys), stderr=io.StringIO()) as log:
+        emit_session(log, 0, 3)
+        assert log.flush()
+        os.rename(directory / "kerno-audit.jsonl", directory / "kerno-audit.jsonl.1")
+        emit_session(log, 3, 3)
+        assert log.flush()  # the writer looks at its file before each flush
+    built = Built(directory, keys)
+    result = report(directory, built, "--json", "--silent", "--html", str(tmp_path / "r.html"))
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["streams"][0]["files"][0].endswith("kerno-audit.jsonl.1")
+    rotate = [
+        r for r in stream_records(directory / "kerno-audit.jsonl") if r["type"] == "audit.rotate"
+    ]
+    assert [r["details"]["reason"] for r in rotate] == ["renamed"]
+    assert data["rotations"] == {
+        "by_reason": {"renamed": 1},
+        "by_others": [
+            {"ts": rotate[0]["ts"], "seq": rotate[0]["seq"], "reason": "renamed",
+             "file": "kerno-audit.jsonl.1"},
+        ],
+    }  # fmt: skip
+    terminal = report(directory, built, "--silent").stdout
+    assert "Live file renamed or removed by someone" in terminal
+    row = [line for line in terminal.splitlines() if "kerno-audit.jsonl.1" in line]
+    assert len(row) == 1 and " renamed " in row[0] and f" {rotate[0]['seq']} " in row[0]
+    page = (tmp_path / "r.html").read_text()
+    assert '<table id="file-changes">' in page and "kerno-audit.jsonl.1</td>" in page

@@ -8,6 +8,7 @@ the one-process path, for an intact log and for damage at a file's first line.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import shutil
@@ -217,3 +218,101 @@ def test_big_files_cut_into_pieces_give_the_serial_report(
     parallel_report = verify([directory], public_key=public, workers=2)
     assert serial.intact is (damage is None)
     assert parallel_report.to_json() == serial.to_json()
+
+
+
+def test_a_directory_after_logrotate_renamed_the_live_file_is_read_whole(
+    tmp_path: Path, keys: KeyPair
+) -> None:
+    """logrotate (no copytruncate) renamed the live file after the daemon stopped:
+    ``kerno-audit.jsonl.1``. A directory stands for it too; it was passed over, and
+    verify said the chain's last file was missing."""
+    directory = tmp_path / "log"
+    live = directory / "kerno-audit.jsonl"
+    write_stream(directory, live.name, keys, 40)
+    files = [*rotated_files(live), live]
+    assert len(files) >= 2
+    want = stream_lines(live)  # the whole stream, in chain order
+    live.rename(directory / "kerno-audit.jsonl.1")
+    runner = CliRunner()
+    verified = runner.invoke(
+        main, ["audit", "verify", str(directory), "--key", str(keys.public_path)]
+    )
+    assert verified.exit_code == 0, verified.output
+    assert f"verified {len(want)} records in {len(files)} files" in verified.stderr
+    queried = runner.invoke(main, ["audit", "query", str(directory), "--nl"])
+    assert queried.exit_code == 0, queried.output
+    assert queried.stdout_bytes.splitlines() == want
+    validated = runner.invoke(main, ["audit", "validate", str(directory), "--json"])
+    assert json.loads(validated.stdout)["lines"] == len(want)
+
+
+def test_a_foreign_file_in_the_directory_is_one_problem_not_a_cascade(
+    two: Path, keys: KeyPair, tmp_path: Path
+) -> None:
+    """A file that is no record at all (notes someone left) sorted first, and every
+    record of the stream after it was reported "modified: its seq was changed"."""
+    copy = tmp_path / "log"
+    shutil.copytree(two, copy)
+    (copy / "0-notes.jsonl").write_bytes(b"remember to rotate\n")
+    result = CliRunner().invoke(
+        main, ["audit", "verify", str(copy), "--key", str(keys.public_path), "--silent"]
+    )
+    assert result.exit_code == 1
+    (problem,) = result.stdout.splitlines()
+    assert problem.startswith(f"{copy / '0-notes.jsonl'}:1: seq ?: modified: ")
+    assert sum(line.endswith(": intact") for line in result.stderr.splitlines()) == 1
+
+
+def test_a_symlink_in_the_directory_is_not_followed(
+    two: Path, keys: KeyPair, tmp_path: Path
+) -> None:
+    """Nothing outside the log is read, or packed into a bundle, through a link."""
+    copy = tmp_path / "log"
+    shutil.copytree(two, copy)
+    outside = tmp_path / "secret.txt"
+    outside.write_bytes(b"not for the reviewer\n")
+    (copy / "zz.jsonl").symlink_to(outside)
+    runner = CliRunner()
+    verified = runner.invoke(
+        main, ["audit", "verify", str(copy), "--key", str(keys.public_path), "--silent"]
+    )
+    assert (verified.exit_code, verified.stdout) == (0, "")
+    queried = runner.invoke(main, ["audit", "query", str(copy), "--nl", "--silent"])
+    assert queried.exit_code == 0 and b"reviewer" not in queried.stdout_bytes
+    assert "zz.jsonl" not in queried.stderr
+    out = tmp_path / "b.tar.gz"
+    bundled = runner.invoke(
+        main, ["audit", "bundle", str(copy), "--key", str(keys.public_path), "-o", str(out)]
+    )
+    assert bundled.exit_code == 0, bundled.output
+    assert b"not for the reviewer" not in gzip.decompress(out.read_bytes())
+
+
+def test_two_directories_with_the_same_file_names_are_both_read(
+    keys: KeyPair, tmp_path: Path
+) -> None:
+    """Two hosts' logs, each kerno-audit.jsonl and its rotated files: files were matched
+    by name alone, so one directory's files silently replaced the other's."""
+    first, second = tmp_path / "host1", tmp_path / "host2"
+    write_stream(first, "kerno-audit.jsonl", keys, 30)
+    write_stream(second, "kerno-audit.jsonl", keys, 50)
+    lives = (first / "kerno-audit.jsonl", second / "kerno-audit.jsonl")
+    lines = [line for live in lives for line in stream_lines(live)]
+    files = [f for live in lives for f in [*rotated_files(live), live]]
+    runner = CliRunner()
+    verified = runner.invoke(
+        main, ["audit", "verify", str(first), str(second), "--key", str(keys.public_path)]
+    )
+    assert (verified.exit_code, verified.stdout) == (0, ""), verified.output
+    assert verified.stderr.splitlines()[0].startswith("2 streams found")
+    queried = runner.invoke(main, ["audit", "query", str(first), str(second), "--nl"])
+    assert sorted(queried.stdout_bytes.splitlines()) == sorted(lines)
+    assert queried.stderr == f"matched {len(lines)} of {len(lines)} records in {len(files)} files\n"
+    out = tmp_path / "b.tar.gz"
+    bundled = runner.invoke(
+        main, ["audit", "bundle", str(first), str(second), "--key", str(keys.public_path),
+               "-o", str(out)],
+    )  # fmt: skip
+    assert bundled.exit_code == 2
+    assert "come from different directories; bundle one log at a time" in bundled.stderr

@@ -45,8 +45,8 @@ def validate(files: tuple[str, ...], reference: bool, as_json: bool, silent: boo
     the JSON pointer and the rule broken, never the value), then a summary on
     stderr; with --json, one JSON object on stdout instead of the lines. "-" reads
     standard input; gzip files (.gz) are read transparently; a directory stands
-    for its *.jsonl and *.jsonl.gz files, in chain order. Exits 0 when every line
-    is valid, 1 when any is not.
+    for its *.jsonl, *.jsonl.gz and logrotate's *.jsonl.N[.gz] files, in chain
+    order. Exits 0 when every line is valid, 1 when any is not.
     """
     names = _expand(files)
     for name in names:
@@ -161,8 +161,8 @@ def verify(
     """Check that the stream in PATH... is whole: chain, seq, checkpoints, truncation.
 
     PATH is the live file, rotated files (plain or .gz) or a directory holding
-    them (its *.jsonl and *.jsonl.gz files); files are put in chain order, not
-    name order. A directory holding two streams has each verified on its own.
+    them (its *.jsonl, *.jsonl.gz and *.jsonl.N[.gz] files); files are put in
+    chain order, not name order. A directory holding two streams has each verified on its own.
     PATH can also be an evidence bundle (FILE.tar.gz, from `audit bundle`):
     its files are checked against its SHA256SUMS, then its logs and report. Prints FILE:LINE: seq N:
     KIND: explanation per problem, then a summary on stderr (with --json: one JSON
@@ -181,16 +181,9 @@ def verify(
     if checkpoints_path is not None and not os.path.isfile(checkpoints_path):
         raise UserError(f"--checkpoints: {checkpoints_path}: No such file")
     with progress.Progress(progress.wanted(silent)) as bar:
-
-        def advance(done: int, total: int) -> None:
-            if done == 0:
-                bar.track("verify", total)
-            else:
-                bar.advance_to(done)
-
         try:
             reports = verify_streams(
-                paths, public_key=public, checkpoints=checkpoints_path, progress=advance
+                paths, public_key=public, checkpoints=checkpoints_path, progress=bar.stage("verify")
             )
         except VerifyError as e:
             raise UserError(str(e)) from None

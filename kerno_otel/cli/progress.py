@@ -6,6 +6,7 @@ import io
 import os
 import stat
 import sys
+from collections.abc import Callable
 from typing import IO, Any, Final
 
 #: Lines between progress refreshes: keeps rich off the hot loop.
@@ -57,6 +58,20 @@ class Progress:
         """A bar for work measured in units known up front (verify: bytes of all files)."""
         if self._bar is not None:
             self._task = self._bar.add_task(name, total=total)
+
+    def stage(self, name: str) -> Callable[[int, int], None]:
+        """A ``progress(done, total)`` callback for one stage of the work (verify's,
+        ``report_of``'s): its bar starts at the first call."""
+        started = False
+
+        def advance(done: int, total: int) -> None:
+            nonlocal started
+            if not started:
+                self.track(name, total or 1)
+                started = True
+            self.advance_to(done)
+
+        return advance
 
     def advance_to(self, done: int) -> None:
         if self._bar is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,6 @@ def _source(paths: tuple[str, ...]) -> Any:
         return Source.open(paths)
     except VerifyError as e:
         raise UserError(str(e)) from None
-
-
-def _advance(bar: progress.Progress, name: str, total: int) -> Callable[[int], None]:
-    bar.track(name, total or 1)
-    return bar.advance_to
 
 
 @click.command()
@@ -128,7 +123,9 @@ def query(
     fmt = fmt or ("table" if sys.stdout.isatty() else "nl")
     tally = Tally()
     with progress.Progress(progress.wanted(silent)) as bar:
-        matches = run(source, filters, tally, _advance(bar, "query", source.total_bytes))
+        advance = bar.stage("query")
+        total = source.total_bytes
+        matches = run(source, filters, tally, lambda done: advance(done, total))
         try:
             _print_matches(fmt, matches)
         except ReadError as e:
@@ -212,7 +209,8 @@ def report(
 ) -> None:
     """Summarize the log in PATH... for a reviewer, with the verify verdict.
 
-    Counts per type and outcome, time range, streams, restarts and crashes, losses,
+    Counts per type and outcome, time range, streams, restarts and crashes, the live
+    file renamed or removed by someone else, losses,
     auth failures, AI calls, findings, BPF loads, config reloads, and the controls
     the records are evidence for (SOC 2 CC7.2, ISO 27001:2022 A.8.15, HIPAA
     164.312(b)). Tables on stdout, or --json; --html writes a page to open anywhere.
@@ -251,30 +249,23 @@ def make_report(
 ) -> dict[str, Any]:
     """Verify, summarize and build the report's dict; user errors become :class:`UserError`."""
     from kerno_otel.review.reading import ReadError
-    from kerno_otel.review.report import build, summarize
+    from kerno_otel.review.report import report_of
     from kerno_otel.verify.order import VerifyError
-    from kerno_otel.verify.verify import verify_streams
 
     public = load_key(key_path)
     if checkpoints_path is not None and not Path(checkpoints_path).is_file():
         raise UserError(f"--checkpoints: {checkpoints_path}: No such file")
-    source = _source(tuple(paths))
     with progress.Progress(progress.wanted(silent)) as bar:
-
-        def advance(done: int, total: int) -> None:
-            if done == 0:
-                bar.track("verify", total)
-            else:
-                bar.advance_to(done)
-
         try:
-            reports = verify_streams(
-                paths, public_key=public, checkpoints=checkpoints_path, progress=advance
+            return report_of(
+                paths,
+                public,
+                checkpoints_path,
+                verify_progress=bar.stage("verify"),
+                read_progress=bar.stage("report"),
             )
-            summary = summarize(source, _advance(bar, "report", source.total_bytes))
         except (VerifyError, ReadError) as e:
             raise UserError(str(e)) from None
-    return build(source, summary, reports)
 
 
 def load_key(key_path: str | None) -> Any:

@@ -16,11 +16,14 @@ extracted by ``tarfile``: only regular files with plain relative names are
 accepted (no links, devices, absolute paths or ``..``) and written, 0600, with
 ``O_EXCL|O_NOFOLLOW`` into a fresh private directory. A damaged byte is named by
 the member it falls in: through the digest of that member, or, when the gzip data
-itself no longer decodes, by the member being decoded at that point.
+itself no longer decodes, by the member being decoded at that point. A bundle
+repacked by another gzip is still read (its header is the problem), so that a file
+changed inside is named too.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -124,6 +127,13 @@ def _decode(raw: bytes) -> tuple[bytes, str | None]:
     elif comment[len(_COMMENT) : -1] != hashlib.sha256(raw[_PREFIX_LEN:]).hexdigest().encode():
         header_problem = "its bytes differ from the SHA-256 it was written with (modified)"
     data, problem = _inflate(raw)
+    if problem is not None and header_problem is not None and raw[:2] == b"\x1f\x8b":
+        # Repacked by another gzip (``tar czf``): still read it, so that what was
+        # changed inside is named by SHA256SUMS, beside the header problem.
+        try:
+            return gzip.decompress(raw), header_problem
+        except (OSError, EOFError, zlib.error):
+            pass
     return data, problem or header_problem
 
 
@@ -225,12 +235,15 @@ def _check_manifest(members: dict[str, bytes], opened: Opened) -> None:
         opened.problems.append(f"{MANIFEST}: missing from the bundle")
         return
     listed: dict[str, str] = {}
-    for lineno, line in enumerate(sums.decode("utf-8", "replace").splitlines(), 1):
+    text = sums.decode("utf-8", "replace")
+    for lineno, line in enumerate(text.removesuffix("\n").split("\n"), 1):
         m = _SUM_LINE.match(line)
         if m is None:
             opened.problems.append(f"{MANIFEST}:{lineno}: not a '<sha256>  <file>' line")
             continue
         listed[m.group(2)] = m.group(1)
+    if not text.endswith("\n"):
+        opened.problems.append(f"{MANIFEST}: its last line does not end (modified)")
     for member, digest in listed.items():
         content = members.get(member)
         if content is None:

@@ -69,9 +69,3 @@ EVIDENCE: Final[dict[str, tuple[tuple[str, ...], str]]] = {
     "audit.recover": ((_SOC2, _ISO), "a crash mid-write, repaired on start"),
     "audit.checkpoint": ((_ISO, _HIPAA), "signed statements that protect the log from cuts"),
 }
-
-
-def controls_of(event_type: str) -> tuple[str, ...]:
-    """The controls ``event_type`` is evidence for (none for an unmapped plugin type)."""
-    entry = EVIDENCE.get(event_type)
-    return entry[0] if entry is not None else ()

@@ -106,8 +106,13 @@ def check(path: Path, key_path: str | None = None) -> Checked:
             public = load_public(key_file)
             checked.key_id = key_id(public)
         except (OSError, ValueError) as e:
-            checked.problems.append(f"{bundle.KEY_MEMBER}: not a usable public key ({e})")
-        reports = verify_streams([logs], public_key=public)
+            reason = bundle.relative(str(e), str(root))
+            checked.problems.append(f"{bundle.KEY_MEMBER}: not a usable public key ({reason})")
+        try:
+            reports = verify_streams([logs], public_key=public)
+        except VerifyError as e:
+            checked.problems.append(f"logs/: {e}")
+            return checked
         for r in reports:
             _relative_report(r, str(root))
         checked.reports = reports
@@ -135,7 +140,9 @@ def _relative_report(report: Report, root: str) -> None:
     if report.checkpoints_file is not None:
         report.checkpoints_file = report.checkpoints_file.replace(prefix, "")
     report.problems = [
-        type(p)(p.file.replace(prefix, ""), p.line, p.seq, p.kind, p.explanation)
+        type(p)(
+            p.file.replace(prefix, ""), p.line, p.seq, p.kind, p.explanation.replace(prefix, "")
+        )
         for p in report.problems
     ]
     report.not_checked = [n.replace(prefix, "") for n in report.not_checked]

@@ -224,6 +224,12 @@ def render(report: dict[str, Any]) -> str:
             ((x["ts"], x["seq"], x["file"], x["bytes"], x["set_aside"]) for x in r["recoveries"]),
         ),
         _table(
+            "file-changes",
+            "Live file renamed or removed by someone else (audit.rotate reason renamed, removed)",
+            ["Time", "Seq", "Reason", "File"],
+            ((x["ts"], x["seq"], x["reason"], x["file"]) for x in report["rotations"]["by_others"]),
+        ),
+        _table(
             "losses",
             f"Losses: {losses['lost']:,} records lost, owned up to in "
             f"{losses['records']} audit.loss records",

@@ -37,12 +37,19 @@ class Where:
     value: str
 
     def holds(self, details: Any) -> bool:
-        node = details
-        for key in self.path:
-            if not isinstance(node, dict) or key not in node:
-                return False
-            node = node[key]
-        return _equals(node, self.value)
+        return _holds(details, self.path, self.value)
+
+
+def _holds(node: Any, path: tuple[str, ...], text: str) -> bool:
+    """Whether the value at ``path`` under ``node`` reads as ``text``; an array on the way
+    holds when one element does (``details.changes.field`` of a ``config.reload``)."""
+    if not path:
+        return _equals(node, text)
+    if isinstance(node, list):
+        return any(_holds(item, path, text) for item in node)
+    if not isinstance(node, dict) or path[0] not in node:
+        return False
+    return _holds(node[path[0]], path[1:], text)
 
 
 def _equals(node: Any, text: str) -> bool:
@@ -199,7 +206,7 @@ def _seq_range(text: str) -> tuple[int | None, int | None]:
 
 
 _TIME_RE: Final = re.compile(
-    r"^(\d{4}-\d\d-\d\d)(?:[T ](\d\d:\d\d(?::\d\d)?)(?:\.(\d{1,9}))?)?"
+    r"^(\d{4}-\d\d-\d\d)(?:[Tt ](\d\d:\d\d(?::\d\d)?)(?:\.(\d{1,9}))?)?"
     r"(Z|z|[+-]\d\d:?\d\d)?$"
 )
 

@@ -49,6 +49,8 @@ class Summary:
         self.audit_starts = Counter[str]()
         self.lifecycle = Counter[str]()
         self.recoveries: list[dict[str, Any]] = []
+        self.rotations = Counter[str]()
+        self.file_changes: list[dict[str, Any]] = []
         self.losses: list[dict[str, Any]] = []
         self.auth: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
         self.ai: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
@@ -106,6 +108,15 @@ def _recover(s: Summary, r: dict[str, Any], d: dict[str, Any]) -> None:
             "set_aside": d.get("set_aside"),
         }
     )
+
+
+def _rotate(s: Summary, r: dict[str, Any], d: dict[str, Any]) -> None:
+    reason = str(d.get("reason"))
+    s.rotations[reason] += 1
+    if reason in ("renamed", "removed"):  # someone else did it to the live file
+        s.file_changes.append(
+            {"ts": r.get("ts"), "seq": r.get("seq"), "reason": reason, "file": d.get("old_file")}
+        )
 
 
 def _loss(s: Summary, r: dict[str, Any], d: dict[str, Any]) -> None:
@@ -181,6 +192,7 @@ _HANDLERS: Final[dict[str, Callable[[Summary, dict[str, Any], dict[str, Any]], N
     "daemon.stop": _daemon,
     "daemon.panic": _daemon,
     "audit.recover": _recover,
+    "audit.rotate": _rotate,
     "audit.loss": _loss,
     "auth.failure": _auth,
     "ai.call": _ai,
@@ -310,6 +322,10 @@ def build(source: Source, summary: Summary, reports: list[Report]) -> dict[str, 
             "daemon_panic": s.lifecycle["daemon.panic"],
             "recoveries": s.recoveries,
         },
+        "rotations": {
+            "by_reason": dict(sorted(s.rotations.items())),
+            "by_others": s.file_changes,
+        },
         "losses": {
             "records": len(s.losses),
             "lost": sum(x["count"] for x in s.losses if isinstance(x["count"], int)),
@@ -353,13 +369,16 @@ def report_of(
     public_key: Ed25519PublicKey | None,
     checkpoints: str | Path | None = None,
     verify_progress: Callable[[int, int], None] | None = None,
-    read_progress: Callable[[int], None] | None = None,
+    read_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Verify and summarize the log in ``paths``: the report's dict. Raises
+    """Verify and summarize the log in ``paths``: the report's dict. The progress
+    callbacks get ``(done, total)`` (bytes). Raises
     :class:`~kerno_otel.verify.order.VerifyError` or
     :class:`~kerno_otel.review.reading.ReadError`."""
     reports = verify_streams(
         paths, public_key=public_key, checkpoints=checkpoints, progress=verify_progress
     )
     source = Source.open(paths)
-    return build(source, summarize(source, read_progress), reports)
+    total = source.total_bytes
+    read = None if read_progress is None else lambda done: read_progress(done, total)
+    return build(source, summarize(source, read), reports)

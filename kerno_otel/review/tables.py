@@ -80,6 +80,13 @@ def render_report(report: dict[str, Any], console: Console) -> None:
             ],
         )
     )
+    console.print(
+        _table(
+            "Live file renamed or removed by someone else (audit.rotate)",
+            ["Seq", "Reason", "File"],
+            ((x["seq"], x["reason"], x["file"]) for x in report["rotations"]["by_others"]),
+        )
+    )
     losses = report["losses"]
     console.print(
         _table(

@@ -11,11 +11,12 @@ stream they declare (``details.stream`` of an ``audit.rotate`` or resumed
 from __future__ import annotations
 
 import hashlib
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -39,6 +40,17 @@ class LogFile:
     @property
     def key(self) -> str:
         return self.path.name.removesuffix(".gz")
+
+    @property
+    def place(self) -> tuple[Path, str]:
+        """Directory and :attr:`key`: two directories may hold files of the same name."""
+        return self.path.parent, self.key
+
+    @property
+    def pred_place(self) -> tuple[Path, str] | None:
+        """Where the predecessor would be: beside this file (:attr:`predecessor`)."""
+        pred = self.predecessor
+        return None if pred is None else (self.path.parent, pred)
 
     @property
     def predecessor(self) -> str | None:
@@ -77,6 +89,15 @@ class Stream:
     id: str | None = None
 
 
+_NUMBERED: Final = re.compile(r"\.jsonl\.[0-9]+(\.gz)?$")
+
+
+def is_log_name(name: str) -> bool:
+    """``*.jsonl`` and ``*.jsonl.gz``, and the names logrotate gives a live file it
+    renamed (``kerno-audit.jsonl.1``, ``kerno-audit.jsonl.2.gz``)."""
+    return name.endswith((".jsonl", ".jsonl.gz")) or _NUMBERED.search(name) is not None
+
+
 def collect(paths: Sequence[str | Path]) -> tuple[list[Path], bool]:
     """The files named, a directory standing for the log files in it; and whether any
     directory was given (then a file missing from the chain is damage, not an omission)."""
@@ -90,7 +111,9 @@ def collect(paths: Sequence[str | Path]) -> tuple[list[Path], bool]:
                 name = child.name
                 # Log files only: not the checkpoints file, torn tails set aside,
                 # half-written .gz.tmp files or anything else kept beside them.
-                if not child.is_file() or not name.endswith((".jsonl", ".jsonl.gz")):
+                # A link is never followed from a directory: the writer makes none, and
+                # what it points to is not the log (nor for a bundle to carry away).
+                if child.is_symlink() or not child.is_file() or not is_log_name(name):
                     continue
                 files.append(child)
         elif path.exists():
@@ -128,19 +151,19 @@ def with_named_predecessors(described: list[LogFile]) -> list[LogFile]:
     """Add the files that ``audit.rotate`` records name as predecessors and that are beside
     them under a name a directory listing passes over (``kerno-audit.jsonl.1``: the writer
     found its live file renamed by someone else, and linked to it)."""
-    keys = {f.key for f in described}
+    places = {f.place for f in described}
     todo = list(described)
     while todo:
         f = todo.pop()
         pred = f.predecessor
-        if pred is None or pred in keys:
+        if pred is None or f.pred_place in places:
             continue
         for path in (f.path.parent / pred, f.path.parent / (pred + ".gz")):
             if path.is_file() and not path.is_symlink():
                 added = describe(path)
                 described.append(added)
                 todo.append(added)
-                keys.add(added.key)
+                places.add(added.place)
                 break
     return described
 
@@ -148,28 +171,30 @@ def with_named_predecessors(described: list[LogFile]) -> list[LogFile]:
 def _chains(files: list[LogFile]) -> list[list[LogFile]]:
     """Follow ``audit.rotate`` links from each file with no predecessor present; files
     caught in a loop of links come last, one chain each."""
-    by_key = {f.key: f for f in files}
-    successors: dict[str, list[LogFile]] = {}
+    by_place = {f.place: f for f in files}
+    successors: dict[tuple[Path, str], list[LogFile]] = {}
     heads: list[LogFile] = []
     for f in files:
-        pred = f.predecessor
-        if pred is not None and pred in by_key and pred != f.key:
+        pred = f.pred_place
+        if pred is not None and pred in by_place and pred != f.place:
             successors.setdefault(pred, []).append(f)
         else:
             heads.append(f)
     chains: list[list[LogFile]] = []
-    seen: set[str] = set()
-    for head in sorted(heads, key=lambda f: f.first_seq):
+    seen: set[tuple[Path, str]] = set()
+    # Heads in seq order; a file whose first line is no record (a stray file, or one
+    # damaged at its head) last, so that it does not take the place of seq 0.
+    for head in sorted(heads, key=lambda f: (f.first_seq < 0, f.first_seq)):
         chain: list[LogFile] = []
         current: LogFile | None = head
-        while current is not None and current.key not in seen:
-            seen.add(current.key)
+        while current is not None and current.place not in seen:
+            seen.add(current.place)
             chain.append(current)
-            nexts = sorted(successors.get(current.key, []), key=lambda f: f.first_seq)
-            nexts = [n for n in nexts if n.key not in seen]
+            nexts = sorted(successors.get(current.place, []), key=lambda f: f.first_seq)
+            nexts = [n for n in nexts if n.place not in seen]
             current = nexts[0] if nexts else None
         chains.append(chain)
-    for f in sorted((f for f in files if f.key not in seen), key=lambda f: f.first_seq):
+    for f in sorted((f for f in files if f.place not in seen), key=lambda f: f.first_seq):
         chains.append([f])
     return chains
 

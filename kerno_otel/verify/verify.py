@@ -181,7 +181,7 @@ def _verify(
         raw_details = first.get("details")
         details: dict[str, Any] = raw_details if isinstance(raw_details, dict) else {}
         after = walker.last.file if walker.last is not None else None
-        if pred is not None and (after is None or after != _display_of(ordered, pred)):
+        if pred is not None and (after is None or after != _display_of(ordered, f.pred_place)):
             # The file before this one is not here: say so, then go on from what the
             # rotate record claims about it.
             # A file naming itself: the writer found the live file removed and opened a new
@@ -231,9 +231,9 @@ def _verify(
     return report
 
 
-def _display_of(ordered: Iterable[LogFile], key: str) -> str | None:
+def _display_of(ordered: Iterable[LogFile], place: tuple[Path, str] | None) -> str | None:
     for f in ordered:
-        if f.key == key:
+        if f.place == place:
             return f.display
     return None
 
