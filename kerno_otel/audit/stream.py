@@ -97,7 +97,8 @@ def repair_and_resume(live: Path, now_ns: int) -> ResumePoint:
     copied to ``<live>.torn-<stamp>`` (0600) and cut from the live file, so the
     chain continues from the last whole line. When the live file is missing or
     empty, the newest rotated file tells where the stream stands (a crash
-    right after a rotation).
+    right after a rotation); its own torn tail, if any, is cut the same way (the
+    writer finishes the records queued before a rotation in the renamed file).
     """
     torn: TornTail | None = None
     size = 0
@@ -112,24 +113,16 @@ def repair_and_resume(live: Path, now_ns: int) -> ResumePoint:
         try:
             size = os.fstat(fd).st_size
             if size:
-                data, offset = _read_tail(fd, size)
-                if not data.endswith(b"\n"):
-                    cut = data.rfind(b"\n") + 1
-                    fragment = data[cut:]
-                    aside = live.with_name(f"{live.name}.torn-{stamp(now_ns)}")
-                    write_private(aside, fragment)
-                    os.ftruncate(fd, offset + cut)
-                    os.fsync(fd)
-                    size = offset + cut
-                    torn = TornTail(
-                        len(fragment), "sha256:" + hashlib.sha256(fragment).hexdigest(), aside
-                    )
-                    data = data[:cut]
+                data, size, torn = _cut_torn_tail(live, fd, size, now_ns)
                 line = _last_line(data)
                 if line is not None:
                     last = _describe(live, line)
         finally:
             os.close(fd)
+    if last is None and torn is None:
+        # Killed between a rotation's rename and the writer's switch to the new file:
+        # the rotated file took the last writes, and may end torn.
+        torn = _repair_newest_rotated(live, now_ns)
     renamed_from = None
     if last is None:
         found = _newest_rotated_line(live)
@@ -142,6 +135,41 @@ def repair_and_resume(live: Path, now_ns: int) -> ResumePoint:
     if last is None:
         return ResumePoint(None, None, size, torn)
     return ResumePoint(last[0], last[1], size, torn, renamed_from)
+
+
+def _cut_torn_tail(
+    path: Path, fd: int, size: int, now_ns: int
+) -> tuple[bytes, int, TornTail | None]:
+    """The tail of ``path`` (open as ``fd``, ``size`` bytes) up to its last whole line, the
+    size it is cut to, and what was cut: set aside in ``<name>.torn-<stamp>`` (0600)."""
+    data, offset = _read_tail(fd, size)
+    if data.endswith(b"\n"):
+        return data, size, None
+    cut = data.rfind(b"\n") + 1
+    fragment = data[cut:]
+    aside = path.with_name(f"{path.name}.torn-{stamp(now_ns)}")
+    write_private(aside, fragment)
+    os.ftruncate(fd, offset + cut)
+    os.fsync(fd)
+    digest = "sha256:" + hashlib.sha256(fragment).hexdigest()
+    return data[:cut], offset + cut, TornTail(len(fragment), digest, aside)
+
+
+def _repair_newest_rotated(live: Path, now_ns: int) -> TornTail | None:
+    """Cut a torn tail from the newest rotated file, when it is a plain file."""
+    rotated = rotated_files(live)
+    if not rotated or rotated[-1].name.endswith(".gz"):
+        return None  # compressed only once whole
+    newest = rotated[-1]
+    try:
+        fd = os.open(newest, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None  # read (or refused) as it is by what follows
+    try:
+        size = os.fstat(fd).st_size
+        return _cut_torn_tail(newest, fd, size, now_ns)[2] if size else None
+    finally:
+        os.close(fd)
 
 
 def _newest_renamed_line(live: Path, above: int) -> tuple[Path, bytes] | None:

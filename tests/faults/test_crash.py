@@ -123,3 +123,43 @@ def test_every_acknowledged_record_survives_20_kills(tmp_path: Path) -> None:
             }
         )
     print(orjson.dumps(summary).decode())
+
+
+def test_a_kill_before_the_writer_switches_files_leaves_the_rotated_file_repaired(
+    tmp_path: Path,
+) -> None:
+    """Rotation renames the live file and opens its successor under the sealer's lock; the
+    writer finishes the records queued before the switch in the renamed file. A kill in
+    that window leaves an empty live file and the rotated file ending torn: the next start
+    cuts the torn tail from the rotated file (set aside, ``audit.recover``) and continues."""
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    config = AuditConfig(file_path=str(live), max_size_mb=0.005, pipeline="thread")
+    with AuditLog(config, stderr=io.StringIO()) as log:
+        for i in range(40):
+            log.emit(
+                "plugin.load",
+                details={"plugin": f"p{i}", "distribution": "d", "version": "1", "hooks": []},
+            )
+        assert log.flush()
+    rotated = files.rotated_files(live)
+    assert rotated, "the test needs a rotation"
+    newest = rotated[-1]
+    # What the kill leaves: the successor opened but never written, the rotated file torn.
+    live.write_bytes(b"")
+    with newest.open("ab") as f:
+        f.write(b'{"v":"1","seq":99999,"ts":"2026-11-29T10:00:00.0')
+    with AuditLog(config, stderr=io.StringIO()) as log:
+        log.emit(
+            "plugin.load",
+            details={"plugin": "after", "distribution": "d", "version": "1", "hooks": []},
+        )
+        assert log.flush()
+    assert newest.read_bytes().endswith(b"\n")
+    [aside] = live.parent.glob(f"{newest.name}.torn-*")
+    assert aside.read_bytes().startswith(b'{"v":"1","seq":99999')
+    recovers = [
+        orjson.loads(line) for line in live.read_bytes().splitlines() if b'"audit.recover"' in line
+    ]
+    assert [r["details"]["set_aside"] for r in recovers] == [aside.name]
+    report = verify([live.parent])
+    assert report.problems == [], report.problems
