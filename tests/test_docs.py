@@ -69,11 +69,11 @@ def test_every_file_a_text_names_exists(path: Path) -> None:
 
 
 def test_the_reference_check_catches_a_missing_file(tmp_path: Path) -> None:
-    # The check itself must be able to fail (issue 13: docstrings pointed at DESIGN.md).
+    # The check itself must be able to fail (issue 13: docstrings named files not in the repo).
     doc = tmp_path / "doc.md"
-    doc.write_text("See DESIGN.md and kerno_otel/_gone.py, or [this](nowhere.md).\n")
+    doc.write_text("See PLAN.md and kerno_otel/_gone.py, or [this](nowhere.md).\n")
     found = [(n, named) for n, named, target in references(doc) if not target.exists()]
-    assert found == [(1, "DESIGN.md"), (1, "kerno_otel/_gone.py"), (1, "nowhere.md")]
+    assert found == [(1, "PLAN.md"), (1, "kerno_otel/_gone.py"), (1, "nowhere.md")]
 
 
 def first_party_plugins() -> list[str]:

@@ -21,9 +21,9 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 from kerno_otel.records.catalogue import BUILTIN_TYPES, EventType
+from kerno_otel.records.naming import BASE_URI, schema_file
 from kerno_otel.records.patterns import LEAK_PATTERNS
 from kerno_otel.records.schema import (
-    BASE_URI,
     BUNDLE,
     COMMON,
     RECORD,
@@ -31,7 +31,6 @@ from kerno_otel.records.schema import (
     common_document,
     dumps,
     record_document,
-    schema_file,
 )
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from kerno_otel.cli.app import UserError
-from kerno_otel.records.schema import RECORD, SchemaSet, schema_file
+from kerno_otel.records.naming import schema_file
+from kerno_otel.records.schema import RECORD, SchemaSet
 
 
 def published_schemas() -> SchemaSet:

@@ -16,32 +16,28 @@ import copy
 import functools
 import json
 import os
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import jsonschema_rs
 
 from kerno_otel.records.catalogue import BUILTIN_TYPES, OUTCOMES, SEVERITIES, EventType
-from kerno_otel.records.patterns import LEAK_PATTERNS, find_leak
+from kerno_otel.records.naming import (
+    ACTOR_PATTERN,
+    BASE_URI,
+    DIALECT,
+    TYPE_PATTERN,
+    plugin_details,
+    schema_file,
+    type_problem,
+)
+from kerno_otel.records.patterns import LEAK_PATTERNS
 
-DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
-BASE_URI: Final = "https://kerno.dev/schemas/kerno-audit/v1/"
 COMMON: Final = "common.schema.json"
 RECORD: Final = "record.schema.json"
 #: The whole set as one compound document (every file embedded under ``$defs``).
 BUNDLE: Final = "bundle.schema.json"
-
-TYPE_PATTERN: Final = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
-ACTOR_PATTERN: Final = r"^[a-z0-9_.-]+/[A-Za-z0-9_.-]+$"
-_ACTOR_PREFIX_PATTERN: Final = r"^[a-z0-9_.-]+/$"
-_TYPE_RE: Final = re.compile(TYPE_PATTERN)
-
-
-def schema_file(type_name: str) -> str:
-    """The file name of an event type's ``details`` schema."""
-    return f"{type_name}.schema.json"
 
 
 def dumps(document: Mapping[str, Any]) -> str:
@@ -284,9 +280,9 @@ class SchemaSet:
         details = dict(self._details)
         types = dict(self._types)
         for name, event_type in extra.items():
-            problem = _type_problem(name, event_type, types)
+            problem = type_problem(name, event_type, types)
             if problem is None:
-                doc, problem = _plugin_details(name, event_type)
+                doc, problem = plugin_details(name, event_type)
             if problem is not None:
                 raise ValueError(f"event type {name!r} from {event_type.source}: {problem}")
             details[name] = doc
@@ -357,65 +353,3 @@ def _builtin_set() -> SchemaSet:
     common = _load(directory / COMMON)
     details = {name: _load(directory / schema_file(name)) for name in BUILTIN_TYPES}
     return SchemaSet(common, details, dict(BUILTIN_TYPES))
-
-
-def _type_problem(name: str, event_type: EventType, known: Mapping[str, EventType]) -> str | None:
-    if name != event_type.name:
-        return f"registered under a different name ({event_type.name!r})"
-    if not _type_name_ok(name):
-        return f"a type name must match {TYPE_PATTERN} (at most 64 characters)"
-    if name in known:
-        clash = known[name].source
-        return f"clashes with the type of the same name from {clash}"
-    actor_pattern = _ACTOR_PREFIX_PATTERN if event_type.actor.endswith("/") else ACTOR_PATTERN
-    if not re.fullmatch(actor_pattern, event_type.actor):
-        return f"actor {event_type.actor!r} must match {ACTOR_PATTERN} (or be a prefix 'area/')"
-    return None
-
-
-def _plugin_details(name: str, event_type: EventType) -> tuple[dict[str, Any], str | None]:
-    """The plugin's details schema, completed with $schema/$id, or the reason it is bad."""
-    from jsonschema import Draft202012Validator, SchemaError
-
-    if not isinstance(event_type.schema, dict):
-        return {}, "no details schema (EventType.schema must be a dict)"
-    doc: dict[str, Any] = copy.deepcopy(event_type.schema)
-    if doc.setdefault("$schema", DIALECT) != DIALECT:
-        return doc, f"$schema must be {DIALECT}"
-    expected_id = BASE_URI + schema_file(name)
-    if doc.setdefault("$id", expected_id) != expected_id:
-        return doc, f"$id must be absent or {expected_id} (the set is published together)"
-    try:
-        Draft202012Validator.check_schema(doc)
-    except SchemaError as e:
-        where = _pointer(e.absolute_path)
-        return doc, f"not a valid 2020-12 schema at {where}: {e.message}"
-    if doc.get("type") != "object" or doc.get("additionalProperties") is not False:
-        return doc, 'details must be closed: "type": "object" and "additionalProperties": false'
-    return doc, None
-
-
-# --- reasons ---------------------------------------------------------------------------------
-
-
-def _type_name_ok(name: str) -> bool:
-    return len(name) <= 64 and _TYPE_RE.fullmatch(name) is not None and find_leak(name) is None
-
-
-# Object keys shown in a reason's JSON pointer; any other key (it came from the
-# record, so it may be the leak itself) is shown as a placeholder.
-_SHOWN_KEY: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_HIDDEN_KEY: Final = "[REDACTED:key]"
-
-
-def _pointer(path: Iterable[str | int]) -> str:
-    """A JSON pointer for a reason, hiding any key that might itself be a leak."""
-    parts = []
-    for part in path:
-        if isinstance(part, int):
-            parts.append(str(part))
-        elif _SHOWN_KEY.fullmatch(part) and find_leak(part) is None:
-            parts.append(part)  # no "~" or "/" to escape: _SHOWN_KEY excludes them
-        else:
-            parts.append(_HIDDEN_KEY)
-    return "/" + "/".join(parts) if parts else "(root)"

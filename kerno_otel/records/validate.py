@@ -18,17 +18,9 @@ from typing import Any, Final
 import jsonschema_rs
 
 from kerno_otel.records.catalogue import OUTCOMES, SEVERITIES
+from kerno_otel.records.naming import DIALECT, pointer, schema_file, type_name_ok
 from kerno_otel.records.patterns import find_leak
-from kerno_otel.records.schema import (
-    BUNDLE,
-    DIALECT,
-    RECORD,
-    SchemaSet,
-    _pointer,
-    _type_name_ok,
-    _typed_record_document,
-    schema_file,
-)
+from kerno_otel.records.schema import BUNDLE, RECORD, SchemaSet, _typed_record_document
 
 # Deeper than this is reported, not walked (jsonschema-rs gives up sooner).
 _MAX_DEPTH: Final = 32
@@ -40,7 +32,7 @@ def _type_label(record: Any) -> str:
         return "(no type)"
     # Known types pass these tests too (with_types enforces them); an unknown
     # type is shown only when it cannot be hiding a value.
-    if isinstance(rtype, str) and _type_name_ok(rtype):
+    if isinstance(rtype, str) and type_name_ok(rtype):
         return rtype
     return "(invalid type)"
 
@@ -76,7 +68,7 @@ def _hint(keyword: str, path: list[str | int], instance: Any, schema_value: Any)
 
 
 def _reason(label: str, path: list[str | int], keyword: str, hint: str = "") -> str:
-    return f"{label}: {_pointer(path)}: '{keyword}' rule failed{hint}"
+    return f"{label}: {pointer(path)}: '{keyword}' rule failed{hint}"
 
 
 def _rs_reason(error: jsonschema_rs.ValidationError, label: str) -> str:
@@ -217,7 +209,7 @@ def _unvalidatable(record: Any, error: Exception) -> str:
         return f"(invalid type): (root): cannot be validated ({type(error).__name__})"
     if found is None:
         return f"{label}: (root): cannot be validated ({type(error).__name__})"
-    return f"{label}: {_pointer(found[0])}: {found[1]}"
+    return f"{label}: {pointer(found[0])}: {found[1]}"
 
 
 def reference_validator(schemas: SchemaSet) -> Any:
