@@ -14,7 +14,7 @@ wrapper would never run that way, so a plugin declaring one is refused at load.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, TextIO
 
@@ -22,7 +22,8 @@ import pluggy
 
 from kerno_otel import hookspecs
 from kerno_otel.config import load_config
-from kerno_otel.contract import AIProvider, BPFProgram, PluginInfo
+from kerno_otel.contract import PluginInfo
+from kerno_otel.daemon.contributions import NAMED, problem_of
 from kerno_otel.daemon.failures import (
     NOT_INSTALLED,
     PluginFailure,
@@ -32,7 +33,6 @@ from kerno_otel.daemon.failures import (
     failure_of,
     record_failures,
 )
-from kerno_otel.doctor.thresholds import threshold_problem
 from kerno_otel.hookspecs import Route
 from kerno_otel.records.catalogue import EventType
 from kerno_otel.records.redact import RedactionRule, Redactor
@@ -335,7 +335,7 @@ class PluginHost:
         callable; an :class:`~kerno_otel.contract.AIProvider` for providers) is
         that plugin's failure.
         """
-        expected, fits = _NAMED[hook]
+        expected, fits = NAMED[hook]
         out: dict[str, Any] = {}
         owners = self.owners.setdefault(hook, {})
         for plugin, args in self.collect(hook):
@@ -343,7 +343,7 @@ class PluginHost:
             if len(args) != 2 or not isinstance(args[0], str) or not fits(args[1]):
                 self._fail(info, hook, TypeError(f"expected register(name, {expected})"))
                 continue
-            problem = _THINGS_CHECK.get(hook, _no_problem)(args[0], args[1], owners)
+            problem = problem_of(hook, args[0], args[1], owners)
             if problem is not None:
                 self._fail(info, hook, ValueError(problem))
                 continue
@@ -352,41 +352,14 @@ class PluginHost:
         return out
 
 
-#: The ``register(name, thing)`` hooks: what ``thing`` must be, and how to tell.
-_NAMED: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "register_sources": ("source factory", callable),
-    "register_doctor_rules": ("rule", callable),
-    "register_sinks": ("sink factory", callable),
-    "register_ai_providers": ("provider", lambda thing: isinstance(thing, AIProvider)),
-    "register_bpf_programs": ("BPF program", lambda thing: isinstance(thing, BPFProgram)),
-}
-
-
 def check_contributions(host: PluginHost) -> None:
     """Collect everything the plugins register, as the daemon would, so that each refused
     contribution is one of ``host.failures`` (for ``kerno-otel plugins``)."""
     host.redaction_rules()
     host.config_secrets()
-    for hook in _NAMED:
+    for hook in NAMED:
         host.named(hook)
     host.routes()
-
-
-def _no_problem(name: str, thing: Any, owners: Mapping[str, PluginInfo]) -> str | None:
-    return None
-
-
-def _rule_problem(name: str, rule: Any, owners: Mapping[str, PluginInfo]) -> str | None:
-    """Why a doctor rule cannot be taken (its name is taken, its ``thresholds`` are bad)."""
-    if name in owners:
-        return f"rule {name!r} is already registered by plugin {owners[name].name!r}"
-    return threshold_problem(name, getattr(rule, "thresholds", None))
-
-
-#: Checks beyond the type, for the ``register(name, thing)`` hooks that need them.
-_THINGS_CHECK: dict[str, Callable[[str, Any, Mapping[str, PluginInfo]], str | None]] = {
-    "register_doctor_rules": _rule_problem,
-}
 
 
 def load_with_schemas(
