@@ -21,16 +21,40 @@ from kerno_otel.audit.log import AuditLog
 
 def stream_lines(live: Path) -> list[bytes]:
     """Every line of the stream (rotated files oldest first, then the live file), no newlines."""
+    lines, torn = _read_stream(live)
+    assert torn is None, f"{torn} does not end with a newline"
+    return lines
+
+
+def stream_lines_after_kill(live: Path) -> tuple[list[bytes], bool]:
+    """The whole lines of a stream whose writer was just killed, and whether it ends torn.
+
+    ``kill -9`` can land inside a ``write()`` (the kernel stops a write to a regular file
+    between pages when a fatal signal is pending), so the newest non-empty file may end
+    in part of a line; the next start cuts that off (``audit.recover``). Only that last
+    file may be torn: a torn line anywhere earlier is still an error.
+    """
+    lines, torn = _read_stream(live)
+    return lines, torn is not None
+
+
+def _read_stream(live: Path) -> tuple[list[bytes], Path | None]:
     lines: list[bytes] = []
+    torn: Path | None = None
     for path in [*rotated_files(live), live]:
         if not path.exists():
             continue
         data = (
             gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
         )
-        assert data == b"" or data.endswith(b"\n"), f"{path} does not end with a newline"
-        lines.extend(data.splitlines())
-    return lines
+        if data == b"":
+            continue
+        assert torn is None, f"{torn} ends torn but a later file, {path}, has lines"
+        whole, _, tail = data.rpartition(b"\n")
+        if tail:
+            torn = path
+        lines.extend(whole.splitlines())
+    return lines, torn
 
 
 def stream_records(live: Path) -> list[dict[str, Any]]:
