@@ -273,3 +273,38 @@ def test_a_live_file_renamed_by_someone_else_is_in_the_report(tmp_path: Path) ->
     assert len(row) == 1 and " renamed " in row[0] and f" {rotate[0]['seq']} " in row[0]
     page = (tmp_path / "r.html").read_text()
     assert '<table id="file-changes">' in page and "kerno-audit.jsonl.1</td>" in page
+
+
+def test_a_live_file_deleted_under_the_writer_shows_as_copied_back(tmp_path: Path) -> None:
+    """``rm kerno-audit.jsonl`` under a running writer: the writer copies the file back from
+    its open descriptor; the report says it was removed and copied back, and the verdict
+    stays intact because nothing is missing."""
+    import io
+
+    from review_log import config, emit_session
+
+    from kerno_otel.audit.keys import generate
+    from kerno_otel.audit.log import AuditLog
+
+    keys = generate(tmp_path / "keys")
+    directory = tmp_path / "log"
+    directory.mkdir()
+    with AuditLog(config(directory, keys), stderr=io.StringIO()) as log:
+        emit_session(log, 0, 3)
+        assert log.flush()
+        (directory / "kerno-audit.jsonl").unlink()
+        emit_session(log, 3, 3)
+        assert log.flush()
+    built = Built(directory, keys)
+    result = report(directory, built, "--json", "--silent")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    rotate = json.loads((directory / "kerno-audit.jsonl").read_bytes().splitlines()[0])
+    assert rotate["type"] == "audit.rotate" and rotate["details"]["restored"] is True
+    assert data["rotations"]["by_others"] == [
+        {"ts": rotate["ts"], "seq": rotate["seq"], "reason": "removed",
+         "file": rotate["details"]["old_file"], "restored": True},
+    ]  # fmt: skip
+    assert data["verdict"]["intact"] is True and data["verdict"]["fully_checked"] is True
+    terminal = report(directory, built, "--silent").stdout
+    assert "removed, copied back" in terminal

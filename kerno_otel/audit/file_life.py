@@ -8,10 +8,13 @@ a live file someone else renamed, deleted or replaced: noticed by two ``stat`` c
 every ``CHECK_EVERY_RECORDS`` records, every ``CHECK_EVERY_S`` seconds (idle too) and
 before every flush; said on stderr and in ``stats()["file_faults"]``; recorded as
 ``audit.rotate`` with reason ``renamed`` or ``removed`` at the head of a new live file.
+A removed file is copied back first from the descriptor the writer still holds, under a
+rotated name (``restored: true``), so deleting the live file loses no record.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -21,7 +24,7 @@ from kerno_otel.audit import files
 from kerno_otel.audit.chain import Chain
 from kerno_otel.audit.checkpoints import Signer
 from kerno_otel.audit.counters import Counters
-from kerno_otel.audit.livefile import HARD_LINK, LiveFile
+from kerno_otel.audit.livefile import HARD_LINK, REMOVED, LiveFile
 from kerno_otel.audit.writer import Writer
 from kerno_otel.config import AuditConfig
 
@@ -29,6 +32,9 @@ from kerno_otel.config import AuditConfig
 #: many seconds, and before every flush.
 CHECK_EVERY_RECORDS = 512
 CHECK_EVERY_S = 0.5
+#: How long a removed live file's queued records may take to reach it before it is copied
+#: back (producers wait meanwhile; the file is copied back only once they are all in it).
+RESTORE_DRAIN_S = 5.0
 
 
 class FileLife:
@@ -125,9 +131,12 @@ class FileLife:
                 "started on that name would be refused; remove the other link\n"
             )
             return
+        reader = self._reader_of_removed(live, writer) if fault == REMOVED else None
         try:
             new = live.replace(time.time_ns())
         except OSError as exc:
+            if reader is not None:
+                os.close(reader)
             self.counters.write_errors += 1
             now = time.monotonic()
             if fault != self._fault_pending or now - self._fault_alarm >= 10:
@@ -139,23 +148,63 @@ class FileLife:
             self._fault_pending = fault
             return
         self._fault_pending = None
+        old_name, rotated = new.old_name, None
+        if reader is not None:
+            rotated = self._restore(live, reader)
+            old_name = rotated or old_name
         where = f" to {new.old_name}" if new.reason == "renamed" else ""
         aside = (
             f"; {new.displaced} at its path was set aside as {new.set_aside}"
             if new.set_aside
             else ""
         )
+        kept = f"; its records were copied back from the open file to {rotated}" if rotated else ""
         self._stderr.write(
-            f"kerno-otel: audit: {self._live} was {new.reason}{where} by someone else{aside}; "
-            "writing on in a new live file (recorded as audit.rotate)\n"
+            f"kerno-otel: audit: {self._live} was {new.reason}{where} by someone else"
+            f"{aside}{kept}; writing on in a new live file (recorded as audit.rotate)\n"
         )
         if new.reason == "renamed":
             self._checkpoint()  # the renamed file still holds the log: seal it
-        writer.switch(new.fd, None)
+        writer.switch(new.fd, rotated)  # a restored file is compressed and retired as rotated
         self._file_bytes, self._file_opened_ns = 0, time.time_ns()
-        extra = {"set_aside": new.set_aside} if new.set_aside else {}
-        details = self._rotate_details(new.old_name, new.reason, **extra)
+        extra: dict[str, Any] = {"set_aside": new.set_aside} if new.set_aside else {}
+        if rotated:
+            extra["restored"] = True
+        details = self._rotate_details(old_name, new.reason, **extra)
         self._own("audit.rotate", details, severity="WARN", rotate=False)
+
+    def _reader_of_removed(self, live: LiveFile, writer: Writer) -> int | None:
+        """Before a removed live file is let go: everything queued for it written (the
+        writer drains it while the lock keeps new records out), then a read-only descriptor
+        of it. None when either cannot be had: its records are then gone with it, and
+        ``audit.rotate`` says ``removed`` with the live file's own name."""
+        if not writer.flush(RESTORE_DRAIN_S):
+            return None
+        try:
+            return live.reader()
+        except OSError:
+            return None
+
+    def _restore(self, live: LiveFile, reader: int) -> str | None:
+        """Copy the removed file back under a rotated name; that name, or None (said on
+        stderr) when it cannot be done. Closes ``reader``."""
+        now = time.time_ns()
+        name = files.rotated_name(self._live, now)
+        while name <= self._last_rotated:
+            now += 1000
+            name = files.rotated_name(self._live, now)
+        try:
+            live.restore(reader, name)
+        except OSError as exc:
+            self._stderr.write(
+                f"kerno-otel: audit: cannot copy the removed {self._live.name} back as {name}: "
+                f"{exc.strerror or exc}; its records are gone\n"
+            )
+            return None
+        finally:
+            os.close(reader)
+        self._last_rotated = name
+        return name
 
     def _tick(self) -> None:
         """Look at the live file every ``CHECK_EVERY_S`` (an idle log is looked at too) and

@@ -7,7 +7,9 @@ deleted, renamed (logrotate without ``copytruncate``), replaced by a symlink or
 another file, its directory removed, a hard link made to it — is found by
 :meth:`LiveFile.check` (two ``stat`` calls) and answered by
 :meth:`LiveFile.replace`, which opens a fresh live file and says what became of
-the old one, for the sealer to record in-band.
+the old one, for the sealer to record in-band. A removed file's records are not
+lost with it: the writer still holds it open, and :meth:`LiveFile.restore` copies it
+back into the directory under a rotated name.
 """
 
 from __future__ import annotations
@@ -226,6 +228,45 @@ class LiveFile:
             raise
         reason = RENAMED if old_name is not None else REMOVED
         return Replaced(reason, old_name or self.name, set_aside, displaced, fd)
+
+    # -- keeping what a removed file held -------------------------------------------------
+
+    def reader(self) -> int:
+        """A read-only descriptor of the live file being written, even once it has no name
+        (``/proc/self/fd``, checked to be the same inode): what :meth:`restore` copies.
+        Raises ``OSError`` when it cannot be had (no ``/proc``, the file closed)."""
+        fd = os.open(f"/proc/self/fd/{self._fd}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if _identity(os.fstat(fd)) != self._identity:
+                raise OSError(errno.ESTALE, "the descriptor no longer holds the live file")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def restore(self, reader: int, name: str) -> int:
+        """Copy everything ``reader`` holds into a new file ``name`` in the directory (0600,
+        never over an existing name, synced); the bytes copied. On any error the partial
+        file is removed and ``OSError`` raised."""
+        d = self._dir_fd
+        fd = os.open(name, _NEW_FLAGS, files.FILE_MODE, dir_fd=d)
+        try:
+            files.share(fd, self._gid)
+            copied = 0
+            while chunk := os.pread(reader, _COPY_CHUNK, copied):
+                files.write_all(fd, chunk)
+                copied += len(chunk)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=d)
+            raise
+        os.close(fd)
+        return copied
+
+
+_COPY_CHUNK: Final = 1 << 20
 
 
 def _kind(info: os.stat_result) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any, Final
 
-from kerno_otel.review.tables import change_text
+from kerno_otel.review.tables import change_reason, change_text
 
 CSP: Final = "default-src 'none'; style-src 'unsafe-inline'"
 
@@ -227,7 +227,10 @@ def render(report: dict[str, Any]) -> str:
             "file-changes",
             "Live file renamed or removed by someone else (audit.rotate reason renamed, removed)",
             ["Time", "Seq", "Reason", "File"],
-            ((x["ts"], x["seq"], x["reason"], x["file"]) for x in report["rotations"]["by_others"]),
+            (
+                (x["ts"], x["seq"], change_reason(x), x["file"])
+                for x in report["rotations"]["by_others"]
+            ),
         ),
         _table(
             "losses",

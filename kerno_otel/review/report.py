@@ -114,9 +114,11 @@ def _rotate(s: Summary, r: dict[str, Any], d: dict[str, Any]) -> None:
     reason = str(d.get("reason"))
     s.rotations[reason] += 1
     if reason in ("renamed", "removed"):  # someone else did it to the live file
-        s.file_changes.append(
-            {"ts": r.get("ts"), "seq": r.get("seq"), "reason": reason, "file": d.get("old_file")}
-        )
+        change = {"ts": r.get("ts"), "seq": r.get("seq"), "reason": reason}
+        change["file"] = d.get("old_file")
+        if reason == "removed":  # copied back by the writer (nothing lost), or gone
+            change["restored"] = d.get("restored") is True
+        s.file_changes.append(change)
 
 
 def _loss(s: Summary, r: dict[str, Any], d: dict[str, Any]) -> None:

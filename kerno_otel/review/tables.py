@@ -84,7 +84,7 @@ def render_report(report: dict[str, Any], console: Console) -> None:
         _table(
             "Live file renamed or removed by someone else (audit.rotate)",
             ["Seq", "Reason", "File"],
-            ((x["seq"], x["reason"], x["file"]) for x in report["rotations"]["by_others"]),
+            ((x["seq"], change_reason(x), x["file"]) for x in report["rotations"]["by_others"]),
         )
     )
     losses = report["losses"]
@@ -184,6 +184,14 @@ def render_report(report: dict[str, Any], console: Console) -> None:
             ),
         )
     )
+
+
+def change_reason(change: dict[str, Any]) -> str:
+    """What became of a live file someone else renamed or removed, for a table cell."""
+    reason = str(change["reason"])
+    if reason == "removed":
+        return "removed, copied back" if change.get("restored") else "removed, records lost"
+    return reason
 
 
 def change_text(changes: Any) -> str:

@@ -156,3 +156,40 @@ def test_exit_stops_the_daemon_with_a_whole_log(small_disk: Path, pipeline: str)
     assert after[: len(before)] == before
     assert verify([live]).intact
     print(orjson.dumps({"mode": "exit", "pipeline": pipeline, "lines": len(before)}).decode())
+
+
+@needs_root
+@pytest.mark.parametrize("pipeline", ["process", "thread"])
+def test_a_deleted_live_file_that_cannot_be_copied_back_is_recorded_as_gone(
+    small_disk: Path, pipeline: str
+) -> None:
+    """The copy-back of a deleted live file needs room; on a full disk it fails, leaves no
+    partial copy, and says so: ``audit.rotate`` reason ``removed`` without ``restored``,
+    naming the live file itself, and verify reports the file missing (never intact)."""
+    live = small_disk / "kerno-audit.jsonl"
+    err = io.StringIO()
+    log = AuditLog(AuditConfig(file_path=str(live), pipeline=pipeline), stderr=err)
+    for i in range(40):
+        log.emit("plugin.load", details=plugin_load(f"before{i}"))
+    assert log.flush(timeout=30)
+    filler = fill(small_disk)
+    live.unlink()  # the writer still holds it: its blocks stay in use
+    flushed: list[bool] = []
+    flusher = threading.Thread(target=lambda: flushed.append(log.flush(timeout=60)))
+    flusher.start()  # looks at the file, fails to copy it back, then waits for room
+    assert wait_until(lambda: "cannot copy the removed" in err.getvalue(), 30), err.getvalue()
+    filler.unlink()
+    flusher.join(90)
+    assert flushed == [True]
+    log.emit("plugin.load", details=plugin_load("after"))
+    log.close()
+    assert "its records are gone" in err.getvalue()
+    logs = [p.name for p in small_disk.iterdir() if p.name.endswith((".jsonl", ".gz"))]
+    assert logs == [live.name]  # no partial copy left behind
+    records = check_every_line(live)
+    first = records[0]
+    assert first["type"] == "audit.rotate"
+    assert first["details"]["reason"] == "removed" and "restored" not in first["details"]
+    assert first["details"]["old_file"] == live.name
+    assert [r["details"]["plugin"] for r in records if r["type"] == "plugin.load"] == ["after"]
+    assert [p.kind for p in verify([small_disk]).problems] == ["file-missing"]

@@ -44,12 +44,14 @@ def rotates(records: list[dict[str, object]]) -> list[dict[str, object]]:
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
-def test_a_deleted_live_file_is_noticed_replaced_and_recorded(
+def test_a_deleted_live_file_is_noticed_restored_and_recorded(
     tmp_path: Path, pipeline: str
 ) -> None:
     """Issue 11 item 3: records used to go on into the unlinked inode, flush() True,
-    nothing said. Now: an alarm, a counter, a new live file opening with
-    ``audit.rotate`` (reason ``removed``), and verify reports the missing file."""
+    nothing said. Now: an alarm, a counter, the deleted file's records copied back from
+    the descriptor the writer still holds (those written after the deletion too), a new
+    live file opening with ``audit.rotate`` (reason ``removed``, ``restored``) and a
+    chain that verifies whole: deleting the live file destroys nothing."""
     live = tmp_path / "log" / "kerno-audit.jsonl"
     err = io.StringIO()
     log = AuditLog(AuditConfig(file_path=str(live), pipeline=pipeline), stderr=err)
@@ -57,6 +59,8 @@ def test_a_deleted_live_file_is_noticed_replaced_and_recorded(
         log.emit("plugin.load", details=plugin_load(f"before{i}"))
     assert log.flush(timeout=30)
     live.unlink()
+    for i in range(3):  # into the unlinked inode, before anyone looks
+        log.emit("plugin.load", details=plugin_load(f"unlinked{i}"))
     assert log.flush(timeout=30)  # a flush looks at the file first
     for i in range(5):
         log.emit("plugin.load", details=plugin_load(f"after{i}"))
@@ -67,15 +71,20 @@ def test_a_deleted_live_file_is_noticed_replaced_and_recorded(
     records = records_of(live)
     assert records[0]["type"] == "audit.rotate"
     link = rotates(records)[0]
-    assert link["reason"] == "removed" and link["old_file"] == live.name
-    assert link["last_seq"] == records[0]["seq"] - 1
+    assert link["reason"] == "removed" and link["restored"] is True
+    restored = live.parent / link["old_file"]
+    assert restored.name.startswith("kerno-audit-") and restored.is_file()
+    assert oct(restored.stat().st_mode & 0o777) == oct(0o600)
+    kept = records_of(restored)
+    assert plugins_in(kept) == [f"before{i}" for i in range(5)] + [f"unlinked{i}" for i in range(3)]
+    assert link["last_seq"] == kept[-1]["seq"] == records[0]["seq"] - 1
     assert plugins_in(records) == [f"after{i}" for i in range(5)]
     assert "was removed" in err.getvalue()
+    assert f"copied back from the open file to {restored.name}" in err.getvalue()
     assert stats["file_faults"] == {"removed": 1}
     report = verify([live.parent])
-    kinds = [p.kind for p in report.problems]
-    assert kinds == ["file-missing"], report.problems
-    assert f"up to seq {link['last_seq']}" in report.problems[0].explanation
+    assert report.intact, report.problems
+    assert report.first_seq == 0 and report.records == len(kept) + len(records)
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
@@ -189,25 +198,31 @@ def test_a_symlink_at_the_live_path_is_set_aside_never_followed(
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
 def test_a_directory_removed_under_the_writer_is_made_again(tmp_path: Path, pipeline: str) -> None:
+    """The rotated files go with the directory (verify: ``file-missing``); the live file's
+    records are copied back into the directory made again, and everything after is there."""
     directory = tmp_path / "log"
     live = directory / "kerno-audit.jsonl"
     err = io.StringIO()
     config = AuditConfig(file_path=str(live), max_size_mb=0.004, pipeline=pipeline)
     log = AuditLog(config, stderr=err)
-    log.emit("plugin.load", details=plugin_load("before"))
+    names = [f"before{i}" for i in range(30)] + [f"after{i}" for i in range(40)]
+    for name in names[:30]:  # several rotations: those files are lost with the directory
+        log.emit("plugin.load", details=plugin_load(name))
     assert log.flush(timeout=30)
     shutil.rmtree(directory)
-    for i in range(40):
-        log.emit("plugin.load", details=plugin_load(f"after{i}"))
+    for name in names[30:]:
+        log.emit("plugin.load", details=plugin_load(name))
     assert log.flush(timeout=30)
     log.close()
     assert directory.is_dir() and oct(directory.stat().st_mode & 0o777) == oct(0o700)
     report = verify([directory])
     assert [p.kind for p in report.problems] == ["file-missing"], report.problems
     in_order = [r for name in report.files for r in records_of(Path(name))]
-    after = plugins_in(in_order)
-    # what was written to the removed files is gone with them; the rest is all there
-    assert after == [f"after{i}" for i in range(40 - len(after), 40)]
+    kept = plugins_in(in_order)
+    # the live file's records at the removal survive, and all after it: one unbroken run
+    assert kept == names[len(names) - len(kept) :]
+    assert kept[0].startswith("before"), "the removed live file's records were not kept"
+    assert any(r["type"] == "audit.rotate" and r["details"].get("restored") for r in in_order)
     assert "was removed" in err.getvalue()
 
 
@@ -255,6 +270,10 @@ def test_a_directory_that_cannot_be_made_again_is_retried_with_one_alarm(tmp_pat
     assert records[0]["type"] == "audit.rotate" and records[0]["details"]["reason"] == "removed"
     assert plugins_in(records) == ["after"]
     assert "was removed by someone else" in err.getvalue()
+    # what went on into the old file while no new one could be opened was copied back
+    restored = records_of(directory / records[0]["details"]["old_file"])
+    assert plugins_in(restored) == ["before", "blocked0", "blocked1", "blocked2"]
+    assert verify([directory]).intact
 
 
 NOT_ROOT = "a file owned by another user needs root to make (chown)"
