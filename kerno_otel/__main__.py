@@ -4,4 +4,5 @@ from __future__ import annotations
 
 from kerno_otel.cli import main
 
-main(prog_name="kerno-otel")
+if __name__ == "__main__":  # not when a spawned worker process imports this module again
+    main(prog_name="kerno-otel")
