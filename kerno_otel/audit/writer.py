@@ -10,14 +10,13 @@ in order; this thread writes them with as few syscalls as it can and fsyncs by p
 - ``never``: the OS decides; ``flush`` only waits for the write.
 
 Nothing is dropped here unless ``on_write_error: drop`` says so, and then the
-seq range lost is kept for the sealer to record as ``audit.loss``.
+seq range lost is kept for the sealer to record as ``audit.loss``. The file side
+(whole appends cut back on error, fsyncs, the checkpoints file) is ``appender``.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
-import errno
 import os
 import threading
 import time
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from kerno_otel.audit import files as _files
+from kerno_otel.audit.appender import Appender
 from kerno_otel.audit.counters import Counters
 from kerno_otel.audit.rotation import Rotator
 from kerno_otel.config import AuditConfig
@@ -81,15 +80,11 @@ class Writer:
     ) -> None:
         self.live = live
         self.config = config
-        self._fd = fd
-        self._size = os.fstat(fd).st_size
         self._fsync = config.fsync
         self._interval = config.fsync_interval_ms / 1000.0
         self._echo = stderr if config.stderr else None
         self._stderr = stderr
         self.counters = counters if counters is not None else Counters()
-        self._exit = exit_process
-        self._sidecar_fd = sidecar_fd
         #: Called from the writer thread with the ticket count now durable, each time it grows.
         self._on_durable = on_durable
         self._cond = threading.Condition(threading.Lock())
@@ -105,8 +100,17 @@ class Writer:
         self._first_put = 0.0
         self._stopping = False
         self._losses: list[WriteLoss] = []
-        self._last_alarm = 0.0
-        self._failed: str | None = None
+        self._file = Appender(
+            live,
+            fd,
+            config,
+            stderr=stderr,
+            counters=self.counters,
+            exit_process=exit_process,
+            sidecar_fd=sidecar_fd,
+            stopping=lambda: self._stopping,
+            on_drop=self._dropped,
+        )
         self._rotator = Rotator(live, config, self._stderr, self.counters)
         self._thread = threading.Thread(target=self._run, name="kerno-audit-writer", daemon=True)
 
@@ -178,7 +182,7 @@ class Writer:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._durable < ticket:
-                if self._failed is not None and not self._thread.is_alive():
+                if self._file.failed is not None and not self._thread.is_alive():
                     return False
                 self._flush_wanted = True
                 self._cond.notify_all()
@@ -212,11 +216,7 @@ class Writer:
                 "before shutdown\n"
             )
             ok = False
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
-        if self._sidecar_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._sidecar_fd)
+        self._file.close()
         return ok
 
     @property
@@ -257,7 +257,7 @@ class Writer:
                 or stopping
                 or time.monotonic() - pending_since >= self._interval
             ):
-                self._sync()
+                self._file.sync()
                 self._mark_durable(written)
                 pending_since = None
             elif pending_since is None:
@@ -321,20 +321,21 @@ class Writer:
                 wrote |= landed
                 run = []
                 if landed:
-                    self._write_sidecar(item.sidecar)
+                    self._file.append_checkpoint(item.sidecar)
                 continue
             if run:
                 wrote |= self._write_lines(run)
                 run = []
             assert isinstance(item, _Switch)
-            self._do_switch(item)
+            self._file.switch(item.fd)
+            self._rotator.switched(item.rotated)
         if run:
             wrote |= self._write_lines(run)
         return wrote
 
     def _write_lines(self, lines: list[bytes]) -> bool:
         data = b"\n".join(lines) + b"\n"
-        ok = self._write_all(data, len(lines))
+        ok = self._file.append(data, len(lines))
         with self._cond:
             self._written += len(lines)
         if ok:
@@ -347,89 +348,8 @@ class Writer:
                     pass
         return ok
 
-    def _write_all(self, data: bytes, count: int) -> bool:
-        """Append ``data`` whole, following ``on_write_error``; False when it was dropped."""
-        backoff = 0.05
-        while True:
-            before = self._size
-            try:
-                _files.write_all(self._fd, data)
-                self._size = before + len(data)
-                if self._failed is not None:
-                    self._stderr.write(f"kerno-otel: audit: writing to {self.live} works again\n")
-                    self._failed = None
-                return True
-            except OSError as exc:
-                self.counters.write_errors += 1
-                # Never leave half a batch behind: cut back to the last whole line.
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self._fd, before)
-                reason = errno.errorcode.get(exc.errno or 0, "EIO")
-                message = f"{reason} ({exc.strerror})"
-                if self.config.on_write_error == "exit":
-                    self._stderr.write(
-                        f"kerno-otel: audit: cannot write to {self.live}: {message}; "
-                        "on_write_error is 'exit': stopping\n"
-                    )
-                    self._stderr.flush()
-                    self._exit(74)  # EX_IOERR
-                    return False
-                if self.config.on_write_error == "drop":
-                    with self._cond:
-                        first = self._first_seq + self._written
-                        self._losses.append(WriteLoss(count, first, first + count - 1, reason))
-                    self.counters.dropped("write_error", count)
-                    self._stderr.write(
-                        f"kerno-otel: audit: cannot write to {self.live}: {message}; "
-                        f"dropped {count} records (on_write_error: drop)\n"
-                    )
-                    return False
-                now = time.monotonic()
-                if self._failed is None or now - self._last_alarm >= 10:
-                    self._stderr.write(
-                        f"kerno-otel: audit: cannot write to {self.live}: {message}; "
-                        "retrying, emitters will block (on_write_error: block)\n"
-                    )
-                    self._last_alarm = now
-                self._failed = message
-                if self._stopping and backoff >= 2.0:
-                    return False  # close() gives up; it reports the unwritten count
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-
-    def _write_sidecar(self, data: bytes) -> None:
-        """Append one checkpoint to the checkpoints file after making the log line durable."""
-        if self._sidecar_fd is None:
-            return
-        if self._fsync != "never":
-            self._sync()
-        try:
-            _files.write_all(self._sidecar_fd, data + b"\n")
-            if self._fsync != "never":
-                os.fsync(self._sidecar_fd)
-        except OSError as exc:
-            self.counters.write_errors += 1
-            self._stderr.write(
-                f"kerno-otel: audit: cannot write the checkpoints file of {self.live}: "
-                f"{exc.strerror}\n"
-            )
-
-    def _sync(self) -> None:
-        start = time.perf_counter()
-        try:
-            os.fsync(self._fd)
-        except OSError as exc:
-            self.counters.write_errors += 1
-            self._stderr.write(f"kerno-otel: audit: fsync of {self.live} failed: {exc.strerror}\n")
-            return
-        took = time.perf_counter() - start
-        self.counters.fsyncs += 1
-        self.counters.fsync_seconds_total += took
-        self.counters.fsync_seconds_max = max(self.counters.fsync_seconds_max, took)
-
-    def _do_switch(self, item: _Switch) -> None:
-        self._sync()
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
-        self._fd, self._size = item.fd, os.fstat(item.fd).st_size
-        self._rotator.switched(item.rotated)
+    def _dropped(self, count: int, reason: str) -> None:
+        """The appender dropped the next ``count`` lines (``on_write_error: drop``)."""
+        with self._cond:
+            first = self._first_seq + self._written
+            self._losses.append(WriteLoss(count, first, first + count - 1, reason))

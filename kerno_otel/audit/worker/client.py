@@ -15,7 +15,8 @@ write per batch. What this side guarantees:
   ``audit.loss`` (reason ``worker_lost``), a :class:`~kerno_otel.audit.sealer.Sealer`
   goes on in this process (resuming the same stream, repairing a torn tail),
   and the frames still waiting here are replayed into it. ``on_write_error:
-  exit`` in the worker stops this process with the same status.
+  exit`` in the worker stops this process with the same status. That take-over
+  is :mod:`~kerno_otel.audit.worker.fallback`.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ from typing import Any, TextIO
 import orjson
 
 from kerno_otel.audit.counters import Counters, merged
-from kerno_otel.audit.pipeline import build_sealer
 from kerno_otel.audit.processor import LocalTransport
 from kerno_otel.audit.record import Clean, Cleaner, Fields, Refused
+from kerno_otel.audit.worker import fallback
 from kerno_otel.audit.worker import protocol as wire
 from kerno_otel.audit.worker.main import deliver
-from kerno_otel.audit.worker.spawn import start_worker
+from kerno_otel.audit.worker.spawn import reap, start_worker
 from kerno_otel.config import AuditConfig
 from kerno_otel.records.catalogue import EventType
 from kerno_otel.records.redact import RedactionRule
@@ -46,7 +47,6 @@ from kerno_otel.records.redact import RedactionRule
 _LINGER_S = 0.002
 #: Bytes that may wait here besides the ``queue_size`` bound (records can be large).
 _MAX_BUFFER = 64 << 20
-_EXIT_ON_WRITE_ERROR = 74  # the worker's status for on_write_error: exit (EX_IOERR)
 _PASSTHROUGH = (
     orjson.OPT_PASSTHROUGH_DATACLASS
     | orjson.OPT_PASSTHROUGH_DATETIME
@@ -130,13 +130,7 @@ class WorkerTransport:
             self.local.close()
         self._stop_sender()
         self._close_input()  # end of input: the clean stage ends, then the seal stage
-        for proc in self._procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._stderr.write("kerno-otel: audit: the audit worker did not stop; killed\n")
-                proc.kill()
-                proc.wait()
+        reap(self._procs, self._stderr)
 
     # -- records ------------------------------------------------------------------------
 
@@ -361,38 +355,9 @@ class WorkerTransport:
         """The worker died: count what it had not made durable, go on in this process."""
         self._stop_sender()  # it gives back what the worker did not get
         self._close_input()  # a clean stage still running ends
-        statuses = []
-        for proc in self._procs:
-            try:
-                statuses.append(proc.wait(timeout=30))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                statuses.append(proc.wait())
-        status = next((code for code in statuses if code), 0)
-        if _EXIT_ON_WRITE_ERROR in statuses and self.config.on_write_error == "exit":
-            self._stderr.write(
-                "kerno-otel: audit: the audit worker stopped on a write error "
-                "(on_write_error: exit); stopping\n"
-            )
-            self._exit(_EXIT_ON_WRITE_ERROR)
+        if not fallback.may_go_on(reap(self._procs), self._init, self._stderr, self._exit):
             return
-        how = f"signal {-status}" if status < 0 else f"status {status}"
-        self._stderr.write(
-            f"kerno-otel: audit: the audit worker stopped unexpectedly ({how}); "
-            "the audit pipeline continues in this process\n"
-        )
-        init = self._init
-        local = LocalTransport(
-            build_sealer(
-                self.config,
-                init.rules,
-                init.resource,
-                event_types=init.event_types,
-                version=init.version,
-                stderr=self._stderr,
-                exit_process=self._exit,
-            )
-        )
+        local = fallback.local_transport(self._init, self._stderr, self._exit)
         with self._lock:
             try:
                 local.open()
@@ -404,16 +369,15 @@ class WorkerTransport:
                 self._closing = True
                 return
             # Frames the pipe did not take whole never reached the worker: they are replayed.
-            waiting = [line for line in bytes(self._buf).split(b"\n") if line]
-            unsent = sum(wire.records_in(line) for line in waiting)
-            lost = self._records - unsent - self._durable
-            if lost > 0:
-                local.sealer.lost(lost)
-            for line in waiting:
-                deliver(local.sealer, line[:1], line[1:], self._cleaner)
-            if self._dropped:
-                local.sealer.dropped(self._dropped)
-                self._dropped = {}
+            fallback.replay(
+                local.sealer,
+                bytes(self._buf),
+                records=self._records,
+                durable=self._durable,
+                dropped=self._dropped,
+                cleaner=self._cleaner,
+            )
+            self._dropped = {}
             self._buf.clear()
             self.local = local
             self._wake.notify_all()

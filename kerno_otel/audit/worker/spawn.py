@@ -1,4 +1,4 @@
-"""Starting the audit worker: two child processes joined by private pipes, and their first word.
+"""Starting the audit worker (two children on private pipes, and their first word), and reaping it.
 
     parent ══> clean stage ══> seal stage ══> files
       ▲                          │
@@ -7,7 +7,8 @@
 Each stage is ``sys.executable -c`` with this package's root on ``sys.path``, an
 environment without our own, OpenTelemetry's or secret-looking variables, and
 stdin/stdout as its pipes. The parent sends ``INIT`` and waits for ``READY`` (or
-the ``ERROR`` opening the log raised, re-raised here with its message).
+the ``ERROR`` opening the log raised, re-raised here with its message). At the end
+(a close, or the worker lost) :func:`reap` waits for both, killing one that hangs.
 """
 
 from __future__ import annotations
@@ -108,3 +109,18 @@ def start_worker(
         f"the audit worker exited at start (status {statuses}); "
         "see its message above, or set audit.pipeline: thread"
     )
+
+
+def reap(procs: list[subprocess.Popen[bytes]], stderr: TextIO | None = None) -> list[int]:
+    """Wait up to 30 s for each of the worker's processes, killing one that does not stop
+    (said on ``stderr`` when given); their exit statuses, in order."""
+    statuses = []
+    for proc in procs:
+        try:
+            statuses.append(proc.wait(timeout=30))
+        except subprocess.TimeoutExpired:
+            if stderr is not None:
+                stderr.write("kerno-otel: audit: the audit worker did not stop; killed\n")
+            proc.kill()
+            statuses.append(proc.wait())
+    return statuses
