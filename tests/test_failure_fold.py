@@ -7,13 +7,18 @@ monotonic clock, where a test needs five minutes to pass.
 from __future__ import annotations
 
 import io
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import stream_records
+from helpers import QUIET_THRESHOLDS, fake_distribution, stream_records
 
 from kerno_otel import (
     AuditConfig,
@@ -312,3 +317,76 @@ def test_the_schema_refuses_a_fold_field_without_the_others() -> None:
         assert validator.check({**record, "details": {**details, **fields}}) is not None, fields
     folded = {"suppressed": 3, "first_ts": record["ts"], "last_ts": record["ts"]}
     assert validator.check({**record, "details": {**details, **folded}}) is None
+
+
+CRASHING_RULE = """
+from kerno_otel import hookimpl
+
+def crash(given):
+    raise ZeroDivisionError("oops")
+
+@hookimpl
+def register_doctor_rules(register):
+    register("crash", crash)
+"""
+
+
+def test_the_daemon_writes_the_fold_when_it_stops(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    fake_distribution(site, "kerno-test-crashrule", "1.0", {"kerno_test_crashrule": CRASHING_RULE})
+    log = tmp_path / "log" / "kerno-audit.jsonl"
+    config = tmp_path / "kerno.yaml"
+    # oom_memory_pct 0: every cycle sends one finding.emit, so the log counts the cycles.
+    config.write_text(
+        f"audit:\n  file_path: {log}\n"
+        "doctor:\n  duration: 1s\n  interval: 1s\n  thresholds:\n    oom_memory_pct: 0\n"
+        + QUIET_THRESHOLDS
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNO_")}
+    env["KERNO_OTEL_PLUGINS"] = "lifecycle,procfs,doctor,crashrule"
+    env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kerno_otel", "run", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.stderr is not None
+    watchdog = threading.Timer(120, proc.kill)  # bounded: a hung daemon ends the reads
+    watchdog.start()
+    try:
+        lines = [proc.stderr.readline()]
+        while len([line for line in lines if "doctor: CRITICAL oom_imminent" in line]) < 3:
+            lines.append(proc.stderr.readline())
+            assert lines[-1], "".join(lines)
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=60)
+    finally:
+        watchdog.cancel()
+    assert proc.returncode == 0
+    failed = "kerno-otel: plugin 'crashrule' (kerno-test-crashrule 1.0) failed in rule:crash: "
+    # While it ran: the first failure only, though every cycle failed.
+    assert [line for line in lines if failed in line] == [failed + "ZeroDivisionError: oops\n"]
+    records = stream_records(log)
+    validator = RecordValidator(SchemaSet.builtin())
+    assert [validator.check(r) for r in records] == [None] * len(records)
+    cycles = len([r for r in records if r["type"] == "finding.emit"])
+    crashes = [
+        r for r in records if r["type"] == "plugin.error" and r["details"]["hook"] == "rule:crash"
+    ]
+    assert shape(crashes) == [
+        ("rule:crash", "ZeroDivisionError", None),
+        ("rule:crash", "ZeroDivisionError", cycles - 2),
+    ]
+    assert failures_in(crashes) == cycles >= 3
+    # Written by the doctor's shutdown, while the log is open: before daemon.stop.
+    assert records.index(crashes[-1]) < [r["type"] for r in records].index("daemon.stop")
+    # Its stderr line at shutdown, with the same count.
+    at_stop = [line for line in rest.splitlines() if failed in line]
+    assert len(at_stop) == 1
+    assert re.fullmatch(
+        re.escape(f"{failed}ZeroDivisionError: oops ({cycles - 1} more times, ")
+        + f"{TS} to {TS}\\)",
+        at_stop[0],
+    )
