@@ -61,7 +61,6 @@ __all__ = [
     "CycleResult",
     "Delivery",
     "Doctor",
-    "FailureFold",
     "Settings",
     "build_doctor",
     "merge",
