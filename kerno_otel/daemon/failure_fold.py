@@ -23,6 +23,7 @@ times it failed. Every record has its stderr line, folded records included.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -161,6 +162,9 @@ class FailureFold:
         self._write(last, extra)
 
     def _write(self, failure: PluginFailure, extra: dict[str, Any]) -> None:
+        # The record first: a stderr that fails must not cost the log its count.
+        record_failures(self.audit, [failure], extra)
+        self.records += 1
         line = failure_line(failure)
         if extra:
             times = 1 + extra["suppressed"]
@@ -168,6 +172,5 @@ class FailureFold:
                 f"{line[:-1]} ({times} more time{'s' if times > 1 else ''}, "
                 f"{extra['first_ts']} to {extra['last_ts']})\n"
             )
-        self.stderr.write(line)
-        record_failures(self.audit, [failure], extra)
-        self.records += 1
+        with contextlib.suppress(OSError, ValueError):  # a closed stderr never raises into a cycle
+            self.stderr.write(line)
