@@ -44,6 +44,7 @@ from kerno_otel.records.catalogue import EventType
 from kerno_otel.records.redact import RedactionRule
 
 if _typing.TYPE_CHECKING:
+    from kerno_otel.daemon.failure_fold import FailureFold
     from kerno_otel.doctor.engine import CycleResult, Doctor, build_doctor
     from kerno_otel.forward.forwarder import Forwarder, ForwarderOptions
     from kerno_otel.telemetry import Telemetry
@@ -54,6 +55,7 @@ _LAZY = {
     "CycleResult": "kerno_otel.doctor.engine",
     "Doctor": "kerno_otel.doctor.engine",
     "build_doctor": "kerno_otel.doctor.engine",
+    "FailureFold": "kerno_otel.daemon.failure_fold",
     "Forwarder": "kerno_otel.forward.forwarder",
     "ForwarderOptions": "kerno_otel.forward.forwarder",
     "Telemetry": "kerno_otel.telemetry",
@@ -89,6 +91,7 @@ __all__ = [
     "CycleResult",
     "Doctor",
     "EventType",
+    "FailureFold",
     "Finding",
     "Forwarder",
     "ForwarderOptions",

@@ -147,7 +147,14 @@ def test_activity_tables_match_an_independent_count(
         for r in reloads
     ]
     assert data["plugin_errors"] == [
-        {"plugin": "acme", "hook": "register_sinks", "error_type": "ConnectionError", "count": 1}
+        {
+            "plugin": "acme",
+            "hook": "register_sinks",
+            "error_type": "ConnectionError",
+            "records": 1,
+            "suppressed": 0,
+            "count": 1,
+        }
     ]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,8 +75,14 @@ def failure_line(failure: PluginFailure) -> str:
     )
 
 
-def record_failures(audit: Any, failures: Iterable[PluginFailure]) -> None:
-    """One ``plugin.error`` record per failure (``audit`` is the :class:`AuditLog`)."""
+def record_failures(
+    audit: Any, failures: Iterable[PluginFailure], fold: Mapping[str, Any] | None = None
+) -> None:
+    """One ``plugin.error`` record per failure (``audit`` is the :class:`AuditLog`).
+
+    ``fold`` (``suppressed``, ``first_ts``, ``last_ts``) is added to the details of a
+    record that stands for folded repeats (:mod:`kerno_otel.daemon.failure_fold`).
+    """
     for failure in failures:
         audit.emit(
             "plugin.error",
@@ -87,6 +93,7 @@ def record_failures(audit: Any, failures: Iterable[PluginFailure]) -> None:
                 "hook": failure.hook,
                 "error_type": failure.error_type,
                 "error_digest": failure.error_digest,
+                **(fold or {}),
             },
             outcome="failure",
         )

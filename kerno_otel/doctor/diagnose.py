@@ -82,6 +82,7 @@ def diagnose(
         try:
             result = doctor.run_cycle()
         finally:
+            doctor.close()  # repeats of a plugin.error still folded (none in one cycle)
             bpf.close()
             close = getattr(doctor.analyzer, "close", None)
             if callable(close):

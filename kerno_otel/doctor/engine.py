@@ -40,7 +40,7 @@ from kerno_otel.contract import (
     Source,
     SourceFactory,
 )
-from kerno_otel.daemon.failures import PluginFailure, failure_line, failure_of, record_failures
+from kerno_otel.daemon.failure_fold import FailureFold
 from kerno_otel.doctor.results import ALERTING, CycleResult, Delivery, findings_of
 from kerno_otel.doctor.settings import CYCLE_IDS, CycleIds, Settings, settings
 from kerno_otel.doctor.thresholds import declared as declared_thresholds
@@ -132,12 +132,19 @@ class Doctor:
         telemetry: Telemetry | None = None,
         rule_plugins: Mapping[str, PluginInfo] | None = None,
         stderr: TextIO | None = None,
+        failures: FailureFold | None = None,
     ) -> None:
         self.audit = audit
         self.telemetry = telemetry if telemetry is not None else Telemetry.off()
         #: The plugin that registered each rule, named in its ``plugin.error`` when it raises.
         self.rule_plugins = dict(rule_plugins or {})
-        self._stderr = sys.stderr if stderr is None else stderr
+        #: Where a raising rule's ``plugin.error`` goes: written at once, its repeats folded.
+        #: Pass the same one to every cycle's Doctor; :meth:`close` writes what it holds.
+        self.failures = (
+            failures
+            if failures is not None
+            else FailureFold(audit, sys.stderr if stderr is None else stderr)
+        )
         self.settings = settings
         self.sources = dict(sources)
         self.rules = dict(rules)
@@ -145,6 +152,10 @@ class Doctor:
         self.analyzer = analyzer
         self._ids = ids
         self._clock = clock
+
+    def close(self) -> None:
+        """Write the ``plugin.error`` repeats still folded (:meth:`FailureFold.close`)."""
+        self.failures.close()
 
     def run_cycle(self, stop: threading.Event | None = None) -> CycleResult | None:
         """One cycle; None when ``stop`` was set during the window (nothing is sent)."""
@@ -191,6 +202,7 @@ class Doctor:
                     span.set_status(StatusCode.ERROR, type(exc).__name__)
         signals = merge(parts, window, measured_by)
         findings = self.evaluate(signals)
+        self.failures.tick()
         redacted = [redact_finding(self.audit.redactor, f) for f in findings]
         result = CycleResult(cycle_id, window, signals, findings, redacted, notes=notes)
         self._send(result)
@@ -225,6 +237,8 @@ class Doctor:
                     )
                     span.set_status(StatusCode.ERROR, type(exc).__name__)
                     self._rule_failed(name, exc)
+                else:
+                    self._rule_ran(name)
                 span.set_attribute("kerno.doctor.findings", len(findings) - before)
             for finding in findings[before:]:
                 counter.add(
@@ -233,8 +247,15 @@ class Doctor:
         return findings
 
     def _rule_failed(self, name: str, exc: Exception) -> None:
-        """A rule raised (issue 13): a ``plugin.error`` naming its plugin, and one stderr line."""
-        plugin_failed(self.audit, self._stderr, self.rule_plugins, f"rule:{name}", exc)
+        """A rule raised (issue 13): a ``plugin.error`` naming its plugin, and one stderr line.
+
+        Identical repeats in later cycles are folded (:mod:`kerno_otel.daemon.failure_fold`).
+        """
+        self.failures.failed(self.rule_plugins, f"rule:{name}", exc)
+
+    def _rule_ran(self, name: str) -> None:
+        owner = self.rule_plugins.get(name)
+        self.failures.recovered(owner.name if owner is not None else name, f"rule:{name}")
 
     def _send(self, result: CycleResult) -> None:
         for finding in result.redacted:
@@ -311,26 +332,6 @@ class Doctor:
             return None
 
 
-def plugin_failed(
-    audit: AuditLog,
-    stderr: TextIO,
-    owners: Mapping[str, PluginInfo],
-    where: str,
-    exc: BaseException,
-) -> None:
-    """What a plugin's rule or source raised: one stderr line and a ``plugin.error``.
-
-    ``where`` is ``rule:<name>`` or ``source:<name>``; ``owners`` maps the name to the
-    plugin that registered it.
-    """
-    name = where.split(":", 1)[1]
-    failure: PluginFailure = failure_of(
-        owners.get(name) or PluginInfo(name, "unknown", "0"), where, exc
-    )
-    stderr.write(failure_line(failure))
-    record_failures(audit, [failure])
-
-
 def build_doctor(
     audit: AuditLog,
     config: Config,
@@ -344,6 +345,7 @@ def build_doctor(
     rule_plugins: Mapping[str, PluginInfo] | None = None,
     stderr: TextIO | None = None,
     source_plugins: Mapping[str, PluginInfo] | None = None,
+    failures: FailureFold | None = None,
 ) -> Doctor:
     """A :class:`Doctor` from registered factories and the config.
 
@@ -351,12 +353,18 @@ def build_doctor(
     no-op. ``rule_plugins`` and ``source_plugins`` name the plugin behind each rule and
     source (``DaemonContext.rule_plugins``, ``.source_plugins``) for the ``plugin.error`` a
     raising rule or source factory becomes (the source is then left out of the cycle);
-    its stderr line goes to ``stderr``.
+    its stderr line goes to ``stderr``. ``failures`` folds the repeats of those
+    ``plugin.error`` records across cycles: hand the same :class:`FailureFold` to each
+    cycle's doctor and close it when the cycles stop; None: a new one, closed by
+    :meth:`Doctor.close`.
     Raises ConfigError for a bad ``doctor`` section (a threshold no kerno or loaded
     rule declares), an unknown sink name in ``doctor.sinks``, or a sink whose own
     section is unusable.
     """
     chosen = settings(config, duration, declared_thresholds(rules.values()))
+    if failures is None:
+        failures = FailureFold(audit, sys.stderr if stderr is None else stderr)
+    owners = source_plugins or {}
     built_sources: dict[str, Source] = {}
     for name, factory in sources.items():
         try:
@@ -366,9 +374,10 @@ def build_doctor(
             ):
                 raise TypeError(f"the factory returned {type(source).__name__}, not a Source")
         except Exception as exc:  # one plugin's source must not stop the diagnosis
-            err = sys.stderr if stderr is None else stderr
-            plugin_failed(audit, err, source_plugins or {}, f"source:{name}", exc)
+            failures.failed(owners, f"source:{name}", exc)
             continue
+        owner = owners.get(name)
+        failures.recovered(owner.name if owner is not None else name, f"source:{name}")
         if source is not None:
             built_sources[name] = source
     built_sinks: dict[str, Sink] = {}
@@ -387,4 +396,5 @@ def build_doctor(
         telemetry=telemetry,
         rule_plugins=rule_plugins,
         stderr=stderr,
+        failures=failures,
     )

@@ -62,7 +62,7 @@ EVIDENCE: Final[dict[str, tuple[tuple[str, ...], str]]] = {
     "auth.failure": ((_SOC2, _ISO, _HIPAA), "refused access attempts, with suppressed counts"),
     "bpf.load": ((_SOC2, _ISO, _HIPAA), "kernel probes loaded: privileged actions"),
     "plugin.load": ((_ISO, _HIPAA), "code loaded into the daemon, by distribution and version"),
-    "plugin.error": ((_SOC2, _ISO), "faults in plugins"),
+    "plugin.error": ((_SOC2, _ISO), "faults in plugins, with suppressed counts of repeats"),
     "audit.start": ((_ISO, _HIPAA), "the audit log opened or resumed"),
     "audit.rotate": ((_ISO,), "log files rotated, linked by hash (storage)"),
     "audit.loss": ((_SOC2, _ISO, _HIPAA), "records the log could not keep, owned up to"),

@@ -310,10 +310,10 @@ def render(report: dict[str, Any]) -> str:
         ),
         _table(
             "plugin-errors",
-            "Plugin errors",
-            ["Plugin", "Hook", "Error", "Count"],
+            "Plugin errors (suppressed: identical repeats folded into a record)",
+            ["Plugin", "Hook", "Error", "Records", "Suppressed", "Failures"],
             (
-                (p["plugin"], p["hook"], p["error_type"], p["count"])
+                (p["plugin"], p["hook"], p["error_type"], p["records"], p["suppressed"], p["count"])
                 for p in report["plugin_errors"]
             ),
         ),

@@ -57,7 +57,8 @@ class Summary:
         self.findings: Counter[tuple[str, str, str, bool]] = Counter()
         self.bpf: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         self.reloads: list[dict[str, Any]] = []
-        self.plugin_errors: Counter[tuple[str, str, str]] = Counter()
+        #: (plugin, hook, error type) -> [records, suppressed].
+        self.plugin_errors: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
         self.level = 0
         self.times: dict[str, Counter[str]] = defaultdict(Counter)
 
@@ -185,7 +186,11 @@ def _reload(s: Summary, r: dict[str, Any], d: dict[str, Any]) -> None:
 
 
 def _plugin_error(s: Summary, r: dict[str, Any], d: dict[str, Any]) -> None:
-    s.plugin_errors[(str(d.get("plugin")), str(d.get("hook")), str(d.get("error_type")))] += 1
+    # A record folding repeats stands for 1 + suppressed failures, as auth.failure's do.
+    row = s.plugin_errors[(str(d.get("plugin")), str(d.get("hook")), str(d.get("error_type")))]
+    row[0] += 1
+    suppressed = d.get("suppressed")
+    row[1] += suppressed if isinstance(suppressed, int) and suppressed > 0 else 0
 
 
 _HANDLERS: Final[dict[str, Callable[[Summary, dict[str, Any], dict[str, Any]], None]]] = {
@@ -358,8 +363,15 @@ def build(source: Source, summary: Summary, reports: list[Report]) -> dict[str, 
         ],
         "config_reloads": s.reloads,
         "plugin_errors": [
-            {"plugin": p, "hook": h, "error_type": e, "count": n}
-            for (p, h, e), n in sorted(s.plugin_errors.items())
+            {
+                "plugin": p,
+                "hook": h,
+                "error_type": e,
+                "records": n,
+                "suppressed": sup,
+                "count": n + sup,
+            }
+            for (p, h, e), (n, sup) in sorted(s.plugin_errors.items())
         ],
         "timeline": timeline(s),
         "controls": controls,

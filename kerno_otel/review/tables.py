@@ -162,9 +162,9 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     console.print(
         _table(
             "Plugin errors",
-            ["Plugin", "hook", "error", "Count"],
+            ["Plugin", "hook", "error", "Records", "Suppressed", "Failures"],
             (
-                (p["plugin"], p["hook"], p["error_type"], p["count"])
+                (p["plugin"], p["hook"], p["error_type"], p["records"], p["suppressed"], p["count"])
                 for p in report["plugin_errors"]
             ),
         )

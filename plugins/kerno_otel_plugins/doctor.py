@@ -3,8 +3,11 @@
 In the daemon a thread runs a cycle every ``doctor.interval`` (each cycle
 samples for ``doctor.duration``), rebuilding the doctor from
 ``context.config`` each time so a reload of ``doctor.*`` applies at the next
-cycle. The sources, rules and sinks are the ones plugins registered
-(``context.sources``, ``context.rules``, ``context.sinks``); the analyzer,
+cycle. One :class:`~kerno_otel.FailureFold` lives across the cycles, so a rule
+or source factory that raises every cycle is one ``plugin.error`` at once and
+its repeats folded, written when it recovers, every five minutes while it keeps
+failing and when the thread stops. The sources, rules and sinks are the ones
+plugins registered (``context.sources``, ``context.rules``, ``context.sinks``); the analyzer,
 when a plugin made one, is ``context.analyzer``, read at every cycle. A cycle
 that fails is one line on stderr; the thread goes on.
 """
@@ -17,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Final, TextIO
 
-from kerno_otel import Config, Rule, SinkFactory, build_doctor, hookimpl
+from kerno_otel import Config, FailureFold, Rule, SinkFactory, build_doctor, hookimpl
 from kerno_otel.findings import Analyzer, Finding
 from kerno_otel.hookspecs import DaemonContext
 from kerno_otel_plugins._rules import all_rules
@@ -70,15 +73,19 @@ class CycleThread:
         self.stderr = stderr
         self.stop_event = threading.Event()
         self.cycles = 0
+        #: A plugin's rule or source failing cycle after cycle: written once, repeats folded.
+        self.failures = FailureFold(context.audit, stderr)
         self._thread = threading.Thread(target=self._run, name="kerno-doctor", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self, timeout: float = STOP_S) -> None:
+        """Stop the cycles, then write the failures still folded (none is lost)."""
         self.stop_event.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self.failures.close()
 
     def _analyzer(self) -> Analyzer | None:
         return self.context.analyzer
@@ -100,6 +107,7 @@ class CycleThread:
                     rule_plugins=context.rule_plugins,
                     source_plugins=context.source_plugins,
                     stderr=self.stderr,
+                    failures=self.failures,
                 )
                 interval = doctor.settings.interval
                 result = doctor.run_cycle(self.stop_event)
