@@ -42,7 +42,8 @@ def doctor(
 def test_one_cycle_is_printed_and_its_records_validate(tmp_path: Path) -> None:
     result = doctor(tmp_path, "--duration", "2s", "--no-ai")
     assert result.returncode == 0, result.stderr
-    assert "healthy_system" in result.stdout or "CRITICAL" in result.stdout
+    # what the host shows depends on how busy it is (a loaded CI machine warns): any verdict
+    assert re.search(r"\b(healthy_system|INFO|WARNING|CRITICAL)\b", result.stdout), result.stdout
     log = tmp_path / "audit" / "kerno-audit.jsonl"
     match = re.fullmatch(
         rf"(cycle-[0-9]{{8}}-[0-9]{{6}}): [0-9]+ findings, [0-9]+ sent; audit log {log}\n",
