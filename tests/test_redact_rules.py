@@ -76,6 +76,21 @@ GAPS: list[tuple[str, str, dict[str, int]]] = [
         {"secret": 1},
     ),
     (
+        "Authorization: ApiKey abc12345xyz",
+        "Authorization: ApiKey [REDACTED:secret]",
+        {"secret": 1},
+    ),
+    (
+        "Proxy-Authorization: NTLM TlRMTVNTUAABAAAAB4IIog==",
+        "Proxy-Authorization: NTLM [REDACTED:secret]",
+        {"secret": 1},
+    ),
+    (
+        "authorization:negotiate YIIGhgYGKwYBBQUCoIIGejCCBnag",
+        "authorization:negotiate [REDACTED:secret]",
+        {"secret": 1},
+    ),
+    (
         "curl -H 'Cookie: session=abcdef123456; theme=dark' https://x",
         "curl -H 'Cookie: [REDACTED:secret]' https://x",
         {"secret": 1},

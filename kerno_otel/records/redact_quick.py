@@ -51,14 +51,18 @@ _S_BEARER: Final = re.compile(
 )
 # Looser than the substitution (any "-p", "-u", "--user" or secret-named flag): those
 # are rare enough in audit text for the substitution to decide.
+# The "-" first, then the look behind it: re then jumps from "-" to "-" (6x faster).
 _S_FLAG: Final = re.compile(
-    r"(?<![\w-])--?(?:[a-z0-9_-]*(?:passw|passphrase|pwd|secret|token|api|access|credential"
+    r"-(?<![\w-]-)-?(?:[a-z0-9_-]*(?:passw|passphrase|pwd|secret|token|api|access|credential"
     r"|pass)|p|u)"
 )
 _S_COOKIE: Final = re.compile(rf"cookie:{_WS}*[^{_NWS}\[\"';=]+=")
-# A run of 40 or more: lowercasing can lengthen a run ("\u0130" -> "i" + a mark), never
-# cut one short.
-_S_AWS_BARE: Final = re.compile(r"(?<![a-z0-9/+])[a-z0-9/+]{40}")
+# A run of 40 or more with a character that is not hex (so a sha256 digest is not
+# suspect): lowercasing can lengthen a run, never cut one short, and only adds "k" or
+# "i" in front of one ("\u212a", "\u0130"), both not hex.
+_S_AWS_BARE: Final = re.compile(r"(?<![a-z0-9/+])(?=[a-z0-9/+]{0,39}[g-z/+])[a-z0-9/+]{40}")
+# The same without the lookarounds, 2x cheaper, to ask first: most text has no such run.
+_S_RUN40: Final = re.compile(r"[a-z0-9/+]{40}")
 _S_TILDE: Final = re.compile(r"~(?:/[^ \t\n\r\f\v\[\]\"']|[a-z_][a-z0-9._-]*/)")
 _S_SK: Final = re.compile(r"sk-[a-z0-9_-]{16}")
 _S_AWS: Final = re.compile(r"(?:akia|asia)[0-9a-z]{16}")
@@ -109,7 +113,7 @@ def _suspects(low: str) -> int:
         bits |= _COOKIE
     if "~" in low and _S_TILDE.search(low):
         bits |= _TILDE
-    if len(low) >= 40 and _S_AWS_BARE.search(low):
+    if len(low) >= 40 and _S_RUN40.search(low) and _S_AWS_BARE.search(low):
         bits |= _AWS_BARE
     if "@" in low and _S_EMAIL.search(low):
         bits |= _EMAIL
