@@ -68,7 +68,10 @@ _PATH_START: Final = r"(?:(?<![A-Za-z0-9._~/\\-])|(?<=[Ff][Ii][Ll][Ee]://))/"
 _BEARER: Final = r"[Bb][Ee][Aa][Rr][Ee][Rr]"
 # Authorization schemes whose credentials are a secret (besides Bearer, which is one
 # anywhere): "Basic" and "Token" are English words, so only after "Authorization:".
-_AUTH_SCHEMES: Final = r"(?i:token|apikey|negotiate|ntlm)"
+_AUTH_SCHEMES: Final = r"(?i:basic|negotiate|ntlm)"
+# Schemes that are also words ("token validation failed"): their credentials must hold
+# a digit.
+_AUTH_WORDS: Final = r"(?i:token|apikey)"
 _AUTHORIZATION: Final = r"[Aa][Uu][Tt][Hh][Oo][Rr][Ii][Zz][Aa][Tt][Ii][Oo][Nn]"
 # Command-line flags whose next argument is a secret ("--password hunter2",
 # "--db-password x", "-storepass x"). Only the flag itself: "--password-file /p",
@@ -217,11 +220,10 @@ _SUBS: Final[tuple[_Sub, ...]] = (
         _BEARER_BIT,
         "secret",
         # The other schemes only after "Authorization:": alone they are English words.
-        # Past "Basic", the credentials must hold a digit ("token validation failed").
         re.compile(
-            rf"((?:{_BEARER}|{_AUTHORIZATION}:{_WS}*[Bb][Aa][Ss][Ii][Cc]){_WS}+)"
+            rf"((?:{_BEARER}|{_AUTHORIZATION}:{_WS}*{_AUTH_SCHEMES}){_WS}+)"
             r"[A-Za-z0-9._~+/-]{8,}=*"
-            rf"|({_AUTHORIZATION}:{_WS}*{_AUTH_SCHEMES}{_WS}+)"
+            rf"|({_AUTHORIZATION}:{_WS}*{_AUTH_WORDS}{_WS}+)"
             r"(?=[A-Za-z._~+/-]*[0-9])[A-Za-z0-9._~+/-]{8,}=*"
         ),
         _keep(_PH_SECRET),
