@@ -56,6 +56,38 @@ GAPS: list[tuple[str, str, dict[str, int]]] = [
         "curl -s --user [REDACTED:secret] https://x",
         {"secret": 1},
     ),
+    # The same in an argv list's repr (subprocess.CalledProcessError) or JSON.
+    (
+        "Command '['mysql', '--password', 'hunter2', '-e', 'x']' returned non-zero exit status 1.",
+        "Command '['mysql', '--password', '[REDACTED:secret]', '-e', 'x']' returned non-zero "
+        "exit status 1.",
+        {"secret": 1},
+    ),
+    (
+        "['docker', 'login', '-u', 'bob', '-p', 'hunter2', 'reg']",
+        "['docker', 'login', '-u', 'bob', '-p', '[REDACTED:secret]', 'reg']",
+        {"secret": 1},
+    ),
+    (
+        "['login', '-p', 'hunter2', '-u', 'bob']",
+        "['login', '-p', '[REDACTED:secret]', '-u', 'bob']",
+        {"secret": 1},
+    ),
+    (
+        "['sshpass', '-p', 'hunter2', 'ssh']",
+        "['sshpass', '-p', '[REDACTED:secret]', 'ssh']",
+        {"secret": 1},
+    ),
+    (
+        '["curl", "-s", "-u", "bob:pw", "https://x"]',
+        '["curl", "-s", "-u", "[REDACTED:secret]", "https://x"]',
+        {"secret": 1},
+    ),
+    (
+        '{"argv": ["--api-key", "abc123"]}',
+        '{"argv": ["--api-key", "[REDACTED:secret]"]}',
+        {"secret": 1},
+    ),
     # 2. Home-relative paths, cut like a path under /home.
     ("cat ~/.aws/credentials", "cat ~/[REDACTED:path]", {"path": 1}),
     ("~alice/payroll.csv", "~[REDACTED:path]", {"path": 1}),
@@ -160,6 +192,9 @@ KEPT = [
     "mysql -p hunter2",  # mysql: "-p" alone prompts; "hunter2" is the database name
     "docker run -u 1000:1000 -p 8080:80 img",
     "docker run --user 1000:1000 x",
+    "['docker', 'run', '-u', '1000', '-p', '8080:80', 'img']",
+    "['ssh', '-p', '22', 'h']",
+    "['mkdir', '-p', 'a/b']",
     "login -u bob -p 5432",  # an all-digit "-p" value is taken for a port
     "~",
     "~/",
@@ -246,6 +281,11 @@ SHAPES = [
     "Bearer {s}",
     "postgres://u:{s}@db/x",
     "password: {s}",
+    "['mysql', '--password', '{s}']",
+    "['sshpass', '-p', '{s}', 'ssh']",
+    '["login", "-u", "bob", "-p", "{s}"]',
+    "['login', '-p', '{s}', '-u', 'bob']",
+    "['curl', '-u', 'bob:{s}', 'https://x']",
 ]
 
 

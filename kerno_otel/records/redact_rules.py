@@ -81,7 +81,11 @@ _FLAG_KEYS: Final = (
     r"(?i:passw(?:or)?d|passphrase|pwd|secret|token|api[-_]?key|access[-_]?key"
     r"|secret[-_]?key|credentials?|pass|storepass|keypass|passin|passout)"
 )
-_FLAG_LONG: Final = rf"(?<![\w-])--?(?![Nn][Oo]-)(?:[A-Za-z0-9]+[-_])*{_FLAG_KEYS}{_WS}+"
+_Q: Final = "[\"']"
+# Between a flag and its value: whitespace, or the "', '" of an argv list's repr
+# (subprocess.CalledProcessError: "Command '['mysql', '--password', 'x']' returned ...").
+_SEP: Final = rf"(?:{_Q},{_WS}*|{_WS}+)"
+_FLAG_LONG: Final = rf"(?<![\w-])--?(?![Nn][Oo]-)(?:[A-Za-z0-9]+[-_])*{_FLAG_KEYS}{_SEP}"
 
 
 def _flag_value(quote: str) -> str:
@@ -97,25 +101,28 @@ def _flag_value(quote: str) -> str:
 # "sshpass -p x", "mysql ... -px"); elsewhere it is a port ("ssh -p 22"), "parents"
 # ("mkdir -p a/b") or a plugin ("pytest -p no:x"), and stays. "curl -u user:pass" (and
 # "--user") is a secret too; "docker run -u 1000:1000" is not, so only after "curl".
-_USER_FLAG: Final = rf"(?:(?<![\w-])-u{_WS}*|(?<![\w-])--user(?:name)?(?:{_WS}+|=))"
-_SHORT_P: Final = r"(?<![\w-])-p"
+# A flag may open an argv item ("'-p'"); "-p" and "-u" may hold their value ("-pX").
+# Atomic: once "', " is read as the separator it is not read again as a quoted value.
+_P_SEP: Final = rf"(?>{_Q},{_WS}*|{_WS}*)"
+_USER_FLAG: Final = rf"(?<![\w-]){_Q}?(?:-u{_P_SEP}|--user(?:name)?(?:{_SEP}|=))"
+_SHORT_P: Final = rf"(?<![\w-]){_Q}?-p"
 _WORDS: Final = rf"(?:[^{_NWS}]+{_WS}+){{0,3}}?"
 _USER_VALUE: Final = rf"[^{_NWS}\[-][^{_NWS}]*"
 # A "-p" value that is a port ("-p 8080", "-p 8080:80/tcp") stays even in a login line
 # ("docker run -u 1000 -p 8080:80"): an all-digit password after "-p" is not caught.
-_NOT_PORT: Final = rf"(?![0-9][0-9.:]*(?:/[a-z]+)?(?:[{_NWS}]|$))"
+_NOT_PORT: Final = rf"(?!{_Q}?[0-9][0-9.:]*(?:/[a-z]+)?(?:[{_NWS}\"',]|$))"
 _P_AFTER: Final = "|".join(
     (
-        rf"{_USER_FLAG}{_USER_VALUE}{_WS}+{_WORDS}{_SHORT_P}{_WS}*",
-        rf"(?<![\w-])sshpass{_WS}+{_SHORT_P}{_WS}*",
+        rf"{_USER_FLAG}{_USER_VALUE}{_WS}+{_WORDS}{_SHORT_P}{_P_SEP}",
+        rf"(?<![\w-])sshpass{_SEP}{_SHORT_P}{_P_SEP}",
         rf"(?<![\w-])(?:mysql|mysqldump|mysqladmin|mariadb)(?![\w-])[^\n]{{0,200}}?{_SHORT_P}",
     )
 )
 _FLAG_RE: Final = (
-    rf"((?:{_FLAG_LONG}|(?<![\w-])curl{_WS}[^\n]{{0,500}}?{_USER_FLAG})){_flag_value('q1')}"
+    rf"((?:{_FLAG_LONG}|(?<![\w-])curl{_SEP}[^\n]{{0,500}}?{_USER_FLAG})){_flag_value('q1')}"
     rf"|((?:{_P_AFTER})){_NOT_PORT}{_flag_value('q2')}"
-    rf"|({_SHORT_P}{_WS}*){_NOT_PORT}{_flag_value('q3')}"
-    rf"(?={_WS}+{_WORDS}{_USER_FLAG}{_USER_VALUE})"
+    rf"|({_SHORT_P}{_P_SEP}){_NOT_PORT}{_flag_value('q3')}"
+    rf"(?={_Q}?,?{_WS}+{_WORDS}{_USER_FLAG}{_USER_VALUE})"
 )
 
 
