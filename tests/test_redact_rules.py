@@ -101,6 +101,8 @@ GAPS: list[tuple[str, str, dict[str, int]]] = [
     (AWS_SECRET, "[REDACTED:secret]", {"secret": 1}),
     (f"export X={AWS_SECRET}.", "export X=[REDACTED:secret].", {"secret": 1}),
     ("k " + "Xy1" * 13 + "z", "k [REDACTED:secret]", {"secret": 1}),  # no "/" or "+"
+    # The quick test lowercases: a Kelvin sign becomes "k", which used to hide the path.
+    ("\u212a/etc/shadow", "\u212a/etc/[REDACTED:path]", {"path": 1}),
     # More shapes: a pasted curl's headers, a URL password holding "@", a PGP key.
     (
         "curl -H 'Authorization: Token abcdef1234567' https://api",
@@ -329,7 +331,13 @@ def test_planted_home_path_never_survives(before: str, home: str, rest: str) -> 
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
-@given(st.lists(st.sampled_from([t for t, _, _ in GAPS] + KEPT + [" ", "\u0130", "-", "~"])))
+@given(
+    st.lists(
+        st.sampled_from(
+            [t for t, _, _ in GAPS] + KEPT + [" ", "\u0130", "\u212a", "-", "~", "'", ", "]
+        )
+    )
+)
 def test_quick_test_never_misses_a_substitution(pieces: list[str]) -> None:
     # The quick test must hold wherever a substitution would change something.
     text = "".join(pieces)

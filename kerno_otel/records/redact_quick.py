@@ -31,7 +31,6 @@ from kerno_otel.records.redact_rules import (
     _KV,
     _NWS,
     _PATH,
-    _PATH_START,
     _PEM,
     _PID,
     _ROOTS,
@@ -74,8 +73,11 @@ _S_MORE: Final = re.compile(
 )
 _S_JWT: Final = re.compile(r"eyj[a-z0-9_-]{5,}\.[a-z0-9_-]{5,}\.[a-z0-9_-]{5}")
 _S_PATH: Final = re.compile(rf"/(?:{_ROOTS.lower()})/[^{_NWS}\[\]\"']")
+# _PATH_START lowercased, but a "k" before the "/" does not rule a path out: it may be a
+# Kelvin sign ("\u212a/etc/shadow"), which is no letter to the substitution.
+_S_PATH_START: Final = r"(?:(?<![a-jl-z0-9._~/\\-])|(?<=file://))/"
 _S_ANY_PATH: Final = re.compile(
-    rf"{_PATH_START.lower()}(?!(?:{_KERNEL.lower()}|{_DEEP_ROOTS.lower()})/)[a-z0-9._-]+/"
+    rf"{_S_PATH_START}(?!(?:{_KERNEL.lower()}|{_DEEP_ROOTS.lower()})/)[a-z0-9._-]+/"
     rf"[^{_NWS}\[\]\"':]"
 )
 _S_HOOK: Final = re.compile(rf"(?:{_HOOKS.lower()})/[^{_NWS}\[\]\"'<>]")
