@@ -103,6 +103,23 @@ GAPS: list[tuple[str, str, dict[str, int]]] = [
     ("k " + "Xy1" * 13 + "z", "k [REDACTED:secret]", {"secret": 1}),  # no "/" or "+"
     # The quick test lowercases: a Kelvin sign becomes "k", which used to hide the path.
     ("\u212a/etc/shadow", "\u212a/etc/[REDACTED:path]", {"path": 1}),
+    # Signed URLs (a capability until they expire).
+    (
+        "GET https://acct.blob.core.windows.net/c/b?sv=2022-11-02&sr=b&sig=abc%2Bdef%3D&se=x: 403",
+        "GET https://acct.blob.core.windows.net/c/b?sv=2022-11-02&sr=b&sig=[REDACTED:secret]&se=x:"
+        " 403",
+        {"secret": 1},
+    ),
+    (
+        "s3 https://b.s3.amazonaws.com/k?X-Amz-Expires=900&X-Amz-Signature=fe5f80f77d5fa3beca",
+        "s3 https://b.s3.amazonaws.com/k?X-Amz-Expires=900&X-Amz-Signature=[REDACTED:secret]",
+        {"secret": 1},
+    ),
+    (
+        "gcs https://storage.googleapis.com/b/o?X-Goog-Signature=0a1b2c 'x'",
+        "gcs https://storage.googleapis.com/b/o?X-Goog-Signature=[REDACTED:secret] 'x'",
+        {"secret": 1},
+    ),
     # More shapes: a pasted curl's headers, a URL password holding "@", a PGP key.
     (
         "curl -H 'Authorization: Token abcdef1234567' https://api",
@@ -217,6 +234,8 @@ KEPT = [
     "Xy1" * 13 + "z=",  # part of padded base64
     "sig " + "Ab1+" * 21 + "Ab==",  # an Ed25519 signature (88 characters)
     "session cookie: missing",
+    "signal sig=SIGKILL",  # not a query parameter
+    "https://x/?design=a&sign=b",
     "cookie: none",
     "authorization: token validation failed",
     "Authorization: Token [REDACTED:secret]",

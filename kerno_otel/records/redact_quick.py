@@ -34,6 +34,7 @@ from kerno_otel.records.redact_rules import (
     _PEM,
     _PID,
     _ROOTS,
+    _SIG,
     _TILDE,
     _TOKENS,
     _URL,
@@ -55,6 +56,7 @@ _S_FLAG: Final = re.compile(
     r"-(?<![\w-]-)-?(?:[a-z0-9_-]*(?:passw|passphrase|pwd|secret|token|api|access|credential"
     r"|pass)|p|u)"
 )
+_S_SIG: Final = re.compile(rf"[?&](?:sig|(?:x-(?:amz|goog)-)?signature)=[^{_NWS}&#\[\"']")
 _S_COOKIE: Final = re.compile(rf"cookie:{_WS}*[^{_NWS}\[\"';=]+=")
 # A run of 40 or more with a character that is not hex (so a sha256 digest is not
 # suspect): lowercasing can lengthen a run, never cut one short, and only adds "k" or
@@ -111,6 +113,8 @@ def _suspects(low: str) -> int:
             bits |= _PID
         if "://" in low and _S_URL.search(low):
             bits |= _URL
+    if "sig" in low and "=" in low and _S_SIG.search(low):
+        bits |= _SIG
     if "cookie" in low and _S_COOKIE.search(low):
         bits |= _COOKIE
     if "~" in low and _S_TILDE.search(low):

@@ -147,6 +147,7 @@ def _keep(placeholder: str) -> Callable[[re.Match[str]], str]:
     _URL,
     _HOOK,
     _KV,
+    _SIG,
     _FLAG,
     _COOKIE,
     _BEARER_BIT,
@@ -160,7 +161,7 @@ def _keep(placeholder: str) -> Callable[[re.Match[str]], str]:
     _IP6,
     _IP4,
     _PID,
-) = (1 << i for i in range(17))
+) = (1 << i for i in range(18))
 
 #: In application order: a PEM block or a URL's credentials go whole before the
 #: narrower kinds can nibble at them; IPv6 (which may end in a dotted quad) before IPv4;
@@ -202,6 +203,19 @@ _SUBS: Final[tuple[_Sub, ...]] = (
         re.compile(
             rf"({_KEY}[\"']?{_WS}*[=:]{_WS}*[\"']?)(?:{_BEARER}{_WS}+)?"
             rf"[^{_NWS}\[,;&\"'][^{_NWS},;&\"']*"
+        ),
+        _keep(_PH_SECRET),
+    ),
+    _Sub(
+        _SIG,
+        "secret",
+        # A signed URL is a capability until it expires: an Azure SAS "sig=", an S3 or
+        # GCS presigned "X-Amz-Signature=" / "X-Goog-Signature=" goes (their
+        # "Credential=" and "Security-Token=" are the key-value forms' already).
+        re.compile(
+            r"([?&](?:[Ss][Ii][Gg]|(?:[Xx]-(?:[Aa][Mm][Zz]|[Gg][Oo][Oo][Gg])-)?"
+            r"[Ss][Ii][Gg][Nn][Aa][Tt][Uu][Rr][Ee])=)"
+            rf"[^{_NWS}&#\[\"'][^{_NWS}&#\"']*"
         ),
         _keep(_PH_SECRET),
     ),
