@@ -1,4 +1,4 @@
-"""The default redaction table: one substitution per leak kind, and the quick test before it.
+"""The default redaction table: one substitution per leak shape, in application order.
 
 ``_SUBS`` holds, in application order, a regex per default kind (Python's re only) that
 removes at least what the portable leak patterns in ``patterns.py`` find; ``redact_quick``
