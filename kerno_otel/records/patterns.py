@@ -25,6 +25,8 @@ PLACEHOLDER: Final = "[REDACTED:{kind}]"
 
 #: Directories whose children name people or hold secrets. A path under one of
 #: these keeps only its top directory ("/home/alice/x" -> "/home/[REDACTED:path]").
+#: A home-relative path is one of them too: "~/x" -> "~/[REDACTED:path]",
+#: "~alice/x" -> "~[REDACTED:path]" (the user name goes, as under /home).
 SENSITIVE_ROOTS: Final = ("home", "root", "Users", "run/user", "var/mail", "var/spool/mail")
 
 #: Kernel paths that BPF and procfs errors need to be understood; free text keeps
@@ -65,7 +67,12 @@ LEAK_PATTERNS: Final[dict[str, str]] = {
     "pid": r"(?:^|[^0-9A-Za-z_])[Pp][Ii][Dd][=: ][ \t\n\r\f\v]*[0-9]+|/proc/[0-9]+",
     "path": r"/(?:home|root|Users|run/user|var/mail|var/spool/mail)/[^ \t\n\r\f\v\[\]"
     + "\"'"
-    + "]",
+    + "]"
+    # A home-relative path ("~/.aws/credentials", "~alice/x") is a path under /home:
+    # "~/" then anything, or "~user/". Not after a word, a number or a version ("1.0~rc1/").
+    + r"|(?:^|[^A-Za-z0-9._~-])~(?:/[^ \t\n\r\f\v\[\]"
+    + "\"'"
+    + r"]|[A-Za-z_][A-Za-z0-9._-]*/)",
     # One local-part character is enough to find an address (and keeps the search
     # linear on long words; "x+@" would be quadratic in Python's re).
     "email": r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
@@ -80,7 +87,7 @@ LEAK_PATTERNS: Final[dict[str, str]] = {
         # JSON Web Tokens
         r"|eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"
         # PEM private keys
-        r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+        r"|-----BEGIN [A-Z ]*PRIVATE KEY(?: BLOCK)?-----"
         # password=..., api_key: ..., token=..., aws_secret_access_key=..., routing_key=...
         # (value not already a placeholder)
         r"|(?:[Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]|[Pp][Aa][Ss][Ss][Ww][Dd]|[Ss][Ee][Cc][Rr][Ee][Tt]"

@@ -9,7 +9,8 @@ from typing import Any, Final, NamedTuple
 from kerno_otel.records import patterns as _patterns
 from kerno_otel.records.catalogue import BUILTIN_TYPES, FieldPolicy
 from kerno_otel.records.redact_extra import RedactionRule, _compile, _Compiled
-from kerno_otel.records.redact_rules import _PH_IP, _PH_PATH, _SUBS, _suspects
+from kerno_otel.records.redact_quick import _suspects
+from kerno_otel.records.redact_rules import _PH_IP, _PH_PATH, _SUBS
 
 __all__ = ["RedactionRule", "Redactor"]
 

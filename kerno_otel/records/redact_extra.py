@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 from kerno_otel.records import patterns as _patterns
-from kerno_otel.records.redact_rules import _SUBS, _suspects
+from kerno_otel.records.redact_quick import _suspects
+from kerno_otel.records.redact_rules import _SUBS
 
 _KIND_RE: Final = re.compile(r"[a-z][a-z0-9_]*")
 _RULE_KEYS: Final = ("kind", "pattern", "replacement")

@@ -1,9 +1,9 @@
-"""The default redaction table: one substitution per leak kind, and the quick test before it.
+"""The default redaction table: one substitution per leak shape, in application order.
 
 ``_SUBS`` holds, in application order, a regex per default kind (Python's re only) that
-removes at least what the portable leak patterns in ``patterns.py`` find; ``_suspects``
+removes at least what the portable leak patterns in ``patterns.py`` find; ``redact_quick``
 says cheaply which of them may match a string, so clean text skips them all. The
-redactor (``_redact.py``) applies both.
+redactor (``redact.py``) applies them, after the quick test in ``redact_quick.py``.
 """
 
 from __future__ import annotations
@@ -66,6 +66,64 @@ _DEEP_ROOTS: Final = "|".join(re.escape(r) for r in _patterns.SENSITIVE_ROOTS if
 # another path ("a/b", "3/4", "http://host/x" are not paths), or right after "file://".
 _PATH_START: Final = r"(?:(?<![A-Za-z0-9._~/\\-])|(?<=[Ff][Ii][Ll][Ee]://))/"
 _BEARER: Final = r"[Bb][Ee][Aa][Rr][Ee][Rr]"
+# Authorization schemes whose credentials are a secret (besides Bearer, which is one
+# anywhere): "Basic" and "Token" are English words, so only after "Authorization:".
+_AUTH_SCHEMES: Final = r"(?i:basic|negotiate|ntlm)"
+# Schemes that are also words ("token validation failed"): their credentials must hold
+# a digit.
+_AUTH_WORDS: Final = r"(?i:token|apikey)"
+_AUTHORIZATION: Final = r"[Aa][Uu][Tt][Hh][Oo][Rr][Ii][Zz][Aa][Tt][Ii][Oo][Nn]"
+# Command-line flags whose next argument is a secret ("--password hunter2",
+# "--db-password x", "-storepass x"). Only the flag itself: "--password-file /p",
+# "--token-limit 5" and "--no-password x" take no secret. "--private-key" is left
+# out: it names a key file (and "private-key=..." is a secret form anyway).
+_FLAG_KEYS: Final = (
+    r"(?i:passw(?:or)?d|passphrase|pwd|secret|token|api[-_]?key|access[-_]?key"
+    r"|secret[-_]?key|credentials?|pass|storepass|keypass|passin|passout)"
+)
+_Q: Final = "[\"']"
+# Between a flag and its value: whitespace, or the "', '" of an argv list's repr
+# (subprocess.CalledProcessError: "Command '['mysql', '--password', 'x']' returned ...").
+_SEP: Final = rf"(?:{_Q},{_WS}*|{_WS}+)"
+_FLAG_LONG: Final = rf"(?<![\w-])--?(?![Nn][Oo]-)(?:[A-Za-z0-9]+[-_])*{_FLAG_KEYS}{_SEP}"
+
+
+def _flag_value(quote: str) -> str:
+    """A flag's value: a quoted string (the opening quote is kept, the closing one stays
+    after the match) or a word that is not another flag, a placeholder or a "=" form."""
+    return (
+        rf"(?:(?P<{quote}>[\"'])[^\"'\n\[][^\"'\n]*(?=(?P={quote}))"
+        rf"|[^{_NWS}\[\"'=-][^{_NWS}\"']*)"
+    )
+
+
+# "-p VALUE" is a password only in a login command line ("-u bob -p x", "-p x -u bob",
+# "sshpass -p x", "mysql ... -px"); elsewhere it is a port ("ssh -p 22"), "parents"
+# ("mkdir -p a/b") or a plugin ("pytest -p no:x"), and stays. "curl -u user:pass" (and
+# "--user") is a secret too; "docker run -u 1000:1000" is not, so only after "curl".
+# A flag may open an argv item ("'-p'"); "-p" and "-u" may hold their value ("-pX").
+# Atomic: once "', " is read as the separator it is not read again as a quoted value.
+_P_SEP: Final = rf"(?>{_Q},{_WS}*|{_WS}*)"
+_USER_FLAG: Final = rf"(?<![\w-]){_Q}?(?:-u{_P_SEP}|--user(?:name)?(?:{_SEP}|=))"
+_SHORT_P: Final = rf"(?<![\w-]){_Q}?-p"
+_WORDS: Final = rf"(?:[^{_NWS}]+{_WS}+){{0,3}}?"
+_USER_VALUE: Final = rf"[^{_NWS}\[-][^{_NWS}]*"
+# A "-p" value that is a port ("-p 8080", "-p 8080:80/tcp") stays even in a login line
+# ("docker run -u 1000 -p 8080:80"): an all-digit password after "-p" is not caught.
+_NOT_PORT: Final = rf"(?!{_Q}?[0-9][0-9.:]*(?:/[a-z]+)?(?:[{_NWS}\"',]|$))"
+_P_AFTER: Final = "|".join(
+    (
+        rf"{_USER_FLAG}{_USER_VALUE}{_WS}+{_WORDS}{_SHORT_P}{_P_SEP}",
+        rf"(?<![\w-])sshpass{_SEP}{_SHORT_P}{_P_SEP}",
+        rf"(?<![\w-])(?:mysql|mysqldump|mysqladmin|mariadb)(?![\w-])[^\n]{{0,200}}?{_SHORT_P}",
+    )
+)
+_FLAG_RE: Final = (
+    rf"((?:{_FLAG_LONG}|(?<![\w-])curl{_SEP}[^\n]{{0,500}}?{_USER_FLAG})){_flag_value('q1')}"
+    rf"|((?:{_P_AFTER})){_NOT_PORT}{_flag_value('q2')}"
+    rf"|({_SHORT_P}{_P_SEP}){_NOT_PORT}{_flag_value('q3')}"
+    rf"(?={_Q}?,?{_WS}+{_WORDS}{_USER_FLAG}{_USER_VALUE})"
+)
 
 
 class _Sub(NamedTuple):
@@ -89,16 +147,21 @@ def _keep(placeholder: str) -> Callable[[re.Match[str]], str]:
     _URL,
     _HOOK,
     _KV,
+    _SIG,
+    _FLAG,
+    _COOKIE,
     _BEARER_BIT,
     _AWS_SECRET,
+    _AWS_BARE,
     _TOKENS,
+    _TILDE,
     _PATH,
     _ANY_PATH,
     _EMAIL,
     _IP6,
     _IP4,
     _PID,
-) = (1 << i for i in range(13))
+) = (1 << i for i in range(18))
 
 #: In application order: a PEM block or a URL's credentials go whole before the
 #: narrower kinds can nibble at them; IPv6 (which may end in a dotted quad) before IPv4;
@@ -108,8 +171,10 @@ _SUBS: Final[tuple[_Sub, ...]] = (
         _PEM,
         "secret",
         # The whole block; a block cut short loses everything after its header.
+        # "PGP PRIVATE KEY BLOCK" too (gpg --export-secret-keys --armor).
         re.compile(
-            r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)"
+            r"-----BEGIN [A-Z ]*PRIVATE KEY(?: BLOCK)?-----(?s:.*?)"
+            r"(?:-----END [A-Z ]*PRIVATE KEY(?: BLOCK)?-----|\Z)"
         ),
         _PH_SECRET,
     ),
@@ -117,8 +182,10 @@ _SUBS: Final[tuple[_Sub, ...]] = (
         _URL,
         "secret",
         # Keeps scheme and "@host"; starts at "://" so a long word without one is cheap.
-        # An empty user name too ("redis://:pw@cache"), which the leak pattern misses.
-        re.compile(rf"(?<=[A-Za-z0-9+.-])(://)[^/{_NWS}:@\[]*:[^/{_NWS}@\[]+@"),
+        # An empty user name too ("redis://:pw@cache"), which the leak pattern misses,
+        # and a password holding "@" ("postgres://u:p@ss@db"): up to the last "@" of
+        # the authority, so a host that follows one goes too (the safe side).
+        re.compile(rf"(?<=[A-Za-z0-9+.-])(://)[^/{_NWS}:@\[]*:[^/{_NWS}@\[][^/{_NWS}\[]*@"),
         _keep(_PH_SECRET + "@"),
     ),
     _Sub(
@@ -140,12 +207,45 @@ _SUBS: Final[tuple[_Sub, ...]] = (
         _keep(_PH_SECRET),
     ),
     _Sub(
+        _SIG,
+        "secret",
+        # A signed URL is a capability until it expires: an Azure SAS "sig=", an S3 or
+        # GCS presigned "X-Amz-Signature=" / "X-Goog-Signature=" goes (their
+        # "Credential=" and "Security-Token=" are the key-value forms' already).
+        re.compile(
+            r"([?&](?:[Ss][Ii][Gg]|(?:[Xx]-(?:[Aa][Mm][Zz]|[Gg][Oo][Oo][Gg])-)?"
+            r"[Ss][Ii][Gg][Nn][Aa][Tt][Uu][Rr][Ee])=)"
+            rf"[^{_NWS}&#\[\"'][^{_NWS}&#\"']*"
+        ),
+        _keep(_PH_SECRET),
+    ),
+    _Sub(
+        _FLAG,
+        "secret",
+        # The flag (and an opening quote) stays: "--password [REDACTED:secret]".
+        re.compile(_FLAG_RE),
+        _keep(_PH_SECRET),
+    ),
+    _Sub(
+        _COOKIE,
+        "secret",
+        # A pasted request's cookies: the whole header value, to the end of the line or
+        # a quote. Only when it holds "name=" ("session cookie: missing" is prose).
+        re.compile(
+            rf"((?<![A-Za-z0-9_-])(?:[Ss][Ee][Tt]-)?[Cc][Oo][Oo][Kk][Ii][Ee]:{_WS}*)"
+            rf"[^{_NWS}\[\"';=]+=[^\n\r\"']*"
+        ),
+        _keep(_PH_SECRET),
+    ),
+    _Sub(
         _BEARER_BIT,
         "secret",
-        # "Basic" only after "Authorization:": alone it is an English word.
+        # The other schemes only after "Authorization:": alone they are English words.
         re.compile(
-            rf"((?:{_BEARER}|[Aa][Uu][Tt][Hh][Oo][Rr][Ii][Zz][Aa][Tt][Ii][Oo][Nn]:{_WS}*"
-            rf"[Bb][Aa][Ss][Ii][Cc]){_WS}+)[A-Za-z0-9._~+/-]{{8,}}=*"
+            rf"((?:{_BEARER}|{_AUTHORIZATION}:{_WS}*{_AUTH_SCHEMES}){_WS}+)"
+            r"[A-Za-z0-9._~+/-]{8,}=*"
+            rf"|({_AUTHORIZATION}:{_WS}*{_AUTH_WORDS}{_WS}+)"
+            r"(?=[A-Za-z._~+/-]*[0-9])[A-Za-z0-9._~+/-]{8,}=*"
         ),
         _keep(_PH_SECRET),
     ),
@@ -163,6 +263,21 @@ _SUBS: Final[tuple[_Sub, ...]] = (
         _keep(_PH_SECRET),
     ),
     _Sub(
+        _AWS_BARE,
+        "secret",
+        # A bare AWS secret access key: exactly 40 characters of base64 standing alone,
+        # with an upper- and a lowercase letter, a digit, and a character that is not
+        # hex (so a git SHA, upper or lower case, stays). Not inside a word, a dotted
+        # name, an identifier or a longer base64 run; not a kernel path.
+        re.compile(
+            rf"(?<![A-Za-z0-9/+_.-])(?!/(?:{_KERNEL})/)"
+            r"(?=[A-Za-z0-9/+]{0,39}[A-Z])(?=[A-Za-z0-9/+]{0,39}[a-z])"
+            r"(?=[A-Za-z0-9/+]{0,39}[0-9])(?=[A-Za-z0-9/+]{0,39}[G-Zg-z/+])"
+            r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=_-])"
+        ),
+        _PH_SECRET,
+    ),
+    _Sub(
         _TOKENS,
         "secret",
         re.compile(
@@ -174,6 +289,19 @@ _SUBS: Final[tuple[_Sub, ...]] = (
             r"|eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"
         ),
         _PH_SECRET,
+    ),
+    _Sub(
+        _TILDE,
+        "path",
+        # A home-relative path is a path under a sensitive root: "~/" stays, a user
+        # name goes with the rest ("~alice/x" -> "~[REDACTED:path]", as "/home/alice/x"
+        # -> "/home/[REDACTED:path]"). Not after a word, a number or a dotted version
+        # ("1.0~rc1/x"); a user name starts with a letter or "_" ("~3/4" stays).
+        re.compile(
+            rf"((?<![A-Za-z0-9._~-])~)(?:(/)[^{_NWS}\[\]\"'][^{_NWS}\"']*"
+            rf"|[A-Za-z_][A-Za-z0-9._-]*/[^{_NWS}\"']*)"
+        ),
+        _keep(_PH_PATH),
     ),
     _Sub(
         _ANY_PATH,
@@ -230,111 +358,3 @@ _SUBS: Final[tuple[_Sub, ...]] = (
         _keep(_PH_PID),
     ),
 )
-
-# --- the quick test ----------------------------------------------------------------------------
-#
-# Python's re tries a many-branch alternation at every position (the leak patterns take
-# ~100 µs on a 200-character string), so the hot path asks cheap questions first: is a
-# character or a word there in the lowercased text (a C scan each), and only then a short
-# regex with a literal prefix. Each question must hold whenever its substitution above
-# can match (tests check this), so "no bit set" means "nothing to do". Lowercasing only
-# ever adds matches: no character lowercases to ASCII punctuation or whitespace.
-_S_URL: Final = re.compile(rf"://[^/{_NWS}:@\[]*:[^/{_NWS}@\[]+@")
-_S_KV: Final = re.compile(
-    r"(?:passw(?:or)?d|pwd|secret(?:_?access)?(?:[_-]?key)?|routing_?key|private[_-]?key"
-    rf"|credentials?|api[_-]?key|token)[\"']?{_WS}*[=:]"
-)
-_S_BEARER: Final = re.compile(rf"(?:bearer|authorization:{_WS}*basic){_WS}")
-_S_SK: Final = re.compile(r"sk-[a-z0-9_-]{16}")
-_S_AWS: Final = re.compile(r"(?:akia|asia)[0-9a-z]{16}")
-_S_GH: Final = re.compile(r"gh[pousr]_[a-z0-9]{30}")
-_S_XOX: Final = re.compile(r"(?:xox[abprs]|xapp)-[a-z0-9-]{10}")
-_S_MORE: Final = re.compile(
-    r"aiza[0-9a-z_-]{35}|glpat-[a-z0-9_-]{20}|github_pat_[a-z0-9_]{22}"
-    r"|[rs]k_(?:live|test)_[a-z0-9]{16}|npm_[a-z0-9]{36}"
-)
-_S_JWT: Final = re.compile(r"eyj[a-z0-9_-]{5,}\.[a-z0-9_-]{5,}\.[a-z0-9_-]{5}")
-_S_PATH: Final = re.compile(rf"/(?:{_ROOTS.lower()})/[^{_NWS}\[\]\"']")
-_S_ANY_PATH: Final = re.compile(
-    rf"{_PATH_START.lower()}(?!(?:{_KERNEL.lower()}|{_DEEP_ROOTS.lower()})/)[a-z0-9._-]+/"
-    rf"[^{_NWS}\[\]\"':]"
-)
-_S_HOOK: Final = re.compile(rf"(?:{_HOOKS.lower()})/[^{_NWS}\[\]\"'<>]")
-_S_EMAIL: Final = re.compile(r"@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2}")
-_S_IP6: Final = re.compile(r":[0-9a-f]{1,4}:[0-9a-f]{1,4}:[0-9a-f]{1,4}:")
-_S_IP4: Final = re.compile(r"\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]")
-# A digit must follow (as in the substitution): "pid=[REDACTED:pid]" is not suspect,
-# so a redacted string does not pay for a second round.
-_S_PID: Final = re.compile(rf"pid[=: ]{_WS}*[0-9]")
-_S_PROC: Final = re.compile(r"/proc/[0-9]")
-
-
-def _suspects(low: str) -> int:
-    """The bits of the substitutions that may match the text whose ``lower()`` is ``low``."""
-    if low.isalnum():  # only an AWS key id or a Google API key is letters and digits alone
-        if len(low) >= 20 and ("akia" in low or "asia" in low) and _S_AWS.search(low):
-            return _TOKENS | _AWS_SECRET
-        if "aiza" in low and _S_MORE.search(low):
-            return _TOKENS
-        return 0
-    bits = 0
-    if "/" in low:
-        if _S_PATH.search(low):
-            bits |= _PATH
-        if _S_ANY_PATH.search(low):
-            bits |= _ANY_PATH
-        if ".com/" in low and _S_HOOK.search(low):
-            bits |= _HOOK
-        if "/proc/" in low and _S_PROC.search(low):
-            bits |= _PID
-        if "://" in low and _S_URL.search(low):
-            bits |= _URL
-    if "@" in low and _S_EMAIL.search(low):
-        bits |= _EMAIL
-    if "-" in low:
-        if "-----begin" in low:
-            bits |= _PEM
-        if ("sk-" in low and _S_SK.search(low)) or (
-            ("xox" in low or "xapp" in low) and _S_XOX.search(low)
-        ):
-            bits |= _TOKENS
-    if (
-        "aiza" in low
-        or ("-" in low and "glpat" in low)
-        or (
-            "_" in low and ("_pat_" in low or "k_live_" in low or "k_test_" in low or "npm_" in low)
-        )
-    ) and _S_MORE.search(low):
-        bits |= _TOKENS
-    if "_" in low and "gh" in low and _S_GH.search(low):
-        bits |= _TOKENS
-    if "." in low:
-        if "eyj" in low and _S_JWT.search(low):
-            bits |= _TOKENS
-        if _S_IP4.search(low):
-            bits |= _IP4
-    if len(low) >= 20 and ("akia" in low or "asia" in low) and _S_AWS.search(low):
-        bits |= _TOKENS | _AWS_SECRET
-    colon = ":" in low
-    if colon and ("::" in low or _S_IP6.search(low)):
-        bits |= _IP6
-    if (
-        (colon or "=" in low)
-        and (
-            "token" in low
-            or "passw" in low
-            or "secret" in low
-            or "api" in low
-            or "routing" in low
-            or "private" in low
-            or "credential" in low
-            or "pwd" in low
-        )
-        and _S_KV.search(low)
-    ):
-        bits |= _KV
-    if "pid" in low and _S_PID.search(low):
-        bits |= _PID
-    if ("bearer" in low or "basic" in low) and _S_BEARER.search(low):
-        bits |= _BEARER_BIT
-    return bits

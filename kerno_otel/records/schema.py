@@ -64,7 +64,8 @@ def common_document() -> dict[str, Any]:
         "$defs": {
             "safe_text": {
                 "description": "Text that must never carry raw IP addresses, PIDs, paths under "
-                "sensitive roots (/home, /root, /Users, /run/user, /var/mail, /var/spool/mail), "
+                "sensitive roots (/home, /root, /Users, /run/user, /var/mail, /var/spool/mail, "
+                "~/ and ~user/), "
                 "e-mail addresses or secrets (bearer tokens, API keys, JWTs, private keys, "
                 "password= forms, credentials in URLs). The producer redacts them to "
                 "[REDACTED:<kind>] placeholders; a match of any pattern below is a leak.",
