@@ -196,6 +196,19 @@ def test_bad_telemetry_settings_are_a_config_error_before_the_log_opens(
     assert not (tmp_path / "audit" / "kerno-audit.jsonl").exists()
 
 
+def test_an_exporter_refusing_its_variables_is_a_config_error(tmp_path: Path) -> None:
+    # The exporters read their own variables when built, after the log opened (they
+    # take its resource): the log is closed whole, and no cycle runs.
+    env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_COMPRESSION": "zstd"}
+    result = doctor(tmp_path, env, "")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines()[-1] == (
+        'Error: telemetry: cannot set up the exporters: Invalid value "zstd" for compression '
+        "envvar OTEL_EXPORTER_OTLP_COMPRESSION"
+    )
+    assert [r["type"] for r in records(tmp_path)] == ["audit.start"]
+
+
 #: Runs the CLI, then writes the OpenTelemetry modules the process imported to argv[1].
 _REPORT_MODULES = """
 import json, sys

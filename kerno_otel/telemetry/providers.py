@@ -137,6 +137,12 @@ class Telemetry:
         deadline = time.monotonic() + timeout
         for thread in threads:
             thread.join(max(deadline - time.monotonic(), 0.0))
+        if any(thread.is_alive() for thread in threads):
+            with contextlib.suppress(Exception):
+                sys.stderr.write(
+                    f"kerno-otel: telemetry: stopped waiting for the last export after "
+                    f"{timeout:g} s: spans or metrics not sent by then are lost\n"
+                )
 
     def _shutdown_metrics(self) -> None:
         provider = self._meter_provider
