@@ -248,14 +248,16 @@ def register_ai_providers(register: Callable[[str, AIProvider], None]) -> None:
 
 @hookspec(firstresult=True)
 def make_analyzer(
-    audit: AuditLog, config: Config, providers: Mapping[str, AIProvider]
+    audit: AuditLog, config: Config, providers: Mapping[str, AIProvider], telemetry: Telemetry
 ) -> Analyzer | None:
     """Build the analyzer that explains each doctor cycle's findings (one is wanted).
 
     Called once by the daemon after the register hooks (the result becomes
     ``DaemonContext.analyzer``) and once per ``kerno-otel doctor`` run with
     ``ai.enabled`` (or ``--ai``). ``providers`` are the registered AI providers
-    by name. The first plugin, in load order, that returns an
+    by name; ``telemetry`` is the command's (``DaemonContext.telemetry`` in the
+    daemon), for the analyzer's spans and metrics: a no-op when telemetry is
+    off. The first plugin, in load order, that returns an
     :class:`kerno_otel.findings.Analyzer` wins; return None to let others answer.
     """
 

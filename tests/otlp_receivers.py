@@ -236,7 +236,9 @@ class HttpReceiver(_Behaviour):
 
 class TelemetryReceiver:
     """OTLP/gRPC trace and metrics services on one loopback port (the daemon's own
-    telemetry), keeping every request; a test waits on :meth:`wait_for`."""
+    telemetry), keeping every request; a test waits on :meth:`wait_for`. Clear ``gate``
+    and every request waits at it (a collector that does not answer); ``holding`` is
+    set once one does."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
@@ -244,6 +246,9 @@ class TelemetryReceiver:
         self.metric_requests: list[Any] = []
         self.port = 0
         self._server: grpc.Server | None = None
+        self.gate = threading.Event()
+        self.gate.set()
+        self.holding = threading.Event()
 
     def start(self) -> TelemetryReceiver:
         from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
@@ -280,6 +285,9 @@ class TelemetryReceiver:
         return f"http://127.0.0.1:{self.port}"
 
     def _keep(self, kind: str, request: Any) -> None:
+        if not self.gate.is_set():
+            self.holding.set()
+            self.gate.wait()
         with self._changed:
             (self.trace_requests if kind == "trace" else self.metric_requests).append(request)
             self._changed.notify_all()
@@ -323,6 +331,7 @@ class TelemetryReceiver:
             assert self._changed.wait_for(lambda: done(self), timeout), "not received in time"
 
     def stop(self) -> None:
+        self.gate.set()  # held requests answer; the server stops without waiting on them
         if self._server is not None:
             self._server.stop(grace=None).wait(5)
             self._server = None

@@ -37,9 +37,11 @@ from kerno_otel.findings import Analysis, Analyzer, Finding, Signals
 from kerno_otel.hookspecs import DaemonContext
 from kerno_otel.records.schema import SchemaSet
 from kerno_otel.records.validate import RecordValidator
+from kerno_otel.telemetry import Telemetry
 
 API_KEY = "sk-test-0123456789abcdefghij"
 CYCLE = "cycle-20261127-180000"
+OFF = Telemetry.off()
 CYCLE2 = "cycle-20261127-180100"
 
 PATHS = {
@@ -547,7 +549,7 @@ def test_make_analyzer_uses_registered_providers(audit: AuditLog) -> None:
     host = PluginHost({}, {}, io.StringIO())
     host.register_object(analyzer, PluginInfo(analyzer.NAME, "kerno-otel", "0.1.0"))
     built: Analyzer = host.first(  # the contract the doctor relies on
-        "make_analyzer", audit=audit, config=config, providers={"echo": echo}
+        "make_analyzer", audit=audit, config=config, providers={"echo": echo}, telemetry=OFF
     )
     result = built.analyze(CYCLE, FINDINGS, LEAKY_SIGNALS)
 
@@ -568,7 +570,7 @@ def test_plugin_cannot_take_over_a_builtin_name(server: Server, audit: AuditLog)
 
 
 def test_daemon_analyzer_and_live_reload(server: Server, audit: AuditLog) -> None:
-    built = analyzer.make_analyzer(audit, Config(), {})
+    built = analyzer.make_analyzer(audit, Config(), {}, OFF)
     context = DaemonContext(
         audit=audit, config=Config(), request_stop=lambda reason: None, analyzer=built
     )

@@ -47,7 +47,11 @@ def test_every_example_is_a_working_plugin(tmp_path: Path) -> None:
         ai_providers=host.named("register_ai_providers"),
     )
     context.analyzer = host.first(
-        "make_analyzer", audit=log, config=context.config, providers=context.ai_providers
+        "make_analyzer",
+        audit=log,
+        config=context.config,
+        providers=context.ai_providers,
+        telemetry=context.telemetry,
     )
     try:
         assert host.call("daemon_startup", context=context) == []

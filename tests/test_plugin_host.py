@@ -182,7 +182,9 @@ def test_first_skips_a_failing_plugin_and_returns_the_next_answer() -> None:
     answer = object()
     host, err = host_with(("a_raises", Raises()), ("b_none", Answers(None)), ("c", Answers(answer)))
 
-    assert host.first("make_analyzer", audit=None, config=None, providers={}) is answer
+    assert (
+        host.first("make_analyzer", audit=None, config=None, providers={}, telemetry=None) is answer
+    )
     assert [(f.plugin, f.hook, f.error_type) for f in host.failures] == [
         ("a_raises", "make_analyzer", "RuntimeError")
     ]

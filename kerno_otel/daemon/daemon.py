@@ -29,7 +29,7 @@ from kerno_otel.daemon.plugins import (
     record_failures,
 )
 from kerno_otel.hookspecs import ConfigDiff, DaemonContext
-from kerno_otel.telemetry import Telemetry, build_telemetry, read_settings
+from kerno_otel.telemetry import Telemetry, read_settings, start_telemetry
 
 #: Exit code after a panic (EX_SOFTWARE).
 PANIC_EXIT = 70
@@ -152,33 +152,14 @@ class Daemon:
 
     def _telemetry(self, log: AuditLog) -> Telemetry:
         """Providers with the audit log's resource; spans scrubbed by its redactor."""
-
-        def scrub(text: str) -> str:
-            return log.redactor.redact_text(text)[0]
-
-        settings = self.telemetry_settings
         serve = bool(self.config.section("http").get("enabled", True))
         try:
-            telemetry = build_telemetry(
-                settings, resource=log.resource, scrub=scrub, serve_metrics=serve, stats=log.stats
+            return start_telemetry(
+                self.telemetry_settings, log, stderr=self._stderr, serve_metrics=serve
             )
-        except Exception as exc:  # an exporter refusing its OTEL_* settings
+        except ConfigError:  # an exporter refusing its OTEL_* settings
             log.close()
-            raise ConfigError(f"telemetry: cannot set up the exporters: {exc}") from None
-        # Said once at start, so an operator sees what the file and OTEL_* amounted to.
-        for signal_name, names, protocol in (
-            ("traces", settings.traces, settings.traces_protocol),
-            ("metrics", settings.metrics, settings.metrics_protocol),
-        ):
-            if names:
-                shown = ", ".join(f"{n} ({protocol})" if n == "otlp" else n for n in names)
-                self._stderr.write(f"kerno-otel: telemetry: {signal_name} to {shown}\n")
-        if "prometheus" in settings.metrics and not serve:
-            self._stderr.write(
-                "kerno-otel: telemetry: prometheus metrics are served on /metrics, "
-                "but http.enabled is false: nothing serves them\n"
-            )
-        return telemetry
+            raise
 
     def _start(self, log: AuditLog, telemetry: Telemetry) -> DaemonContext:
         """Record the plugins' load, collect what they register, call ``daemon_startup``."""
@@ -198,7 +179,11 @@ class Daemon:
             telemetry=telemetry,
         )
         context.analyzer = self.host.first(
-            "make_analyzer", audit=log, config=self.config, providers=context.ai_providers
+            "make_analyzer",
+            audit=log,
+            config=self.config,
+            providers=context.ai_providers,
+            telemetry=telemetry,
         )
         programs = self.host.named("register_bpf_programs")
         self._record_failures(log, self.host.failures[self._recorded :])

@@ -1,4 +1,4 @@
-"""The daemon's own traces and metrics: providers from ``OTEL_*`` and the ``telemetry`` section.
+"""kerno-otel's own traces and metrics: providers from ``OTEL_*`` and the ``telemetry`` section.
 
 See docs/telemetry.md for the span and metric catalogue.
 """
@@ -11,6 +11,7 @@ from kerno_otel.telemetry.providers import (
     build_telemetry,
 )
 from kerno_otel.telemetry.settings import TelemetrySettings, read_settings
+from kerno_otel.telemetry.setup import start_telemetry
 
 __all__ = [
     "PROMETHEUS_CONTENT_TYPE",
@@ -18,4 +19,5 @@ __all__ = [
     "TelemetrySettings",
     "build_telemetry",
     "read_settings",
+    "start_telemetry",
 ]

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import sys
+import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -36,6 +39,11 @@ if TYPE_CHECKING:
 SCOPE: Final = "kerno_otel"
 #: Content type of :meth:`Telemetry.prometheus_text`.
 PROMETHEUS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+#: Seconds :meth:`Telemetry.shutdown` waits for the last exports, at most. The OTLP
+#: exporters give up on a collector that is down after ``OTEL_EXPORTER_OTLP_TIMEOUT``
+#: (10 s by default); traces and metrics shut down side by side, so a command ends
+#: about that long after its work, and never more than this, whatever the timeout says.
+SHUTDOWN_S: Final = 15.0
 
 
 class Telemetry:
@@ -54,9 +62,13 @@ class Telemetry:
         meter_provider: MeterProvider | None = None,
         registry: CollectorRegistry | None = None,
         scrub: Callable[[str], str] | None = None,
+        flush_metrics: bool = False,
     ) -> None:
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
+        #: Collect and export the metrics at shutdown (readers with no periodic export,
+        #: a one-shot command's).
+        self._flush_metrics = flush_metrics
         self._registry = registry
         self.tracer: trace_api.Tracer = (
             tracer_provider.get_tracer(SCOPE, __version__)
@@ -98,15 +110,52 @@ class Telemetry:
 
         return generate_latest(self._registry)
 
-    def shutdown(self) -> None:
-        """Export what is pending and stop the exporters. Safe twice; never raises."""
+    def shutdown(self, timeout: float = SHUTDOWN_S) -> None:
+        """Export what is pending and stop the exporters. Safe twice; never raises.
+
+        Traces and metrics are shut down side by side, and this returns after
+        ``timeout`` seconds at most: an export still retrying then (a collector
+        that is down or does not answer) is left to its daemon thread, and is
+        lost if the process exits.
+        """
         if self._closed:
             return
         self._closed = True
-        for provider in (self._tracer_provider, self._meter_provider):
-            if provider is not None:
-                with contextlib.suppress(Exception):
-                    provider.shutdown()
+        steps: list[Callable[[], object]] = []
+        if self._tracer_provider is not None:
+            steps.append(self._tracer_provider.shutdown)
+        if self._meter_provider is not None:
+            steps.append(self._shutdown_metrics)
+        threads = [
+            threading.Thread(
+                target=_quietly, args=(step,), name="kerno-telemetry-stop", daemon=True
+            )
+            for step in steps
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
+        if any(thread.is_alive() for thread in threads):
+            with contextlib.suppress(Exception):
+                sys.stderr.write(
+                    f"kerno-otel: telemetry: stopped waiting for the last export after "
+                    f"{timeout:g} s: spans or metrics not sent by then are lost\n"
+                )
+
+    def _shutdown_metrics(self) -> None:
+        provider = self._meter_provider
+        assert provider is not None
+        if self._flush_metrics:
+            with contextlib.suppress(Exception):
+                provider.force_flush()
+        provider.shutdown()
+
+
+def _quietly(step: Callable[[], object]) -> None:
+    with contextlib.suppress(Exception):
+        step()
 
 
 class _Prefixed(logging.Handler):
@@ -226,6 +275,8 @@ def build_telemetry(
         meter_provider=meter_provider,
         registry=registry,
         scrub=scrub,
+        # No periodic export (interval math.inf): the one export is at shutdown.
+        flush_metrics=settings.interval_ms == math.inf,
     )
     if stats is not None and meter_provider is not None:
         telemetry.instruments.observe_pipeline(stats)

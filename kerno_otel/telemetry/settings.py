@@ -45,7 +45,8 @@ class TelemetrySettings:
     metrics_protocol: str = "grpc"
     #: ``telemetry.endpoint``; None leaves the endpoint to ``OTEL_EXPORTER_OTLP_*``.
     endpoint: str | None = None
-    #: ``telemetry.metric_export_interval`` in ms; None leaves it to the SDK's variable.
+    #: ``telemetry.metric_export_interval`` in ms; None leaves it to the SDK's variable;
+    #: ``math.inf`` (a one-shot command, never the config): one export, at shutdown.
     interval_ms: float | None = None
 
     @property

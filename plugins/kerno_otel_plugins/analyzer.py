@@ -164,7 +164,7 @@ class AIAnalyzer:
         self._env = env if env is not None else os.environ
         self._clock = clock
         self._setup = _setup(config.section("ai"), self._providers, self._env, clock)
-        #: The daemon's telemetry (set at ``daemon_startup``): each call is a GenAI
+        #: The command's telemetry (handed to ``make_analyzer``): each call is a GenAI
         #: client span, and its duration and tokens go to the GenAI metrics.
         self.telemetry: Telemetry = Telemetry.off()
 
@@ -357,16 +357,12 @@ def build(
 
 @hookimpl
 def make_analyzer(
-    audit: AuditLog, config: Config, providers: Mapping[str, AIProvider]
+    audit: AuditLog, config: Config, providers: Mapping[str, AIProvider], telemetry: Telemetry
 ) -> AIAnalyzer:
-    return build(audit, config, providers=providers)
-
-
-@hookimpl
-def daemon_startup(context: DaemonContext) -> None:
-    """Hand the analyzer the daemon's telemetry (its calls become GenAI spans)."""
-    if isinstance(context.analyzer, AIAnalyzer):
-        context.analyzer.telemetry = context.telemetry
+    built = build(audit, config, providers=providers)
+    # The daemon's or kerno-otel doctor's telemetry: each call is a GenAI client span.
+    built.telemetry = telemetry
+    return built
 
 
 @hookimpl
