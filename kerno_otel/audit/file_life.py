@@ -112,12 +112,13 @@ class FileLife:
             details["stream"] = self.stream_id
         return details
 
-    def _check_file(self) -> None:
+    def _check_file(self, *, closing: bool = False) -> None:
         """Notice what was done to the live file from outside and answer it (under the lock):
-        a new live file opening with ``audit.rotate`` (reason ``renamed`` or ``removed``)."""
+        a new live file opening with ``audit.rotate`` (reason ``renamed`` or ``removed``).
+        ``closing``: the last look, from close() (producers already shut out)."""
         self._until_check = CHECK_EVERY_RECORDS
         live, writer = self._file, self._writer
-        if live is None or writer is None or self._closed:
+        if live is None or writer is None or (self._closed and not closing):
             return
         fault = live.check()
         if fault is None:

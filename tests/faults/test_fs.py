@@ -321,3 +321,35 @@ def test_an_empty_file_another_user_creates_after_a_rename_is_set_aside(
     assert aside.stat().st_uid == 65534 and aside.read_bytes() == b""
     assert plugins_in(new) == ["after"]
     assert verify([live.parent]).intact
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_a_live_file_deleted_just_before_close_is_copied_back(
+    tmp_path: Path, pipeline: str
+) -> None:
+    """``rm kerno-audit.jsonl`` and then a stop, before the writer's next look (512
+    records, 0.5 s): close() used to seal and close the deleted file unlooked, losing
+    every record in it; the next start then resumed from the file before it, reusing
+    those seqs, and verify said intact. close() looks one last time and copies it back."""
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    config = AuditConfig(file_path=str(live), pipeline=pipeline)
+    err = io.StringIO()
+    log = AuditLog(config, stderr=err)
+    for i in range(5):
+        log.emit("plugin.load", details=plugin_load(f"before{i}"))
+    assert log.flush(timeout=30)
+    live.unlink()
+    for i in range(3):
+        log.emit("plugin.load", details=plugin_load(f"unlinked{i}"))
+    log.close()
+    assert "was removed" in err.getvalue()
+    with AuditLog(config, stderr=io.StringIO()) as log:
+        log.emit("plugin.load", details=plugin_load("next-run"))
+    report = verify([live.parent])
+    assert report.intact, report.problems
+    in_order = [r for name in report.files for r in records_of(Path(name))]
+    assert plugins_in(in_order) == (
+        [f"before{i}" for i in range(5)] + [f"unlinked{i}" for i in range(3)] + ["next-run"]
+    )
+    assert [r["seq"] for r in in_order] == list(range(len(in_order)))
+    assert any(r["type"] == "audit.rotate" and r["details"].get("restored") for r in in_order)
