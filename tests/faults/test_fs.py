@@ -353,3 +353,37 @@ def test_a_live_file_deleted_just_before_close_is_copied_back(
     )
     assert [r["seq"] for r in in_order] == list(range(len(in_order)))
     assert any(r["type"] == "audit.rotate" and r["details"].get("restored") for r in in_order)
+
+
+def test_a_link_planted_at_the_copys_name_is_never_followed_and_costs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy's name is predictable (a time stamp). A dangling symlink planted there was
+    taken for a free name (``exists()`` follows it): the copy's O_EXCL open then failed and
+    the deleted file's records were given up. Now the name is passed over, the symlink is
+    neither followed nor replaced, and the copy takes the next free name."""
+    import types
+
+    from kerno_otel.audit import file_life, files
+
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    target = tmp_path / "not-to-be-created"
+    log = AuditLog(AuditConfig(file_path=str(live), pipeline="thread"), stderr=io.StringIO())
+    log.emit("plugin.load", details=plugin_load("before"))
+    assert log.flush(timeout=30)
+    fixed = 1_800_000_000 * 10**9
+    planted = live.parent / files.rotated_name(live, fixed)
+    planted.symlink_to(target)
+    clock = types.SimpleNamespace(time_ns=lambda: fixed, monotonic=file_life.time.monotonic)
+    monkeypatch.setattr(file_life, "time", clock)
+    live.unlink()
+    assert log.flush(timeout=30)
+    log.emit("plugin.load", details=plugin_load("after"))
+    log.close()
+    assert planted.is_symlink() and os.readlink(planted) == str(target)
+    assert not target.exists()
+    link = rotates(records_of(live))[0]
+    assert link["restored"] is True and link["old_file"] != planted.name
+    assert plugins_in(records_of(live.parent / link["old_file"])) == ["before"]
+    report = verify([live.parent])
+    assert report.intact, report.problems
