@@ -387,3 +387,39 @@ def test_a_link_planted_at_the_copys_name_is_never_followed_and_costs_nothing(
     assert plugins_in(records_of(live.parent / link["old_file"])) == ["before"]
     report = verify([live.parent])
     assert report.intact, report.problems
+
+
+def test_the_copy_back_appears_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy used to be written in place, at its rotated name, a chunk at a time: the
+    forwarder (which takes a rotated file as final) could read it half made and ship a
+    torn line, then skip the rest. Now, at every chunk read for the copy, no file of the
+    stream holds a part of it; it gets its name once whole."""
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    log = AuditLog(AuditConfig(file_path=str(live), pipeline="thread"), stderr=io.StringIO())
+    pad = "x" * 1000
+    while live.stat().st_size < 3 << 20:  # several 1 MiB chunks to copy
+        for i in range(500):
+            log.emit("plugin.load", details=plugin_load(f"p{i}") | {"version": pad[:60]})
+        assert log.flush(timeout=30)
+    size = live.stat().st_size
+    live.unlink()
+    seen: list[list[str]] = []
+    pread = os.pread
+
+    def spy(fd: int, n: int, offset: int) -> bytes:
+        seen.append(sorted(p.name for p in live.parent.glob("kerno-audit-*.jsonl")))
+        return pread(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", spy)
+    assert log.flush(timeout=30)  # looks, finds the file removed, copies it back
+    monkeypatch.undo()
+    log.close()
+    assert len(seen) >= 3
+    assert all(names == [] for names in seen), seen
+    link = rotates(records_of(live))[0]
+    assert link["restored"] is True
+    assert (live.parent / link["old_file"]).stat().st_size == size
+    assert not list(live.parent.glob("*.part"))
+    assert verify([live.parent]).intact
