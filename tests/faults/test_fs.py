@@ -423,3 +423,27 @@ def test_the_copy_back_appears_whole_or_not_at_all(
     assert (live.parent / link["old_file"]).stat().st_size == size
     assert not list(live.parent.glob("*.part"))
     assert verify([live.parent]).intact
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="audit.file_group needs root to give files a group")
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_the_copy_back_is_shared_with_file_group_like_a_rotated_file(
+    tmp_path: Path, pipeline: str
+) -> None:
+    """With ``audit.file_group`` the copy of a deleted live file is 0640 and that group,
+    like every rotated file (and 0600 without it: the first test)."""
+    from kerno_otel.audit import files
+
+    gid = files.group_id("daemon")
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    config = AuditConfig(file_path=str(live), file_group="daemon", pipeline=pipeline)
+    with AuditLog(config, stderr=io.StringIO()) as log:
+        log.emit("plugin.load", details=plugin_load("before"))
+        assert log.flush(timeout=30)
+        live.unlink()
+        assert log.flush(timeout=30)
+        log.emit("plugin.load", details=plugin_load("after"))
+    copy = live.parent / rotates(records_of(live))[0]["old_file"]
+    info = copy.lstat()
+    assert (oct(info.st_mode & 0o777), info.st_gid) == (oct(0o640), gid)
+    assert plugins_in(records_of(copy)) == ["before"]
