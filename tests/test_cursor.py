@@ -278,3 +278,47 @@ def test_last_seq_on_disk_falls_back_to_the_newest_rotated_file(live: Path) -> N
     assert last_seq_on_disk(live) == 3
     live.write_bytes(text(4) + record(5)[:3])
     assert last_seq_on_disk(live) == 4
+
+
+def test_a_live_file_deleted_under_the_reader_is_waited_for_until_copied_back(live: Path) -> None:
+    """``rm`` of the live file: the writer copies it back under a rotated name within
+    0.5 s, and until then the file the reader is in is in no listing. A reader that lost
+    its handle meanwhile (the live name changed between its listing and its open) used to
+    call the file gone at once and go back to the seq of the cursor it started from:
+    everything read since was shipped again. It now waits for the copy and reads on."""
+    rotated(live, 1, text(0, 1))
+    live.write_bytes(text(2, 3))
+    warnings: list[str] = []
+    reader = StreamReader(live, Cursor(), warn=warnings.append)
+    deleted = line_hash(record(2))
+    assert drain(reader) == [*lines_of(line_hash(record(0)), 0, 1), *lines_of(deleted, 2, 3)]
+    live.unlink()
+    live.write_bytes(text(6, 7))  # the next live file, before the copy is there
+    reader.close()  # stands in for the open that lost the race
+    assert drain(reader) == []
+    rotated(live, 2, text(2, 3, 4, 5))  # the copy back: records 4 and 5 came after the rm
+    assert drain(reader) == [
+        *lines_of(deleted, 4, 5, start=len(text(2, 3))),
+        *lines_of(line_hash(record(6)), 6, 7),
+    ]
+    assert warnings == []
+
+
+def test_a_file_lost_for_good_resumes_after_the_last_line_handed_out(
+    live: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the wait (a copy that never came), the reader goes on after the last seq it
+    handed out, not after the seq of the cursor it started from."""
+    import kerno_otel.forward.cursor as cursor_module
+
+    monkeypatch.setattr(cursor_module, "MISSING_WAIT_S", 0.0)
+    rotated(live, 1, text(0, 1))
+    live.write_bytes(text(2, 3))
+    warnings: list[str] = []
+    reader = StreamReader(live, Cursor(), warn=warnings.append)
+    assert len(drain(reader)) == 4
+    live.unlink()
+    live.write_bytes(text(4, 5))
+    reader.close()
+    assert drain(reader) == lines_of(line_hash(record(4)), 4, 5)
+    assert warnings == ["the file the cursor points into is gone; resuming after seq 3"]

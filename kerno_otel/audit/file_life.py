@@ -14,6 +14,7 @@ rotated name (``restored: true``), so deleting the live file loses no record.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -35,6 +36,8 @@ CHECK_EVERY_S = 0.5
 #: How long a removed live file's queued records may take to reach it before it is copied
 #: back (producers wait meanwhile; the file is copied back only once they are all in it).
 RESTORE_DRAIN_S = 5.0
+#: Names the copy of a removed live file tries when the one it chose was taken meanwhile.
+RESTORE_NAME_TRIES = 16
 
 
 class FileLife:
@@ -112,12 +115,13 @@ class FileLife:
             details["stream"] = self.stream_id
         return details
 
-    def _check_file(self) -> None:
+    def _check_file(self, *, closing: bool = False) -> None:
         """Notice what was done to the live file from outside and answer it (under the lock):
-        a new live file opening with ``audit.rotate`` (reason ``renamed`` or ``removed``)."""
+        a new live file opening with ``audit.rotate`` (reason ``renamed`` or ``removed``).
+        ``closing``: the last look, from close() (producers already shut out)."""
         self._until_check = CHECK_EVERY_RECORDS
         live, writer = self._file, self._writer
-        if live is None or writer is None or self._closed:
+        if live is None or writer is None or (self._closed and not closing):
             return
         fault = live.check()
         if fault is None:
@@ -188,13 +192,20 @@ class FileLife:
     def _restore(self, live: LiveFile, reader: int) -> str | None:
         """Copy the removed file back under a rotated name; that name, or None (said on
         stderr) when it cannot be done. Closes ``reader``."""
-        now = time.time_ns()
-        name = files.rotated_name(self._live, now)
-        while name <= self._last_rotated:
-            now += 1000
-            name = files.rotated_name(self._live, now)
+        now, name = time.time_ns(), ""
         try:
-            live.restore(reader, name)
+            for _ in range(RESTORE_NAME_TRIES):
+                name = files.rotated_name(self._live, now)
+                while name <= self._last_rotated:
+                    now += 1000
+                    name = files.rotated_name(self._live, now)
+                try:
+                    live.restore(reader, name)
+                    break
+                except FileExistsError:  # taken since the look: never over it, the next one
+                    now += 1000
+            else:
+                raise FileExistsError(errno.EEXIST, "every name tried was taken")
         except OSError as exc:
             self._stderr.write(
                 f"kerno-otel: audit: cannot copy the removed {self._live.name} back as {name}: "

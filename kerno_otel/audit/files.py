@@ -229,7 +229,10 @@ def rotated_name(live: Path, ns: int) -> str:
     """The name a rotated file takes: ``<stem>-<stamp>.jsonl``, unique in its directory."""
     while True:
         name = f"{live.stem}-{stamp(ns)}{live.suffix}"
-        if not (live.parent / name).exists() and not (live.parent / f"{name}.gz").exists():
+        # lexists: a dangling symlink planted at the name is a name taken, not a free one
+        if not os.path.lexists(live.parent / name) and not os.path.lexists(
+            live.parent / f"{name}.gz"
+        ):
             return name
         ns += 1000  # one microsecond later: still sorts in rotation order
 

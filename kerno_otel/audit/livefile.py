@@ -246,10 +246,12 @@ class LiveFile:
 
     def restore(self, reader: int, name: str) -> int:
         """Copy everything ``reader`` holds into a new file ``name`` in the directory (0600,
-        never over an existing name, synced); the bytes copied. On any error the partial
-        file is removed and ``OSError`` raised."""
-        d = self._dir_fd
-        fd = os.open(name, _NEW_FLAGS, files.FILE_MODE, dir_fd=d)
+        never over an existing name, synced); the bytes copied. The copy is made under
+        ``<name>.part`` and linked to ``name`` whole, so no reader (the forwarder, verify)
+        ever sees it half made. On any error nothing is left and ``OSError`` is raised
+        (``FileExistsError`` when ``name`` is taken)."""
+        d, part = self._dir_fd, f"{name}{PART_SUFFIX}"
+        fd = os.open(part, _NEW_FLAGS, files.FILE_MODE, dir_fd=d)
         try:
             files.share(fd, self._gid)
             copied = 0
@@ -257,16 +259,18 @@ class LiveFile:
                 files.write_all(fd, chunk)
                 copied += len(chunk)
             os.fsync(fd)
-        except BaseException:
+            # link(), not rename(): it never replaces what another hand put at ``name``
+            os.link(part, name, src_dir_fd=d, dst_dir_fd=d, follow_symlinks=False)
+        finally:
             os.close(fd)
             with contextlib.suppress(OSError):
-                os.unlink(name, dir_fd=d)
-            raise
-        os.close(fd)
+                os.unlink(part, dir_fd=d)
         return copied
 
 
 _COPY_CHUNK: Final = 1 << 20
+#: The suffix of a copy being made (:meth:`LiveFile.restore`); never a name the stream's.
+PART_SUFFIX: Final = ".part"
 
 
 def _kind(info: os.stat_result) -> str:

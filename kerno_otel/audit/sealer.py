@@ -192,6 +192,9 @@ class Sealer(FileLife):
                 if not self._record_losses():
                     break
         with self._lock:
+            # One last look: a live file deleted since the last one (up to 512 records or
+            # 0.5 s ago) is copied back now, while the writer still holds it.
+            self._check_file(closing=True)
             self._checkpoint()  # the last line of the stream
         ok = writer.close()
         with self._lock:

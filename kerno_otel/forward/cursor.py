@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -31,6 +32,9 @@ from kerno_otel.audit import stream as _stream
 from kerno_otel.audit.chain import line_hash
 
 _CHUNK = 1 << 20
+#: How long a file the reader was in may be missing from the directory before it is taken
+#: as gone: a deleted live file is copied back by the writer within about 0.5 s.
+MISSING_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,9 @@ class StreamReader:
         self._buffer = b""
         self._skip_through = cursor.last_seq if cursor.file is None else None
         self._cursor = cursor
+        self._handed: bytes | None = None  # the last line handed out
+        self._seen = False  # whether self._file was found in a listing by this reader
+        self._missing_since: float | None = None
 
     # -- files ----------------------------------------------------------------------
 
@@ -143,6 +150,7 @@ class StreamReader:
         """
         self.close()
         self._file, self._pos, self._buffer = ident, offset, b""
+        self._seen = True  # every caller found ``ident`` in a listing
         try:
             # Kept open across reads (closed in close()), hence no context manager.
             if path.name.endswith(".gz"):
@@ -169,14 +177,24 @@ class StreamReader:
                     files = self._files()
                 for path, ident in files:
                     if ident == self._file:
+                        self._missing_since = None
                         return self._open(path, ident, self._pos)
-            # The file is gone (retention, or moved away): find the seq instead.
-            self._warn(
-                "the file the cursor points into is gone; "
-                f"resuming after seq {self._cursor.last_seq}"
-            )
+            if self._seen:
+                # A file this reader was in: a deleted live file is missing until the
+                # writer has copied it back under a rotated name. Wait for it a while.
+                now = time.monotonic()
+                if self._missing_since is None:
+                    self._missing_since = now
+                if now - self._missing_since < MISSING_WAIT_S:
+                    return False
+            # The file is gone (retention, or moved away): find the seq instead, after
+            # the last line handed out (or acknowledged before this reader started).
+            handed = seq_of(self._handed) if self._handed is not None else None
+            last = handed if handed is not None else self._cursor.last_seq
+            self._missing_since = None
+            self._warn(f"the file the cursor points into is gone; resuming after seq {last}")
             self._file = None
-            self._skip_through = self._cursor.last_seq
+            self._skip_through = last
         want = None if self._skip_through is None else self._skip_through + 1
         start: tuple[Path, str] | None = None
         for path, ident in files:
@@ -277,6 +295,8 @@ class StreamReader:
                     continue
                 self._skip_through = None
             out.append(Line(line, file, pos + start))
+        if out:
+            self._handed = out[-1].data
         self._buffer = buffer[start:]
         self._pos = pos + start
 
@@ -286,6 +306,7 @@ class StreamReader:
         self._cursor = cursor
         self._file, self._pos, self._buffer = cursor.file, cursor.offset, b""
         self._skip_through = cursor.last_seq if cursor.file is None else None
+        self._handed, self._seen, self._missing_since = None, False, None
 
     def close(self) -> None:
         if self._handle is not None:

@@ -321,3 +321,129 @@ def test_an_empty_file_another_user_creates_after_a_rename_is_set_aside(
     assert aside.stat().st_uid == 65534 and aside.read_bytes() == b""
     assert plugins_in(new) == ["after"]
     assert verify([live.parent]).intact
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_a_live_file_deleted_just_before_close_is_copied_back(
+    tmp_path: Path, pipeline: str
+) -> None:
+    """``rm kerno-audit.jsonl`` and then a stop, before the writer's next look (512
+    records, 0.5 s): close() used to seal and close the deleted file unlooked, losing
+    every record in it; the next start then resumed from the file before it, reusing
+    those seqs, and verify said intact. close() looks one last time and copies it back."""
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    config = AuditConfig(file_path=str(live), pipeline=pipeline)
+    err = io.StringIO()
+    log = AuditLog(config, stderr=err)
+    for i in range(5):
+        log.emit("plugin.load", details=plugin_load(f"before{i}"))
+    assert log.flush(timeout=30)
+    live.unlink()
+    for i in range(3):
+        log.emit("plugin.load", details=plugin_load(f"unlinked{i}"))
+    log.close()
+    assert "was removed" in err.getvalue()
+    with AuditLog(config, stderr=io.StringIO()) as log:
+        log.emit("plugin.load", details=plugin_load("next-run"))
+    report = verify([live.parent])
+    assert report.intact, report.problems
+    in_order = [r for name in report.files for r in records_of(Path(name))]
+    assert plugins_in(in_order) == (
+        [f"before{i}" for i in range(5)] + [f"unlinked{i}" for i in range(3)] + ["next-run"]
+    )
+    assert [r["seq"] for r in in_order] == list(range(len(in_order)))
+    assert any(r["type"] == "audit.rotate" and r["details"].get("restored") for r in in_order)
+
+
+def test_a_link_planted_at_the_copys_name_is_never_followed_and_costs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy's name is predictable (a time stamp). A dangling symlink planted there was
+    taken for a free name (``exists()`` follows it): the copy's O_EXCL open then failed and
+    the deleted file's records were given up. Now the name is passed over, the symlink is
+    neither followed nor replaced, and the copy takes the next free name."""
+    import types
+
+    from kerno_otel.audit import file_life, files
+
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    target = tmp_path / "not-to-be-created"
+    log = AuditLog(AuditConfig(file_path=str(live), pipeline="thread"), stderr=io.StringIO())
+    log.emit("plugin.load", details=plugin_load("before"))
+    assert log.flush(timeout=30)
+    fixed = 1_800_000_000 * 10**9
+    planted = live.parent / files.rotated_name(live, fixed)
+    planted.symlink_to(target)
+    clock = types.SimpleNamespace(time_ns=lambda: fixed, monotonic=file_life.time.monotonic)
+    monkeypatch.setattr(file_life, "time", clock)
+    live.unlink()
+    assert log.flush(timeout=30)
+    log.emit("plugin.load", details=plugin_load("after"))
+    log.close()
+    assert planted.is_symlink() and os.readlink(planted) == str(target)
+    assert not target.exists()
+    link = rotates(records_of(live))[0]
+    assert link["restored"] is True and link["old_file"] != planted.name
+    assert plugins_in(records_of(live.parent / link["old_file"])) == ["before"]
+    report = verify([live.parent])
+    assert report.intact, report.problems
+
+
+def test_the_copy_back_appears_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy used to be written in place, at its rotated name, a chunk at a time: the
+    forwarder (which takes a rotated file as final) could read it half made and ship a
+    torn line, then skip the rest. Now, at every chunk read for the copy, no file of the
+    stream holds a part of it; it gets its name once whole."""
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    log = AuditLog(AuditConfig(file_path=str(live), pipeline="thread"), stderr=io.StringIO())
+    pad = "x" * 1000
+    while live.stat().st_size < 3 << 20:  # several 1 MiB chunks to copy
+        for i in range(500):
+            log.emit("plugin.load", details=plugin_load(f"p{i}") | {"version": pad[:60]})
+        assert log.flush(timeout=30)
+    size = live.stat().st_size
+    live.unlink()
+    seen: list[list[str]] = []
+    pread = os.pread
+
+    def spy(fd: int, n: int, offset: int) -> bytes:
+        seen.append(sorted(p.name for p in live.parent.glob("kerno-audit-*.jsonl")))
+        return pread(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", spy)
+    assert log.flush(timeout=30)  # looks, finds the file removed, copies it back
+    monkeypatch.undo()
+    log.close()
+    assert len(seen) >= 3
+    assert all(names == [] for names in seen), seen
+    link = rotates(records_of(live))[0]
+    assert link["restored"] is True
+    assert (live.parent / link["old_file"]).stat().st_size == size
+    assert not list(live.parent.glob("*.part"))
+    assert verify([live.parent]).intact
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="audit.file_group needs root to give files a group")
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_the_copy_back_is_shared_with_file_group_like_a_rotated_file(
+    tmp_path: Path, pipeline: str
+) -> None:
+    """With ``audit.file_group`` the copy of a deleted live file is 0640 and that group,
+    like every rotated file (and 0600 without it: the first test)."""
+    from kerno_otel.audit import files
+
+    gid = files.group_id("daemon")
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    config = AuditConfig(file_path=str(live), file_group="daemon", pipeline=pipeline)
+    with AuditLog(config, stderr=io.StringIO()) as log:
+        log.emit("plugin.load", details=plugin_load("before"))
+        assert log.flush(timeout=30)
+        live.unlink()
+        assert log.flush(timeout=30)
+        log.emit("plugin.load", details=plugin_load("after"))
+    copy = live.parent / rotates(records_of(live))[0]["old_file"]
+    info = copy.lstat()
+    assert (oct(info.st_mode & 0o777), info.st_gid) == (oct(0o640), gid)
+    assert plugins_in(records_of(copy)) == ["before"]
