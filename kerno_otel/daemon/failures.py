@@ -2,7 +2,10 @@
 
 A failure never carries the traceback, only its SHA-256; its message is the
 exception's first line, cut at 200 characters and scrubbed by the default
-redaction rules before it reaches stderr or ``plugins --json``.
+redaction rules before it reaches stderr or ``plugins --json`` (its type's name
+too: a plugin names its own classes). An exception whose ``str()`` raises is a
+failure all the same, its message ``<str() failed>``: nothing a plugin raises
+stops its ``plugin.error``.
 """
 
 from __future__ import annotations
@@ -47,23 +50,43 @@ class PluginFailure:
 
 
 def _digest(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:  # a plugin's exception that even the traceback module cannot print
+        text = f"{type(exc).__module__}.{type(exc).__qualname__}"
     return "sha256:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+
+
+def exception_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of ``str(exc)``, at most ``limit`` characters, NOT scrubbed; never raises.
+
+    A plugin's exception may define ``__str__`` (or ``__repr__``) that raises or
+    returns something that is not a string: that is ``<str() failed>``.
+    """
+    try:
+        text = str(exc)
+    except Exception:
+        return "<str() failed>"
+    return text.splitlines()[0][:limit] if text.strip() else ""
+
+
+def scrubbed(text: str) -> str:
+    """``text`` with the default redaction rules applied (for stderr, before any config)."""
+    return _STDERR_REDACTOR.redact_text(text)[0]
 
 
 def failure_of(info: PluginInfo, hook: str, exc: BaseException) -> PluginFailure:
     """The failure of plugin ``info`` in ``hook`` (or a rule: ``rule:<name>``), text scrubbed."""
-    message = str(exc).splitlines()[0][:200] if str(exc) else ""
-    # The exception's text is the plugin's: it may quote a token or an address.
-    message = _STDERR_REDACTOR.redact_text(message)[0]
+    # The exception's text is the plugin's: it may quote a token or an address; so may the
+    # name of its class.
     return PluginFailure(
         info.name,
         info.distribution,
         info.version,
         hook,
-        type(exc).__name__,
+        scrubbed(type(exc).__name__),
         _digest(exc),
-        message,
+        scrubbed(exception_line(exc)),
     )
 
 

@@ -41,6 +41,7 @@ from kerno_otel.contract import (
     SourceFactory,
 )
 from kerno_otel.daemon.failure_fold import FailureFold
+from kerno_otel.daemon.failures import exception_line
 from kerno_otel.doctor.results import ALERTING, CycleResult, Delivery, findings_of
 from kerno_otel.doctor.settings import CYCLE_IDS, CycleIds, Settings, settings
 from kerno_otel.doctor.thresholds import declared as declared_thresholds
@@ -108,7 +109,8 @@ def redact_finding(redactor: Redactor, finding: Finding) -> Finding:
 
 
 def _error_text(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
+    # Never raises: a plugin's exception whose str() raises is still a note, not a lost cycle.
+    text = exception_line(exc, 300)
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
 
 

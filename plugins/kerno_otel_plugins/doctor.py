@@ -14,6 +14,7 @@ that fails is one line on stderr; the thread goes on.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -90,6 +91,25 @@ class CycleThread:
     def _analyzer(self) -> Analyzer | None:
         return self.context.analyzer
 
+    def _cycle_failed(self, exc: Exception) -> None:
+        """The one stderr line for a cycle that raised: scrubbed, and never raising itself.
+
+        The exception may be a plugin's (a sink factory's), whose text may quote a
+        secret and whose ``str()`` may raise; an exception escaping this thread would be
+        the daemon's panic.
+        """
+        try:
+            text = str(exc).splitlines()[0][:300] if str(exc).strip() else ""
+        except Exception:
+            text = "<str() failed>"
+        line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        try:
+            line = self.context.audit.redactor.redact_text(line)[0]
+        except Exception:
+            line = "(unprintable)"
+        with contextlib.suppress(Exception):
+            self.stderr.write(f"kerno-otel: doctor: cycle failed: {line}\n")
+
     def _run(self) -> None:
         context = self.context
         while not self.stop_event.is_set():
@@ -115,10 +135,8 @@ class CycleThread:
                     self.cycles += 1
                     for note in result.notes:
                         self.stderr.write(f"kerno-otel: doctor {result.cycle_id}: {note}\n")
-            except Exception as exc:  # telemetry never raises into the daemon
-                self.stderr.write(
-                    f"kerno-otel: doctor: cycle failed: {type(exc).__name__}: {exc}\n"
-                )
+            except Exception as exc:  # a cycle never raises into the daemon
+                self._cycle_failed(exc)
             self.stop_event.wait(max(interval - (time.monotonic() - started), 0.0))
 
 
