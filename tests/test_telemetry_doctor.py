@@ -246,3 +246,35 @@ def test_telemetry_off_exports_nothing_and_builds_no_exporter(
     assert [r for r in written if "trace_id" in r or "span_id" in r] == []
     types = [r["type"] for r in written]
     assert "finding.emit" in types and "ai.call" in types
+
+
+def test_a_bad_attribute_limit_variable_is_a_telemetry_error_or_nothing(tmp_path: Path) -> None:
+    # OTEL_ATTRIBUTE_COUNT_LIMIT is the SDK's, for spans: with tracing off nothing reads it
+    # (the audit log's records take no OTEL_* limit), with tracing on the tracer provider
+    # refuses it, a config error (exit 2) like any variable an exporter refuses.
+    bad = {"OTEL_ATTRIBUTE_COUNT_LIMIT": "abc", "OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT": "0"}
+    (tmp_path / "off").mkdir()
+    (tmp_path / "on").mkdir()
+    off = doctor(tmp_path / "off", bad, "")
+    assert off.returncode == 0, off.stderr
+    assert "Traceback" not in off.stderr and "Error" not in off.stderr
+    written = records(tmp_path / "off")
+    # Whole records: the audit log's attributes are not cut to the variables' limits.
+    assert written[0]["type"] == "audit.start"
+    assert written[0]["details"]["fsync"] and written[0]["actor"] == "audit/writer"
+    on = doctor(
+        tmp_path / "on",
+        {
+            **bad,
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+        },
+        "",
+    )
+    assert (on.returncode, on.stdout) == (2, "")
+    assert on.stderr.splitlines()[-1] == (
+        "Error: telemetry: cannot set up the exporters: "
+        "OTEL_ATTRIBUTE_COUNT_LIMIT must be a non-negative integer but got abc"
+    )
+    assert "Traceback" not in on.stderr
+    assert [r["type"] for r in records(tmp_path / "on")] == ["audit.start"]

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from opentelemetry._logs import LogRecord, SeverityNumber
-from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits, LogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
 from kerno_otel import __version__
@@ -97,7 +97,12 @@ class AuditLog:
         #: The redaction stage every record goes through (plugins redact free text with it).
         self.redactor: Redactor = self._processor.cleaner.redactor
         self.provider = _AuditProvider(
-            resource=Resource.create(self.resource), shutdown_on_exit=False
+            resource=Resource.create(self.resource),
+            shutdown_on_exit=False,
+            # Every limit given, so the SDK reads no OTEL_*_LIMIT variable: they are meant
+            # for telemetry, must not cut an audit record, and a malformed one made the SDK
+            # raise here, after the log file was opened (exit 1 for a telemetry setting).
+            log_record_limits=LogRecordLimits(*(LogRecordLimits.UNSET,) * 4),
         )
         # First on the provider: every processor added later sees clean records only.
         self.provider.add_log_record_processor(self._processor)
