@@ -18,6 +18,7 @@ from kerno_otel.daemon.failures import exception_line, failure_line, failure_of
 from kerno_otel.doctor.engine import Doctor, Settings
 from kerno_otel.records.schema import SchemaSet
 from kerno_otel.records.validate import RecordValidator
+from kerno_otel.telemetry import Telemetry
 
 ACME = PluginInfo("acme", "acme-kerno", "1.2")
 TOKEN = "ghp_" + "a1B2c3D4e5" * 4
@@ -108,3 +109,66 @@ def test_exception_line_never_raises() -> None:
     assert exception_line(ValueError("x" * 500), 10) == "x" * 10
     line = failure_line(failure_of(ACME, "rule:x", Unprintable()))
     assert line.endswith("failed in rule:x: Unprintable: <str() failed>\n")
+
+
+class Switch:
+    """A rule that raises while ``self.error`` is set."""
+
+    def __init__(self) -> None:
+        self.error: Exception | None = ZeroDivisionError("oops")
+
+    def __call__(self, given: RuleInput) -> list[object]:
+        if self.error is not None:
+            raise self.error
+        return []
+
+
+def test_the_first_failure_carries_its_rule_span_and_a_folded_record_none(tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    telemetry = Telemetry(tracer_provider=provider)
+    rule = Switch()
+    with AuditLog(AuditConfig(file_path=str(tmp_path / "kerno-audit.jsonl"))) as log:
+        fold = FailureFold(log, io.StringIO())
+        for cycle in range(5):
+            if cycle == 3:
+                rule.error = None  # works again: the fold of cycles 2 and 3 is written now
+            if cycle == 4:
+                rule.error = KeyError("k")  # another type: written at once, in its span
+            Doctor(
+                log,
+                Settings(duration=0.001),
+                sources={"fixed": Fixed()},
+                rules={"bad": rule},  # type: ignore[dict-item]
+                sinks={},
+                rule_plugins={"bad": ACME},
+                failures=fold,
+                telemetry=telemetry,
+            ).run_cycle()
+        fold.close()
+    provider.shutdown()
+    written = [
+        r for r in stream_records(tmp_path / "kerno-audit.jsonl") if r["type"] == "plugin.error"
+    ]
+    assert [(r["details"]["error_type"], r["details"].get("suppressed")) for r in written] == [
+        ("ZeroDivisionError", None),
+        ("ZeroDivisionError", 1),
+        ("KeyError", None),
+    ]
+    failed_rule_spans = {
+        (f"{s.context.trace_id:032x}", f"{s.context.span_id:016x}")
+        for s in spans.get_finished_spans()
+        if s.name == "kerno.doctor.rule" and not s.status.is_ok
+    }
+    first, folded, other = written
+    assert (first["trace_id"], first["span_id"]) in failed_rule_spans
+    assert (other["trace_id"], other["span_id"]) in failed_rule_spans
+    assert first["trace_id"] != other["trace_id"]
+    # Its failures were in two earlier cycles' traces; the span around its writing (the
+    # rule working again) is none of them.
+    assert "trace_id" not in folded and "span_id" not in folded

@@ -104,8 +104,13 @@ def record_failures(
     """One ``plugin.error`` record per failure (``audit`` is the :class:`AuditLog`).
 
     ``fold`` (``suppressed``, ``first_ts``, ``last_ts``) is added to the details of a
-    record that stands for folded repeats (:mod:`kerno_otel.daemon.failure_fold`).
+    record that stands for folded repeats (:mod:`kerno_otel.daemon.failure_fold`). Such a
+    record carries no ``trace_id``/``span_id``: its failures happened in earlier cycles'
+    traces, and the span active when it is written (a later cycle's rule that worked, or
+    raised something else) is not where any of them did.
     """
+    # 0 and 0: no ids, whatever span is active (None would take the active span's).
+    ids: dict[str, int] = {"trace_id": 0, "span_id": 0} if fold else {}
     for failure in failures:
         audit.emit(
             "plugin.error",
@@ -119,4 +124,5 @@ def record_failures(
                 **(fold or {}),
             },
             outcome="failure",
+            **ids,
         )
