@@ -278,3 +278,23 @@ def test_a_bad_attribute_limit_variable_is_a_telemetry_error_or_nothing(tmp_path
     )
     assert "Traceback" not in on.stderr
     assert [r["type"] for r in records(tmp_path / "on")] == ["audit.start"]
+
+
+def test_the_exporters_warnings_say_no_credential_or_address(tmp_path: Path) -> None:
+    # A collector that refuses, at an endpoint with credentials in it: the gRPC exporter
+    # quotes the endpoint ("bob:hunter2@127.0.0.1:9") in each warning it logs.
+    env = {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://bob:hunter2@127.0.0.1:9",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+    }
+    result = doctor(tmp_path, env, "")
+    assert result.returncode == 0, result.stderr
+    warned = [
+        line
+        for line in result.stderr.splitlines()
+        if line.startswith("kerno-otel: telemetry: ") and "export" in line and " to " in line
+    ]
+    assert any("[REDACTED:secret]@" in line for line in warned), result.stderr
+    assert "hunter2" not in result.stderr
+    assert "127.0.0.1" not in result.stderr

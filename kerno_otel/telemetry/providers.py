@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import sys
 import threading
 import time
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from prometheus_client import CollectorRegistry
+
+    from kerno_otel.records.redact import Redactor
 
 #: Instrumentation scope of the core's spans and instruments.
 SCOPE: Final = "kerno_otel"
@@ -158,12 +161,32 @@ def _quietly(step: Callable[[], object]) -> None:
         step()
 
 
+#: ``user:password@`` before a host, with or without a scheme (the gRPC exporter says its
+#: endpoint as ``bob:hunter2@10.0.0.5:4317``, which no URL rule sees).
+_USERINFO: Final = re.compile(r"(?<![\w.%+-])[\w.%+~-]+:[^\s/@'\"]+@(?=[\w.\[])")
+
+
+def scrub_exporter_message(text: str) -> str:
+    """An exporter's log line as it may reach stderr: credentials, addresses and paths out."""
+    from kerno_otel.records.redact import Redactor
+
+    if not _EXPORTER_REDACTOR:
+        _EXPORTER_REDACTOR.append(Redactor())  # the default rules: a global handler has no config
+    return _EXPORTER_REDACTOR[0].redact_text(_USERINFO.sub("[REDACTED:secret]@", text))[0]
+
+
+#: Made at the first warning (importing the redaction rules costs a start that never warns).
+_EXPORTER_REDACTOR: Final[list[Redactor]] = []
+
+
 class _Prefixed(logging.Handler):
-    """The exporters' own log lines (a collector that is down, say), said as ours."""
+    """The exporters' own log lines (a collector that is down, say), said as ours, scrubbed:
+    they quote the endpoint, credentials in it included, and the collector's address."""
 
     def emit(self, record: logging.LogRecord) -> None:
         with contextlib.suppress(Exception):
-            sys.stderr.write(f"kerno-otel: telemetry: {record.getMessage()}\n")
+            line = scrub_exporter_message(record.getMessage())
+            sys.stderr.write(f"kerno-otel: telemetry: {line}\n")
 
 
 def _prefix_exporter_logs() -> None:
