@@ -6,10 +6,11 @@ samples for ``doctor.duration``), rebuilding the doctor from
 cycle. One :class:`~kerno_otel.FailureFold` lives across the cycles, so a rule
 or source factory that raises every cycle is one ``plugin.error`` at once and
 its repeats folded, written when it recovers, every five minutes while it keeps
-failing and when the thread stops. The sources, rules and sinks are the ones
-plugins registered (``context.sources``, ``context.rules``, ``context.sinks``); the analyzer,
-when a plugin made one, is ``context.analyzer``, read at every cycle. A cycle
-that fails is one line on stderr; the thread goes on.
+failing and when the thread stops (at ``daemon_shutdown``, or ``daemon_panic``). The
+sources, rules and sinks are the ones plugins registered (``context.sources``,
+``context.rules``, ``context.sinks``); the analyzer, when a plugin made one, is
+``context.analyzer``, read at every cycle. A cycle that fails is one line on stderr; the
+thread goes on.
 """
 
 from __future__ import annotations
@@ -152,3 +153,13 @@ def daemon_shutdown(context: DaemonContext, reason: str, uptime_s: float) -> Non
     thread = context.state.pop(NAME, None)
     if isinstance(thread, CycleThread):
         thread.stop()
+
+
+@hookimpl
+def daemon_panic(context: DaemonContext, exception_type: str, panic_digest: str) -> None:
+    # No daemon_shutdown follows a panic: the failures still folded are written now,
+    # while the log is open, or their count would be lost. No wait for the cycle.
+    thread = context.state.pop(NAME, None)
+    if isinstance(thread, CycleThread):
+        thread.stop_event.set()
+        thread.failures.close()
