@@ -4,6 +4,8 @@ a one-shot command exports its metrics once, at shutdown, and shutdown is bounde
 from __future__ import annotations
 
 import io
+import os
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,3 +112,44 @@ def test_shutdown_stops_waiting_for_a_collector_that_does_not_answer(
         "kerno-otel: telemetry: stopped waiting for the last export after 0.2 s: "
         "spans or metrics not sent by then are lost\n"
     )
+
+
+def test_the_resource_the_sdk_adds_is_scrubbed_and_the_audit_keys_kept(
+    log: AuditLog, receiver: TelemetryReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Standard variables an operator may set: the SDK's process detector (the pid, the
+    # parent's, the executable's path, the command) and attributes of their own.
+    monkeypatch.setenv("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", "process")
+    monkeypatch.setenv(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "deployment.environment=prod,host.ip=10.2.3.4,note=key%20/home/bob/.ssh/id_rsa",
+    )
+    settings = TelemetrySettings(traces=("otlp",), metrics=("otlp",), endpoint=receiver.endpoint)
+    telemetry = start_telemetry(settings, log, stderr=io.StringIO(), once=True)
+    with telemetry.tracer.start_as_current_span("kerno.doctor.cycle"):
+        pass
+    telemetry.instruments.cycle_duration.record(1.0, {"kerno.doctor.outcome": "completed"})
+    telemetry.shutdown()
+
+    resources = [
+        {kv.key: kv.value for kv in r.resource.attributes}
+        for request in receiver.trace_requests
+        for r in request.resource_spans
+    ] + [
+        {kv.key: kv.value for kv in r.resource.attributes}
+        for request in receiver.metric_requests
+        for r in request.resource_metrics
+    ]
+    assert len(resources) == 2
+    for attributes in resources:
+        shown = {key: str(value).strip() for key, value in attributes.items()}
+        assert shown["process.pid"] == 'string_value: "[REDACTED:pid]"'
+        assert shown["process.parent_pid"] == 'string_value: "[REDACTED:pid]"'
+        assert shown["host.ip"] == 'string_value: "[REDACTED:ip]"'
+        assert shown["deployment.environment"] == 'string_value: "prod"'
+        text = repr(attributes)
+        for raw in (str(os.getpid()), "10.2.3.4", "id_rsa", "/bob/", sys.executable):
+            assert raw not in text
+        # The audit log's three keys, exact: a span joins its records on them.
+        for key, value in log.resource.items():
+            assert attributes[key].string_value == value

@@ -257,9 +257,17 @@ def build_telemetry(
     """
     from opentelemetry.sdk.resources import Resource
 
-    # Resource.create adds OTEL_RESOURCE_ATTRIBUTES and the SDK's own attributes;
-    # the audit log's three keys win over them, so the records and spans agree.
-    otel_resource = Resource.create(dict(resource))
+    from kerno_otel.telemetry.redact import clean_attributes
+
+    # Resource.create adds OTEL_RESOURCE_ATTRIBUTES, the SDK's own attributes and what the
+    # detectors OTEL_EXPERIMENTAL_RESOURCE_DETECTORS names find (``process``: the pid, the
+    # parent's, the executable's path, the command line). They leave with every span and
+    # metric point, so they are scrubbed like span attributes; the audit log's three keys
+    # win over them, exact, so the records and spans agree.
+    created = Resource.create(dict(resource))
+    otel_resource = Resource(
+        {**clean_attributes(scrub, created.attributes), **resource}, created.schema_url
+    )
     if settings.traces or settings.metrics:
         _prefix_exporter_logs()
     tracer_provider = None
