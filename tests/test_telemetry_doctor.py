@@ -298,3 +298,14 @@ def test_the_exporters_warnings_say_no_credential_or_address(tmp_path: Path) -> 
     assert any("[REDACTED:secret]@" in line for line in warned), result.stderr
     assert "hunter2" not in result.stderr
     assert "127.0.0.1" not in result.stderr
+
+
+def test_the_console_exporters_leave_stdout_to_the_json(tmp_path: Path) -> None:
+    env = {"OTEL_TRACES_EXPORTER": "console", "OTEL_METRICS_EXPORTER": "console"}
+    result = doctor(tmp_path, env, "")
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)  # the result alone: -o json stays machine-readable
+    assert printed["cycle_id"].startswith("cycle-")
+    # The spans and the one metric export are on stderr instead.
+    assert '"name": "kerno.doctor.cycle"' in result.stderr
+    assert "kerno.doctor.cycle.duration" in result.stderr

@@ -201,7 +201,8 @@ def _span_exporter(name: str, settings: TelemetrySettings) -> SpanExporter:
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        return ConsoleSpanExporter()
+        # On stderr: stdout is a command's output (doctor -o json), not to be mixed with spans.
+        return ConsoleSpanExporter(out=sys.stderr)
     endpoint = settings.endpoint
     if settings.traces_protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
@@ -225,7 +226,7 @@ def _metric_reader(name: str, settings: TelemetrySettings) -> MetricReader:
     exporter: MetricExporter
     endpoint = settings.endpoint
     if name == "console":
-        exporter = ConsoleMetricExporter()
+        exporter = ConsoleMetricExporter(out=sys.stderr)  # as the spans: stdout is the output
     elif settings.metrics_protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
             OTLPMetricExporter as HttpMetricExporter,
