@@ -373,3 +373,17 @@ def test_long_lines_of_flags_are_left_alone() -> None:
     # word counts are bounded, so this stays linear; a runaway would hit the timeout).
     text = "-u x " * 20000 + "curl " * 2000 + "--token-limit 5 " * 2000
     assert (text, {}) == Redactor().redact_text(text)
+
+
+# --- linear time on hostile words ---------------------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("unit", ["'-u", "'-u'x", "/-pX", ",-p", "-u\x00", "(-u", "'-p'x"])
+def test_a_long_word_of_flags_is_linear(unit: str) -> None:
+    # 100 kB of one whitespace-free word packed with "-u"/"-p": every one used to scan
+    # to the word's end when its match failed (seconds per 20 kB, minutes per 100 kB).
+    text = unit * (100_000 // len(unit))
+    out, counts = Redactor().redact_text(text)
+    assert "secret" not in counts  # no flag here takes a value ("/-pX/..." is a path)
+    assert (out, {}) == Redactor().redact_text(out)

@@ -104,10 +104,17 @@ def _flag_value(quote: str) -> str:
 # A flag may open an argv item ("'-p'"); "-p" and "-u" may hold their value ("-pX").
 # Atomic: once "', " is read as the separator it is not read again as a quoted value.
 _P_SEP: Final = rf"(?>{_Q},{_WS}*|{_WS}*)"
-_USER_FLAG: Final = rf"(?<![\w-]){_Q}?(?:-u{_P_SEP}|--user(?:name)?(?:{_SEP}|=))"
-_SHORT_P: Final = rf"(?<![\w-]){_Q}?-p"
+# "-u" and "-p" start an argument: only after whitespace, a quote or at the start. A
+# match that fails after them (no whitespace after the user name or the value) then
+# scans at most to the next whitespace or quote, which no later start lies before: the
+# search stays linear. After any other character ("/-pX/-pX...", "'-u'-u...", one long
+# word of them) every "-p" would scan to the word's end, and 100 kB took seconds.
+_ARG_START: Final = r"(?<![^\s\ufeff\"'])"
+_USER_FLAG: Final = rf"{_ARG_START}{_Q}?(?:-u{_P_SEP}|--user(?:name)?(?:{_SEP}|=))"
+_SHORT_P: Final = rf"{_ARG_START}{_Q}?-p"
 _WORDS: Final = rf"(?:[^{_NWS}]+{_WS}+){{0,3}}?"
-_USER_VALUE: Final = rf"[^{_NWS}\[-][^{_NWS}]*"
+# A user name, quoted or not ("bob", "'bob',"): it holds no quote, so it ends at the next.
+_USER_VALUE: Final = rf"{_Q}?[^{_NWS}\[\"'-][^{_NWS}\"']*{_Q}?,?"
 # A "-p" value that is a port ("-p 8080", "-p 8080:80/tcp") stays even in a login line
 # ("docker run -u 1000 -p 8080:80"): an all-digit password after "-p" is not caught.
 _NOT_PORT: Final = rf"(?!{_Q}?[0-9][0-9.:]*(?:/[a-z]+)?(?:[{_NWS}\"',]|$))"
