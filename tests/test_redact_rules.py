@@ -387,3 +387,72 @@ def test_a_long_word_of_flags_is_linear(unit: str) -> None:
     out, counts = Redactor().redact_text(text)
     assert "secret" not in counts  # no flag here takes a value ("/-pX/..." is a path)
     assert (out, {}) == Redactor().redact_text(out)
+
+
+# --- headers as a dict, an env var or a quoted value (review of the redaction merge) -------------
+
+# A provider SDK or an OTLP exporter prints its request headers as a dict; the OTLP exporter's
+# environment variable spells them "Authorization=Basic%20..."; a config error quotes a value.
+REVIEWED: list[tuple[str, str, dict[str, int]]] = [
+    (
+        "headers={'Authorization': 'Basic dXNlcjpwYXNzd29yZA=='}",
+        "headers={'Authorization': '[REDACTED:secret]'}",
+        {"secret": 1},
+    ),
+    (
+        '{"authorization": "Api-Token dt0c01.ABCDEF1234567890.abcdefghijklmnop"}',
+        '{"authorization": "[REDACTED:secret]"}',
+        {"secret": 1},
+    ),
+    (
+        "{'Authorization': 'Bearer abcdefgh12345'}",
+        "{'Authorization': '[REDACTED:secret]'}",
+        {"secret": 1},
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_HEADERS=Authorization=Basic%20dXNlcjpwYXNz,x=1",
+        "OTEL_EXPORTER_OTLP_HEADERS=Authorization=Basic%20[REDACTED:secret],x=1",
+        {"secret": 1},
+    ),
+    (
+        "config: invalid value for password: 'correct horse battery staple'",
+        "config: invalid value for password: '[REDACTED:secret]'",
+        {"secret": 1},
+    ),
+    (
+        '{"api_key": "two words", "model": "claude-3-5-sonnet-20241022"}',
+        '{"api_key": "[REDACTED:secret]", "model": "claude-3-5-sonnet-20241022"}',
+        {"secret": 1},
+    ),
+    ("Passphrase: hunter2", "Passphrase: [REDACTED:secret]", {"secret": 1}),
+    (
+        "HTTP 401: hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567 is invalid",
+        "HTTP 401: [REDACTED:secret] is invalid",
+        {"secret": 1},
+    ),
+]
+
+REVIEWED_KEPT = [
+    "authorization: denied for this role",
+    "'authorization': '[REDACTED:secret]'",
+    "{'authorization': ''}",
+    "password: ''",
+    "model claude-3-5-sonnet-20241022 returned 529",
+    "attach raw_syscalls:sys_enter failed: -EINVAL",
+    "digest sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "cycle 6f1c0b1e-3a0d-4c7e-9d8e-2b8c1b7f4a11 at 2026-11-27T18:00:00.123456789Z",
+    "the passphrase policy requires 12 characters",
+]
+
+
+@pytest.mark.parametrize(("text", "expected", "counts"), REVIEWED)
+def test_reviewed_shapes_are_redacted(text: str, expected: str, counts: dict[str, int]) -> None:
+    redactor = Redactor()
+    assert (expected, counts) == redactor.redact_text(text)
+    assert (expected, {}) == redactor.redact_text(expected)
+    assert _suspects(text.lower()) != 0
+
+
+@pytest.mark.parametrize("text", REVIEWED_KEPT)
+def test_reviewed_ordinary_text_is_kept(text: str) -> None:
+    assert (text, {}) == Redactor().redact_text(text)

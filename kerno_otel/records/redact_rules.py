@@ -48,7 +48,7 @@ _FIRST_OCTET: Final = "|".join(
 )
 _ROOTS: Final = "|".join(re.escape(root) for root in _patterns.SENSITIVE_ROOTS)
 _KEY: Final = (
-    r"(?:[Pp][Aa][Ss][Ss][Ww](?:[Oo][Rr])?[Dd]|[Pp][Ww][Dd]"
+    r"(?:[Pp][Aa][Ss][Ss][Ww](?:[Oo][Rr])?[Dd]|[Pp][Ww][Dd]|[Pp][Aa][Ss][Ss][Pp][Hh][Rr][Aa][Ss][Ee]"
     r"|[Ss][Ee][Cc][Rr][Ee][Tt](?:_?[Aa][Cc][Cc][Ee][Ss][Ss])?(?:[_-]?[Kk][Ee][Yy])?"
     r"|[Rr][Oo][Uu][Tt][Ii][Nn][Gg]_?[Kk][Ee][Yy]"
     r"|[Pp][Rr][Ii][Vv][Aa][Tt][Ee][_-]?[Kk][Ee][Yy]"
@@ -206,9 +206,13 @@ _SUBS: Final[tuple[_Sub, ...]] = (
         _KV,
         "secret",
         # Also the quoted forms ("password": "x") a log line or a repr carries, and a
-        # "Bearer " inside the value goes with it.
+        # "Bearer " inside the value goes with it. A quoted value goes up to its closing
+        # quote, spaces and all ("password: 'correct horse battery staple'"); the scan
+        # ends at the next quote of its kind, so it stays linear.
         re.compile(
-            rf"({_KEY}[\"']?{_WS}*[=:]{_WS}*[\"']?)(?:{_BEARER}{_WS}+)?"
+            rf"({_KEY}[\"']?{_WS}*[=:]{_WS}*')(?:{_BEARER}{_WS}+)?[^'\n\[][^'\n]*(?=')"
+            rf"|({_KEY}[\"']?{_WS}*[=:]{_WS}*\")(?:{_BEARER}{_WS}+)?[^\"\n\[][^\"\n]*(?=\")"
+            rf"|({_KEY}[\"']?{_WS}*[=:]{_WS}*[\"']?)(?:{_BEARER}{_WS}+)?"
             rf"[^{_NWS}\[,;&\"'][^{_NWS},;&\"']*"
         ),
         _keep(_PH_SECRET),
@@ -247,11 +251,15 @@ _SUBS: Final[tuple[_Sub, ...]] = (
     _Sub(
         _BEARER_BIT,
         "secret",
-        # The other schemes only after "Authorization:": alone they are English words.
+        # The other schemes only after "Authorization:" (or "=", as the OTLP exporter's
+        # headers variable spells it, with "%20" for the space): alone they are English
+        # words. The quoted value of an "Authorization" key (a dict of request headers)
+        # goes whole, whatever its scheme ("Api-Token …", "SSWS …").
         re.compile(
-            rf"((?:{_BEARER}|{_AUTHORIZATION}:{_WS}*{_AUTH_SCHEMES}){_WS}+)"
+            rf"([\"']{_AUTHORIZATION}[\"']{_WS}*[:=]{_WS}*[\"'])[^\"'\n\[][^\"'\n]*"
+            rf"|((?:{_BEARER}|{_AUTHORIZATION}[:=]{_WS}*{_AUTH_SCHEMES})(?:{_WS}|%20)+)"
             r"[A-Za-z0-9._~+/-]{8,}=*"
-            rf"|({_AUTHORIZATION}:{_WS}*{_AUTH_WORDS}{_WS}+)"
+            rf"|({_AUTHORIZATION}[:=]{_WS}*{_AUTH_WORDS}(?:{_WS}|%20)+)"
             r"(?=[A-Za-z._~+/-]*[0-9])[A-Za-z0-9._~+/-]{8,}=*"
         ),
         _keep(_PH_SECRET),
@@ -293,6 +301,8 @@ _SUBS: Final[tuple[_Sub, ...]] = (
             # Google API keys, GitLab and fine-grained GitHub tokens, Stripe and npm keys.
             r"|AIza[0-9A-Za-z_-]{35,}|glpat-[A-Za-z0-9_-]{20,}|github_pat_[A-Za-z0-9_]{22,}"
             r"|(?<![A-Za-z0-9])[rs]k_(?:live|test)_[A-Za-z0-9]{16,}|npm_[A-Za-z0-9]{36}"
+            # Hugging Face access tokens.
+            r"|(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{30,}"
             r"|eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"
         ),
         _PH_SECRET,
