@@ -55,7 +55,7 @@ _S_FLAG: Final = re.compile(
     r"|pass)|p|u)"
 )
 _S_SIG: Final = re.compile(rf"[?&](?:sig|(?:x-(?:amz|goog)-)?signature)=[^{_NWS}&#\[\"']")
-_S_COOKIE: Final = re.compile(rf"cookie:{_WS}*[^{_NWS}\[\"';=]+=")
+_S_COOKIE: Final = re.compile(rf"cookie:{_WS}*[^{_NWS}\[\"';=:]+=")
 # A run of 40 or more with a character that is not hex (so a sha256 digest is not
 # suspect): lowercasing can lengthen a run, never cut one short, and only adds "k" or
 # "i" in front of one ("\u212a", "\u0130"), both not hex.
@@ -71,7 +71,10 @@ _S_MORE: Final = re.compile(
     r"aiza[0-9a-z_-]{35}|glpat-[a-z0-9_-]{20}|github_pat_[a-z0-9_]{22}"
     r"|[rs]k_(?:live|test)_[a-z0-9]{16}|npm_[a-z0-9]{36}|hf_[a-z0-9]{30}"
 )
-_S_JWT: Final = re.compile(r"eyj[a-z0-9_-]{5,}\.[a-z0-9_-]{5,}\.[a-z0-9_-]{5}")
+# Lowercased _JWT_PYTHON: lowercasing only lengthens a word (a Kelvin sign becomes "k").
+_S_JWT: Final = re.compile(
+    r"(?<![a-z0-9_-])(?=[a-z0-9_-]*?eyj[a-z0-9_-]{5})[a-z0-9_-]+\.[a-z0-9_-]{5,}\.[a-z0-9_-]{5}"
+)
 _S_PATH: Final = re.compile(rf"/(?:{_ROOTS.lower()})/[^{_NWS}\[\]\"']")
 # _PATH_START lowercased, but a "k" before the "/" does not rule a path out: it may be a
 # Kelvin sign ("\u212a/etc/shadow"), which is no letter to the substitution.

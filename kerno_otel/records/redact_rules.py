@@ -241,10 +241,11 @@ _SUBS: Final[tuple[_Sub, ...]] = (
         _COOKIE,
         "secret",
         # A pasted request's cookies: the whole header value, to the end of the line or
-        # a quote. Only when it holds "name=" ("session cookie: missing" is prose).
+        # a quote. Only when it holds "name=" ("session cookie: missing" is prose). A
+        # cookie name holds no ":", so a failed match stops at the next "cookie:".
         re.compile(
             rf"((?<![A-Za-z0-9_-])(?:[Ss][Ee][Tt]-)?[Cc][Oo][Oo][Kk][Ii][Ee]:{_WS}*)"
-            rf"[^{_NWS}\[\"';=]+=[^\n\r\"']*"
+            rf"[^{_NWS}\[\"';=:]+=[^\n\r\"']*"
         ),
         _keep(_PH_SECRET),
     ),
@@ -303,7 +304,8 @@ _SUBS: Final[tuple[_Sub, ...]] = (
             r"|(?<![A-Za-z0-9])[rs]k_(?:live|test)_[A-Za-z0-9]{16,}|npm_[A-Za-z0-9]{36}"
             # Hugging Face access tokens.
             r"|(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{30,}"
-            r"|eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"
+            # A JWT with the word it is glued to, if any: once per word, linear.
+            rf"|{_patterns._JWT_PYTHON}"
         ),
         _PH_SECRET,
     ),
