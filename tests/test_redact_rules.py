@@ -430,6 +430,41 @@ REVIEWED: list[tuple[str, str, dict[str, int]]] = [
         {"secret": 1},
     ),
     ("Passphrase: hunter2", "Passphrase: [REDACTED:secret]", {"secret": 1}),
+    # A path that runs into a placeholder ends at it: the path rule stops at ":" and cut
+    # "[REDACTED:secret]" in two ("/v1/[REDACTED:path]:secret]").
+    (
+        "Max retries exceeded with url: /v1/chat/completions?api-version=2&api-key=abc123",
+        "Max retries exceeded with url: /v1/[REDACTED:path][REDACTED:secret]",
+        {"secret": 1, "path": 1},
+    ),
+    # Azure connection strings, an env var list of a failed subprocess, an AWS SigV4 header.
+    (
+        "DefaultEndpointsProtocol=https;AccountName=kerno;AccountKey=abcdEFGH1234+/==;"
+        "EndpointSuffix=core.windows.net",
+        "DefaultEndpointsProtocol=https;AccountName=kerno;AccountKey=[REDACTED:secret];"
+        "EndpointSuffix=core.windows.net",
+        {"secret": 1},
+    ),
+    (
+        "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;"
+        "SharedAccessKey=abcDEF123=",
+        "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;"
+        "SharedAccessKey=[REDACTED:secret]",
+        {"secret": 1},
+    ),
+    (
+        "Command '['env', 'DB_PASS=hunter2', 'SMTP-PASS=s3cr3t', 'prog']' returned 1",
+        "Command '['env', 'DB_PASS=[REDACTED:secret]', 'SMTP-PASS=[REDACTED:secret]', 'prog']'"
+        " returned 1",
+        {"secret": 2},
+    ),
+    (
+        "Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/"
+        "aws4_request, SignedHeaders=host;x-amz-date, Signature=fe5f80f77d5fa3beca038a248ff0",
+        "Authorization: AWS4-HMAC-SHA256 Credential=[REDACTED:secret], "
+        "SignedHeaders=host;x-amz-date, Signature=[REDACTED:secret]",
+        {"secret": 2},
+    ),
     (
         "HTTP 401: hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567 is invalid",
         "HTTP 401: [REDACTED:secret] is invalid",
@@ -447,6 +482,8 @@ REVIEWED_KEPT = [
     "digest sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
     "cycle 6f1c0b1e-3a0d-4c7e-9d8e-2b8c1b7f4a11 at 2026-11-27T18:00:00.123456789Z",
     "the passphrase policy requires 12 characters",
+    "bypass=true compass: north",
+    "signals: a, sig=SIGKILL",
 ]
 
 

@@ -44,7 +44,7 @@ from kerno_otel.records.redact_rules import (
 _S_URL: Final = re.compile(rf"://[^/{_NWS}:@\[]*:[^/{_NWS}@\[]+@")
 _S_KV: Final = re.compile(
     r"(?:passw(?:or)?d|pwd|passphrase|secret(?:_?access)?(?:[_-]?key)?|routing_?key|private[_-]?key"
-    rf"|credentials?|api[_-]?key|token)[\"']?{_WS}*[=:]"
+    rf"|credentials?|api[_-]?key|token|accountkey|sharedaccesskey|[_-]pass)[\"']?{_WS}*[=:]"
 )
 _S_BEARER: Final = re.compile(rf"bearer(?:{_WS}|%20)|authorization[\"']?{_WS}*[:=]")
 # Looser than the substitution (any "-p", "-u", "--user" or secret-named flag): those
@@ -54,7 +54,9 @@ _S_FLAG: Final = re.compile(
     r"-(?<![\w-]-)-?(?:[a-z0-9_-]*(?:passw|passphrase|pwd|secret|token|api|access|credential"
     r"|pass)|p|u)"
 )
-_S_SIG: Final = re.compile(rf"[?&](?:sig|(?:x-(?:amz|goog)-)?signature)=[^{_NWS}&#\[\"']")
+_S_SIG: Final = re.compile(
+    rf"(?:[?&](?:sig|(?:x-(?:amz|goog)-)?signature)|,{_WS}*signature)=[^{_NWS}&#\[\"']"
+)
 _S_COOKIE: Final = re.compile(rf"cookie:{_WS}*[^{_NWS}\[\"';=:]+=")
 # A run of 40 or more with a character that is not hex (so a sha256 digest is not
 # suspect): lowercasing can lengthen a run, never cut one short, and only adds "k" or
@@ -171,6 +173,8 @@ def _suspects(low: str) -> int:
             or "private" in low
             or "credential" in low
             or "pwd" in low
+            or "accountkey" in low
+            or "accesskey" in low
         )
         and _S_KV.search(low)
     ):

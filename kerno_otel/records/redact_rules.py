@@ -53,7 +53,9 @@ _KEY: Final = (
     r"|[Rr][Oo][Uu][Tt][Ii][Nn][Gg]_?[Kk][Ee][Yy]"
     r"|[Pp][Rr][Ii][Vv][Aa][Tt][Ee][_-]?[Kk][Ee][Yy]"
     r"|[Cc][Rr][Ee][Dd][Ee][Nn][Tt][Ii][Aa][Ll][Ss]?"
-    r"|[Aa][Pp][Ii][_-]?[Kk][Ee][Yy]|[Tt][Oo][Kk][Ee][Nn])"
+    r"|[Aa][Pp][Ii][_-]?[Kk][Ee][Yy]|[Tt][Oo][Kk][Ee][Nn]"
+    # Azure connection strings; "DB_PASS=", "SMTP-PASS:" (not "bypass=", "compass:").
+    r"|(?i:accountkey|sharedaccesskey)|[_-][Pp][Aa][Ss][Ss])"
 )
 _HOOKS: Final = "|".join(_patterns.WEBHOOK_HOSTS)
 _KERNEL: Final = "|".join(
@@ -222,10 +224,12 @@ _SUBS: Final[tuple[_Sub, ...]] = (
         "secret",
         # A signed URL is a capability until it expires: an Azure SAS "sig=", an S3 or
         # GCS presigned "X-Amz-Signature=" / "X-Goog-Signature=" goes (their
-        # "Credential=" and "Security-Token=" are the key-value forms' already).
+        # "Credential=" and "Security-Token=" are the key-value forms' already), and so
+        # does the ", Signature=" of an AWS SigV4 Authorization header.
         re.compile(
-            r"([?&](?:[Ss][Ii][Gg]|(?:[Xx]-(?:[Aa][Mm][Zz]|[Gg][Oo][Oo][Gg])-)?"
-            r"[Ss][Ii][Gg][Nn][Aa][Tt][Uu][Rr][Ee])=)"
+            r"((?:[?&](?:[Ss][Ii][Gg]|(?:[Xx]-(?:[Aa][Mm][Zz]|[Gg][Oo][Oo][Gg])-)?"
+            r"[Ss][Ii][Gg][Nn][Aa][Tt][Uu][Rr][Ee])"
+            rf"|,{_WS}*[Ss][Ii][Gg][Nn][Aa][Tt][Uu][Rr][Ee])=)"
             rf"[^{_NWS}&#\[\"'][^{_NWS}&#\"']*"
         ),
         _keep(_PH_SECRET),
@@ -327,10 +331,11 @@ _SUBS: Final[tuple[_Sub, ...]] = (
         "path",
         # Any other absolute path keeps its top directory ("/etc/[REDACTED:path]"),
         # except the kernel paths BPF errors need. It ends at a ":" as well, so that
-        # "FILE:LINE: why" keeps its line number.
+        # "FILE:LINE: why" keeps its line number. It ends before a placeholder too
+        # ("/v1/x?api-key=[REDACTED:secret]"), which a ":" would otherwise cut in two.
         re.compile(
             rf"({_PATH_START}(?!(?:{_KERNEL}|{_DEEP_ROOTS})/)[A-Za-z0-9._-]+/)"
-            rf"[^{_NWS}\[\]\"':][^{_NWS}\"':]*"
+            rf"[^{_NWS}\[\]\"':](?:[^{_NWS}\"':\[]|\[(?!REDACTED:))*"
         ),
         _keep(_PH_PATH),
     ),
