@@ -430,6 +430,16 @@ REVIEWED: list[tuple[str, str, dict[str, int]]] = [
         {"secret": 1},
     ),
     ("Passphrase: hunter2", "Passphrase: [REDACTED:secret]", {"secret": 1}),
+    (
+        "{'Proxy-Authorization': 'Basic dXNlcjpwYXNz'}",
+        "{'Proxy-Authorization': '[REDACTED:secret]'}",
+        {"secret": 1},
+    ),
+    (
+        '"Authorization": Basic dXNlcjpwYXNz',
+        '"Authorization": Basic [REDACTED:secret]',
+        {"secret": 1},
+    ),
     # A path that runs into a placeholder ends at it: the path rule stops at ":" and cut
     # "[REDACTED:secret]" in two ("/v1/[REDACTED:path]:secret]").
     (

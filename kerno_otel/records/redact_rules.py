@@ -259,12 +259,14 @@ _SUBS: Final[tuple[_Sub, ...]] = (
         # The other schemes only after "Authorization:" (or "=", as the OTLP exporter's
         # headers variable spells it, with "%20" for the space): alone they are English
         # words. The quoted value of an "Authorization" key (a dict of request headers)
-        # goes whole, whatever its scheme ("Api-Token …", "SSWS …").
+        # goes whole, whatever its scheme ("Api-Token …", "SSWS …"), and so does a
+        # "Proxy-Authorization" one.
         re.compile(
-            rf"([\"']{_AUTHORIZATION}[\"']{_WS}*[:=]{_WS}*[\"'])[^\"'\n\[][^\"'\n]*"
-            rf"|((?:{_BEARER}|{_AUTHORIZATION}[:=]{_WS}*{_AUTH_SCHEMES})(?:{_WS}|%20)+)"
+            rf"([\"'](?:[A-Za-z]+-)?{_AUTHORIZATION}[\"']{_WS}*[:=]{_WS}*[\"'])"
+            r"[^\"'\n\[][^\"'\n]*"
+            rf"|((?:{_BEARER}|{_AUTHORIZATION}[\"']?[:=]{_WS}*{_AUTH_SCHEMES})(?:{_WS}|%20)+)"
             r"[A-Za-z0-9._~+/-]{8,}=*"
-            rf"|({_AUTHORIZATION}[:=]{_WS}*{_AUTH_WORDS}(?:{_WS}|%20)+)"
+            rf"|({_AUTHORIZATION}[\"']?[:=]{_WS}*{_AUTH_WORDS}(?:{_WS}|%20)+)"
             r"(?=[A-Za-z._~+/-]*[0-9])[A-Za-z0-9._~+/-]{8,}=*"
         ),
         _keep(_PH_SECRET),
