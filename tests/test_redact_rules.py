@@ -381,7 +381,10 @@ def test_long_lines_of_flags_are_left_alone() -> None:
 @pytest.mark.timeout(5)
 @pytest.mark.parametrize(
     "unit",
-    ["'-u", "'-u'x", "/-pX", ",-p", "-u\x00", "(-u", "'-p'x", "eyJ", "_eyJ", "cookie:", ".cookie:"],
+    [
+        *("'-u", "'-u'x", "/-pX", ",-p", "-u\x00", "(-u", "'-p'x", ',"-u', ',"-p', ',"-u","b'),
+        *("eyJ", "_eyJ", "cookie:", ".cookie:"),
+    ],
 )
 def test_a_long_word_of_flags_is_linear(unit: str) -> None:
     # 200 kB of one whitespace-free word packed with "-u"/"-p": every one used to scan
@@ -433,6 +436,17 @@ REVIEWED: list[tuple[str, str, dict[str, int]]] = [
     (
         "{'Proxy-Authorization': 'Basic dXNlcjpwYXNz'}",
         "{'Proxy-Authorization': '[REDACTED:secret]'}",
+        {"secret": 1},
+    ),
+    # An argv list as compact JSON prints it (no space after the commas).
+    (
+        '["docker","login","-u","bob","-p","hunter2x","reg"]',
+        '["docker","login","-u","bob","-p","[REDACTED:secret]","reg"]',
+        {"secret": 1},
+    ),
+    (
+        '["login","-p","hunter2x","-u","bob"]',
+        '["login","-p","[REDACTED:secret]","-u","bob"]',
         {"secret": 1},
     ),
     (
@@ -494,6 +508,9 @@ REVIEWED_KEPT = [
     "the passphrase policy requires 12 characters",
     "bypass=true compass: north",
     "signals: a, sig=SIGKILL",
+    '["docker","run","-u","1000","-p","8080:80","img"]',
+    '["ssh","-p","22","h"]',
+    '["mkdir","-p","a/b"]',
 ]
 
 

@@ -112,9 +112,14 @@ _P_SEP: Final = rf"(?>{_Q},{_WS}*|{_WS}*)"
 # search stays linear. After any other character ("/-pX/-pX...", "'-u'-u...", one long
 # word of them) every "-p" would scan to the word's end, and 100 kB took seconds.
 _ARG_START: Final = r"(?<![^\s\ufeff\"'])"
-_USER_FLAG: Final = rf"{_ARG_START}{_Q}?(?:-u{_P_SEP}|--user(?:name)?(?:{_SEP}|=))"
-_SHORT_P: Final = rf"{_ARG_START}{_Q}?-p"
+# Compact JSON ('["-u","bob"]') has no space after its commas: a quoted flag may follow one.
+_FLAG_START: Final = rf"(?:{_ARG_START}{_Q}?|(?<=,){_Q})"
+_USER_FLAG: Final = rf"{_FLAG_START}(?:-u{_P_SEP}|--user(?:name)?(?:{_SEP}|=))"
+_SHORT_P: Final = rf"{_FLAG_START}-p"
 _WORDS: Final = rf"(?:[^{_NWS}]+{_WS}+){{0,3}}?"
+# After a user name or a "-p" value: whitespace and at most three words, or the comma a
+# compact list ends it with and nothing (a word there would run to the end of a long one).
+_AFTER: Final = rf"(?:{_WS}+{_WORDS}|(?<=,))"
 # A user name, quoted or not ("bob", "'bob',"): it holds no quote, so it ends at the next.
 _USER_VALUE: Final = rf"{_Q}?[^{_NWS}\[\"'-][^{_NWS}\"']*{_Q}?,?"
 # A "-p" value that is a port ("-p 8080", "-p 8080:80/tcp") stays even in a login line
@@ -122,7 +127,7 @@ _USER_VALUE: Final = rf"{_Q}?[^{_NWS}\[\"'-][^{_NWS}\"']*{_Q}?,?"
 _NOT_PORT: Final = rf"(?!{_Q}?[0-9][0-9.:]*(?:/[a-z]+)?(?:[{_NWS}\"',]|$))"
 _P_AFTER: Final = "|".join(
     (
-        rf"{_USER_FLAG}{_USER_VALUE}{_WS}+{_WORDS}{_SHORT_P}{_P_SEP}",
+        rf"{_USER_FLAG}{_USER_VALUE}{_AFTER}{_SHORT_P}{_P_SEP}",
         rf"(?<![\w-])sshpass{_SEP}{_SHORT_P}{_P_SEP}",
         rf"(?<![\w-])(?:mysql|mysqldump|mysqladmin|mariadb)(?![\w-])[^\n]{{0,200}}?{_SHORT_P}",
     )
@@ -131,7 +136,7 @@ _FLAG_RE: Final = (
     rf"((?:{_FLAG_LONG}|(?<![\w-])curl{_SEP}[^\n]{{0,500}}?{_USER_FLAG})){_flag_value('q1')}"
     rf"|((?:{_P_AFTER})){_NOT_PORT}{_flag_value('q2')}"
     rf"|({_SHORT_P}{_P_SEP}){_NOT_PORT}{_flag_value('q3')}"
-    rf"(?={_Q}?,?{_WS}+{_WORDS}{_USER_FLAG}{_USER_VALUE})"
+    rf"(?={_Q}?,?{_AFTER}{_USER_FLAG}{_USER_VALUE})"
 )
 
 
