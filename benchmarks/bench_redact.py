@@ -32,6 +32,8 @@ HOSTILE: dict[str, str] = {
     "argv_u_quote": "'-u'x",
     "slash_p": "/-pX",
     "comma_p": ",-p",
+    "json_u": ',"-u',
+    "json_p": ',"-p',
     "login_words": "-u x ",
     "flag_quote": "--password '",
     "jwt_heads": "eyJ",
