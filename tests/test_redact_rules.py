@@ -373,3 +373,177 @@ def test_long_lines_of_flags_are_left_alone() -> None:
     # word counts are bounded, so this stays linear; a runaway would hit the timeout).
     text = "-u x " * 20000 + "curl " * 2000 + "--token-limit 5 " * 2000
     assert (text, {}) == Redactor().redact_text(text)
+
+
+# --- linear time on hostile words ---------------------------------------------------------------
+
+
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize(
+    "unit",
+    [
+        *("'-u", "'-u'x", "/-pX", ",-p", "-u\x00", "(-u", "'-p'x", ',"-u', ',"-p', ',"-u","b'),
+        *("eyJ", "_eyJ", "cookie:", ".cookie:"),
+    ],
+)
+def test_a_long_word_of_flags_is_linear(unit: str) -> None:
+    # 200 kB of one whitespace-free word packed with "-u"/"-p": every one used to scan
+    # to the word's end when its match failed (seconds per 20 kB, minutes per 100 kB).
+    # "eyJeyJ…" and "cookie:cookie:…" did the same to the JWT and cookie shapes (a "."
+    # or an "=" further on makes the quick test let them through).
+    text = unit * (200_000 // len(unit)) + " x.y a=b"
+    out, counts = Redactor().redact_text(text)
+    assert "secret" not in counts  # no flag here takes a value ("/-pX/..." is a path)
+    assert (out, {}) == Redactor().redact_text(out)
+
+
+# --- headers as a dict, an env var or a quoted value (review of the redaction merge) -------------
+
+# A provider SDK or an OTLP exporter prints its request headers as a dict; the OTLP exporter's
+# environment variable spells them "Authorization=Basic%20..."; a config error quotes a value.
+REVIEWED: list[tuple[str, str, dict[str, int]]] = [
+    (
+        "headers={'Authorization': 'Basic dXNlcjpwYXNzd29yZA=='}",
+        "headers={'Authorization': '[REDACTED:secret]'}",
+        {"secret": 1},
+    ),
+    (
+        '{"authorization": "Api-Token dt0c01.ABCDEF1234567890.abcdefghijklmnop"}',
+        '{"authorization": "[REDACTED:secret]"}',
+        {"secret": 1},
+    ),
+    (
+        "{'Authorization': 'Bearer abcdefgh12345'}",
+        "{'Authorization': '[REDACTED:secret]'}",
+        {"secret": 1},
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_HEADERS=Authorization=Basic%20dXNlcjpwYXNz,x=1",
+        "OTEL_EXPORTER_OTLP_HEADERS=Authorization=Basic%20[REDACTED:secret],x=1",
+        {"secret": 1},
+    ),
+    (
+        "config: invalid value for password: 'correct horse battery staple'",
+        "config: invalid value for password: '[REDACTED:secret]'",
+        {"secret": 1},
+    ),
+    (
+        '{"api_key": "two words", "model": "claude-3-5-sonnet-20241022"}',
+        '{"api_key": "[REDACTED:secret]", "model": "claude-3-5-sonnet-20241022"}',
+        {"secret": 1},
+    ),
+    ("Passphrase: hunter2", "Passphrase: [REDACTED:secret]", {"secret": 1}),
+    (
+        "{'Proxy-Authorization': 'Basic dXNlcjpwYXNz'}",
+        "{'Proxy-Authorization': '[REDACTED:secret]'}",
+        {"secret": 1},
+    ),
+    # An argv list as compact JSON prints it (no space after the commas).
+    (
+        '["docker","login","-u","bob","-p","hunter2x","reg"]',
+        '["docker","login","-u","bob","-p","[REDACTED:secret]","reg"]',
+        {"secret": 1},
+    ),
+    (
+        '["login","-p","hunter2x","-u","bob"]',
+        '["login","-p","[REDACTED:secret]","-u","bob"]',
+        {"secret": 1},
+    ),
+    (
+        '"Authorization": Basic dXNlcjpwYXNz',
+        '"Authorization": Basic [REDACTED:secret]',
+        {"secret": 1},
+    ),
+    # A path that runs into a placeholder ends at it: the path rule stops at ":" and cut
+    # "[REDACTED:secret]" in two ("/v1/[REDACTED:path]:secret]").
+    (
+        "Max retries exceeded with url: /v1/chat/completions?api-version=2&api-key=abc123",
+        "Max retries exceeded with url: /v1/[REDACTED:path][REDACTED:secret]",
+        {"secret": 1, "path": 1},
+    ),
+    # Azure connection strings, an env var list of a failed subprocess, an AWS SigV4 header.
+    (
+        "DefaultEndpointsProtocol=https;AccountName=kerno;AccountKey=abcdEFGH1234+/==;"
+        "EndpointSuffix=core.windows.net",
+        "DefaultEndpointsProtocol=https;AccountName=kerno;AccountKey=[REDACTED:secret];"
+        "EndpointSuffix=core.windows.net",
+        {"secret": 1},
+    ),
+    (
+        "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;"
+        "SharedAccessKey=abcDEF123=",
+        "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;"
+        "SharedAccessKey=[REDACTED:secret]",
+        {"secret": 1},
+    ),
+    (
+        "Command '['env', 'DB_PASS=hunter2', 'SMTP-PASS=s3cr3t', 'prog']' returned 1",
+        "Command '['env', 'DB_PASS=[REDACTED:secret]', 'SMTP-PASS=[REDACTED:secret]', 'prog']'"
+        " returned 1",
+        {"secret": 2},
+    ),
+    (
+        "Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/"
+        "aws4_request, SignedHeaders=host;x-amz-date, Signature=fe5f80f77d5fa3beca038a248ff0",
+        "Authorization: AWS4-HMAC-SHA256 Credential=[REDACTED:secret], "
+        "SignedHeaders=host;x-amz-date, Signature=[REDACTED:secret]",
+        {"secret": 2},
+    ),
+    (
+        "HTTP 401: hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567 is invalid",
+        "HTTP 401: [REDACTED:secret] is invalid",
+        {"secret": 1},
+    ),
+]
+
+REVIEWED_KEPT = [
+    "authorization: denied for this role",
+    "'authorization': '[REDACTED:secret]'",
+    "{'authorization': ''}",
+    "password: ''",
+    "model claude-3-5-sonnet-20241022 returned 529",
+    "attach raw_syscalls:sys_enter failed: -EINVAL",
+    "digest sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "cycle 6f1c0b1e-3a0d-4c7e-9d8e-2b8c1b7f4a11 at 2026-11-27T18:00:00.123456789Z",
+    "the passphrase policy requires 12 characters",
+    "bypass=true compass: north",
+    "signals: a, sig=SIGKILL",
+    '["docker","run","-u","1000","-p","8080:80","img"]',
+    '["ssh","-p","22","h"]',
+    '["mkdir","-p","a/b"]',
+]
+
+
+@pytest.mark.parametrize(("text", "expected", "counts"), REVIEWED)
+def test_reviewed_shapes_are_redacted(text: str, expected: str, counts: dict[str, int]) -> None:
+    redactor = Redactor()
+    assert (expected, counts) == redactor.redact_text(text)
+    assert (expected, {}) == redactor.redact_text(expected)
+    assert _suspects(text.lower()) != 0
+
+
+@pytest.mark.parametrize("text", REVIEWED_KEPT)
+def test_reviewed_ordinary_text_is_kept(text: str) -> None:
+    assert (text, {}) == Redactor().redact_text(text)
+
+
+@pytest.mark.timeout(5)
+def test_leak_check_is_linear_on_a_long_word() -> None:
+    # find_leak (the validator's hint, type names) runs the schema's patterns in Python's re.
+    assert _patterns.find_leak("eyJ" * 66_000 + ".ab.ab") is None
+    assert _patterns.find_leak("x-eyJ" + "a" * 9 + ".abcdef.abcdef") == "secret"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("t=x-eyJhbGciOi.eyJzdWIi.abcdefgh ok", "t=[REDACTED:secret] ok"),
+        ("id_token%3DeyJhbGciOi.eyJzdWIi.abcdefgh", "id_token%[REDACTED:secret]"),
+        ("eyJ eyJhbGciOi.eyJzdWIi.abcdefgh", "eyJ [REDACTED:secret]"),
+        ("Cookie: sid=abc123; theme=dark", "Cookie: [REDACTED:secret]"),
+    ],
+)
+def test_jwt_and_cookie_shapes_still_go(text: str, expected: str) -> None:
+    out, _ = Redactor().redact_text(text)
+    assert out == expected
+    assert _patterns.find_leak(out) is None

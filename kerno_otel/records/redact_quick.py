@@ -43,12 +43,10 @@ from kerno_otel.records.redact_rules import (
 
 _S_URL: Final = re.compile(rf"://[^/{_NWS}:@\[]*:[^/{_NWS}@\[]+@")
 _S_KV: Final = re.compile(
-    r"(?:passw(?:or)?d|pwd|secret(?:_?access)?(?:[_-]?key)?|routing_?key|private[_-]?key"
-    rf"|credentials?|api[_-]?key|token)[\"']?{_WS}*[=:]"
+    r"(?:passw(?:or)?d|pwd|passphrase|secret(?:_?access)?(?:[_-]?key)?|routing_?key|private[_-]?key"
+    rf"|credentials?|api[_-]?key|token|accountkey|sharedaccesskey|[_-]pass)[\"']?{_WS}*[=:]"
 )
-_S_BEARER: Final = re.compile(
-    rf"(?:bearer|authorization:{_WS}*(?:basic|token|apikey|negotiate|ntlm)){_WS}"
-)
+_S_BEARER: Final = re.compile(rf"bearer(?:{_WS}|%20)|authorization[\"']?{_WS}*[:=]")
 # Looser than the substitution (any "-p", "-u", "--user" or secret-named flag): those
 # are rare enough in audit text for the substitution to decide.
 # The "-" first, then the look behind it: re then jumps from "-" to "-" (6x faster).
@@ -56,8 +54,10 @@ _S_FLAG: Final = re.compile(
     r"-(?<![\w-]-)-?(?:[a-z0-9_-]*(?:passw|passphrase|pwd|secret|token|api|access|credential"
     r"|pass)|p|u)"
 )
-_S_SIG: Final = re.compile(rf"[?&](?:sig|(?:x-(?:amz|goog)-)?signature)=[^{_NWS}&#\[\"']")
-_S_COOKIE: Final = re.compile(rf"cookie:{_WS}*[^{_NWS}\[\"';=]+=")
+_S_SIG: Final = re.compile(
+    rf"(?:[?&](?:sig|(?:x-(?:amz|goog)-)?signature)|,{_WS}*signature)=[^{_NWS}&#\[\"']"
+)
+_S_COOKIE: Final = re.compile(rf"cookie:{_WS}*[^{_NWS}\[\"';=:]+=")
 # A run of 40 or more with a character that is not hex (so a sha256 digest is not
 # suspect): lowercasing can lengthen a run, never cut one short, and only adds "k" or
 # "i" in front of one ("\u212a", "\u0130"), both not hex.
@@ -71,9 +71,12 @@ _S_GH: Final = re.compile(r"gh[pousr]_[a-z0-9]{30}")
 _S_XOX: Final = re.compile(r"(?:xox[abprs]|xapp)-[a-z0-9-]{10}")
 _S_MORE: Final = re.compile(
     r"aiza[0-9a-z_-]{35}|glpat-[a-z0-9_-]{20}|github_pat_[a-z0-9_]{22}"
-    r"|[rs]k_(?:live|test)_[a-z0-9]{16}|npm_[a-z0-9]{36}"
+    r"|[rs]k_(?:live|test)_[a-z0-9]{16}|npm_[a-z0-9]{36}|hf_[a-z0-9]{30}"
 )
-_S_JWT: Final = re.compile(r"eyj[a-z0-9_-]{5,}\.[a-z0-9_-]{5,}\.[a-z0-9_-]{5}")
+# Lowercased _JWT_PYTHON: lowercasing only lengthens a word (a Kelvin sign becomes "k").
+_S_JWT: Final = re.compile(
+    r"(?<![a-z0-9_-])(?=[a-z0-9_-]*?eyj[a-z0-9_-]{5})[a-z0-9_-]+\.[a-z0-9_-]{5,}\.[a-z0-9_-]{5}"
+)
 _S_PATH: Final = re.compile(rf"/(?:{_ROOTS.lower()})/[^{_NWS}\[\]\"']")
 # _PATH_START lowercased, but a "k" before the "/" does not rule a path out: it may be a
 # Kelvin sign ("\u212a/etc/shadow"), which is no letter to the substitution.
@@ -136,7 +139,14 @@ def _suspects(low: str) -> int:
         "aiza" in low
         or ("-" in low and "glpat" in low)
         or (
-            "_" in low and ("_pat_" in low or "k_live_" in low or "k_test_" in low or "npm_" in low)
+            "_" in low
+            and (
+                "_pat_" in low
+                or "k_live_" in low
+                or "k_test_" in low
+                or "npm_" in low
+                or "hf_" in low
+            )
         )
     ) and _S_MORE.search(low):
         bits |= _TOKENS
@@ -156,13 +166,15 @@ def _suspects(low: str) -> int:
         (colon or "=" in low)
         and (
             "token" in low
-            or "passw" in low
+            or "pass" in low
             or "secret" in low
             or "api" in low
             or "routing" in low
             or "private" in low
             or "credential" in low
             or "pwd" in low
+            or "accountkey" in low
+            or "accesskey" in low
         )
         and _S_KV.search(low)
     ):

@@ -48,12 +48,14 @@ _FIRST_OCTET: Final = "|".join(
 )
 _ROOTS: Final = "|".join(re.escape(root) for root in _patterns.SENSITIVE_ROOTS)
 _KEY: Final = (
-    r"(?:[Pp][Aa][Ss][Ss][Ww](?:[Oo][Rr])?[Dd]|[Pp][Ww][Dd]"
+    r"(?:[Pp][Aa][Ss][Ss][Ww](?:[Oo][Rr])?[Dd]|[Pp][Ww][Dd]|[Pp][Aa][Ss][Ss][Pp][Hh][Rr][Aa][Ss][Ee]"
     r"|[Ss][Ee][Cc][Rr][Ee][Tt](?:_?[Aa][Cc][Cc][Ee][Ss][Ss])?(?:[_-]?[Kk][Ee][Yy])?"
     r"|[Rr][Oo][Uu][Tt][Ii][Nn][Gg]_?[Kk][Ee][Yy]"
     r"|[Pp][Rr][Ii][Vv][Aa][Tt][Ee][_-]?[Kk][Ee][Yy]"
     r"|[Cc][Rr][Ee][Dd][Ee][Nn][Tt][Ii][Aa][Ll][Ss]?"
-    r"|[Aa][Pp][Ii][_-]?[Kk][Ee][Yy]|[Tt][Oo][Kk][Ee][Nn])"
+    r"|[Aa][Pp][Ii][_-]?[Kk][Ee][Yy]|[Tt][Oo][Kk][Ee][Nn]"
+    # Azure connection strings; "DB_PASS=", "SMTP-PASS:" (not "bypass=", "compass:").
+    r"|(?i:accountkey|sharedaccesskey)|[_-][Pp][Aa][Ss][Ss])"
 )
 _HOOKS: Final = "|".join(_patterns.WEBHOOK_HOSTS)
 _KERNEL: Final = "|".join(
@@ -104,16 +106,28 @@ def _flag_value(quote: str) -> str:
 # A flag may open an argv item ("'-p'"); "-p" and "-u" may hold their value ("-pX").
 # Atomic: once "', " is read as the separator it is not read again as a quoted value.
 _P_SEP: Final = rf"(?>{_Q},{_WS}*|{_WS}*)"
-_USER_FLAG: Final = rf"(?<![\w-]){_Q}?(?:-u{_P_SEP}|--user(?:name)?(?:{_SEP}|=))"
-_SHORT_P: Final = rf"(?<![\w-]){_Q}?-p"
+# "-u" and "-p" start an argument: only after whitespace, a quote or at the start. A
+# match that fails after them (no whitespace after the user name or the value) then
+# scans at most to the next whitespace or quote, which no later start lies before: the
+# search stays linear. After any other character ("/-pX/-pX...", "'-u'-u...", one long
+# word of them) every "-p" would scan to the word's end, and 100 kB took seconds.
+_ARG_START: Final = r"(?<![^\s\ufeff\"'])"
+# Compact JSON ('["-u","bob"]') has no space after its commas: a quoted flag may follow one.
+_FLAG_START: Final = rf"(?:{_ARG_START}{_Q}?|(?<=,){_Q})"
+_USER_FLAG: Final = rf"{_FLAG_START}(?:-u{_P_SEP}|--user(?:name)?(?:{_SEP}|=))"
+_SHORT_P: Final = rf"{_FLAG_START}-p"
 _WORDS: Final = rf"(?:[^{_NWS}]+{_WS}+){{0,3}}?"
-_USER_VALUE: Final = rf"[^{_NWS}\[-][^{_NWS}]*"
+# After a user name or a "-p" value: whitespace and at most three words, or the comma a
+# compact list ends it with and nothing (a word there would run to the end of a long one).
+_AFTER: Final = rf"(?:{_WS}+{_WORDS}|(?<=,))"
+# A user name, quoted or not ("bob", "'bob',"): it holds no quote, so it ends at the next.
+_USER_VALUE: Final = rf"{_Q}?[^{_NWS}\[\"'-][^{_NWS}\"']*{_Q}?,?"
 # A "-p" value that is a port ("-p 8080", "-p 8080:80/tcp") stays even in a login line
 # ("docker run -u 1000 -p 8080:80"): an all-digit password after "-p" is not caught.
 _NOT_PORT: Final = rf"(?!{_Q}?[0-9][0-9.:]*(?:/[a-z]+)?(?:[{_NWS}\"',]|$))"
 _P_AFTER: Final = "|".join(
     (
-        rf"{_USER_FLAG}{_USER_VALUE}{_WS}+{_WORDS}{_SHORT_P}{_P_SEP}",
+        rf"{_USER_FLAG}{_USER_VALUE}{_AFTER}{_SHORT_P}{_P_SEP}",
         rf"(?<![\w-])sshpass{_SEP}{_SHORT_P}{_P_SEP}",
         rf"(?<![\w-])(?:mysql|mysqldump|mysqladmin|mariadb)(?![\w-])[^\n]{{0,200}}?{_SHORT_P}",
     )
@@ -122,7 +136,7 @@ _FLAG_RE: Final = (
     rf"((?:{_FLAG_LONG}|(?<![\w-])curl{_SEP}[^\n]{{0,500}}?{_USER_FLAG})){_flag_value('q1')}"
     rf"|((?:{_P_AFTER})){_NOT_PORT}{_flag_value('q2')}"
     rf"|({_SHORT_P}{_P_SEP}){_NOT_PORT}{_flag_value('q3')}"
-    rf"(?={_Q}?,?{_WS}+{_WORDS}{_USER_FLAG}{_USER_VALUE})"
+    rf"(?={_Q}?,?{_AFTER}{_USER_FLAG}{_USER_VALUE})"
 )
 
 
@@ -199,9 +213,13 @@ _SUBS: Final[tuple[_Sub, ...]] = (
         _KV,
         "secret",
         # Also the quoted forms ("password": "x") a log line or a repr carries, and a
-        # "Bearer " inside the value goes with it.
+        # "Bearer " inside the value goes with it. A quoted value goes up to its closing
+        # quote, spaces and all ("password: 'correct horse battery staple'"); the scan
+        # ends at the next quote of its kind, so it stays linear.
         re.compile(
-            rf"({_KEY}[\"']?{_WS}*[=:]{_WS}*[\"']?)(?:{_BEARER}{_WS}+)?"
+            rf"({_KEY}[\"']?{_WS}*[=:]{_WS}*')(?:{_BEARER}{_WS}+)?[^'\n\[][^'\n]*(?=')"
+            rf"|({_KEY}[\"']?{_WS}*[=:]{_WS}*\")(?:{_BEARER}{_WS}+)?[^\"\n\[][^\"\n]*(?=\")"
+            rf"|({_KEY}[\"']?{_WS}*[=:]{_WS}*[\"']?)(?:{_BEARER}{_WS}+)?"
             rf"[^{_NWS}\[,;&\"'][^{_NWS},;&\"']*"
         ),
         _keep(_PH_SECRET),
@@ -211,10 +229,12 @@ _SUBS: Final[tuple[_Sub, ...]] = (
         "secret",
         # A signed URL is a capability until it expires: an Azure SAS "sig=", an S3 or
         # GCS presigned "X-Amz-Signature=" / "X-Goog-Signature=" goes (their
-        # "Credential=" and "Security-Token=" are the key-value forms' already).
+        # "Credential=" and "Security-Token=" are the key-value forms' already), and so
+        # does the ", Signature=" of an AWS SigV4 Authorization header.
         re.compile(
-            r"([?&](?:[Ss][Ii][Gg]|(?:[Xx]-(?:[Aa][Mm][Zz]|[Gg][Oo][Oo][Gg])-)?"
-            r"[Ss][Ii][Gg][Nn][Aa][Tt][Uu][Rr][Ee])=)"
+            r"((?:[?&](?:[Ss][Ii][Gg]|(?:[Xx]-(?:[Aa][Mm][Zz]|[Gg][Oo][Oo][Gg])-)?"
+            r"[Ss][Ii][Gg][Nn][Aa][Tt][Uu][Rr][Ee])"
+            rf"|,{_WS}*[Ss][Ii][Gg][Nn][Aa][Tt][Uu][Rr][Ee])=)"
             rf"[^{_NWS}&#\[\"'][^{_NWS}&#\"']*"
         ),
         _keep(_PH_SECRET),
@@ -230,21 +250,28 @@ _SUBS: Final[tuple[_Sub, ...]] = (
         _COOKIE,
         "secret",
         # A pasted request's cookies: the whole header value, to the end of the line or
-        # a quote. Only when it holds "name=" ("session cookie: missing" is prose).
+        # a quote. Only when it holds "name=" ("session cookie: missing" is prose). A
+        # cookie name holds no ":", so a failed match stops at the next "cookie:".
         re.compile(
             rf"((?<![A-Za-z0-9_-])(?:[Ss][Ee][Tt]-)?[Cc][Oo][Oo][Kk][Ii][Ee]:{_WS}*)"
-            rf"[^{_NWS}\[\"';=]+=[^\n\r\"']*"
+            rf"[^{_NWS}\[\"';=:]+=[^\n\r\"']*"
         ),
         _keep(_PH_SECRET),
     ),
     _Sub(
         _BEARER_BIT,
         "secret",
-        # The other schemes only after "Authorization:": alone they are English words.
+        # The other schemes only after "Authorization:" (or "=", as the OTLP exporter's
+        # headers variable spells it, with "%20" for the space): alone they are English
+        # words. The quoted value of an "Authorization" key (a dict of request headers)
+        # goes whole, whatever its scheme ("Api-Token …", "SSWS …"), and so does a
+        # "Proxy-Authorization" one.
         re.compile(
-            rf"((?:{_BEARER}|{_AUTHORIZATION}:{_WS}*{_AUTH_SCHEMES}){_WS}+)"
+            rf"([\"'](?:[A-Za-z]+-)?{_AUTHORIZATION}[\"']{_WS}*[:=]{_WS}*[\"'])"
+            r"[^\"'\n\[][^\"'\n]*"
+            rf"|((?:{_BEARER}|{_AUTHORIZATION}[\"']?[:=]{_WS}*{_AUTH_SCHEMES})(?:{_WS}|%20)+)"
             r"[A-Za-z0-9._~+/-]{8,}=*"
-            rf"|({_AUTHORIZATION}:{_WS}*{_AUTH_WORDS}{_WS}+)"
+            rf"|({_AUTHORIZATION}[\"']?[:=]{_WS}*{_AUTH_WORDS}(?:{_WS}|%20)+)"
             r"(?=[A-Za-z._~+/-]*[0-9])[A-Za-z0-9._~+/-]{8,}=*"
         ),
         _keep(_PH_SECRET),
@@ -286,7 +313,10 @@ _SUBS: Final[tuple[_Sub, ...]] = (
             # Google API keys, GitLab and fine-grained GitHub tokens, Stripe and npm keys.
             r"|AIza[0-9A-Za-z_-]{35,}|glpat-[A-Za-z0-9_-]{20,}|github_pat_[A-Za-z0-9_]{22,}"
             r"|(?<![A-Za-z0-9])[rs]k_(?:live|test)_[A-Za-z0-9]{16,}|npm_[A-Za-z0-9]{36}"
-            r"|eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"
+            # Hugging Face access tokens.
+            r"|(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{30,}"
+            # A JWT with the word it is glued to, if any: once per word, linear.
+            rf"|{_patterns._JWT_PYTHON}"
         ),
         _PH_SECRET,
     ),
@@ -308,10 +338,11 @@ _SUBS: Final[tuple[_Sub, ...]] = (
         "path",
         # Any other absolute path keeps its top directory ("/etc/[REDACTED:path]"),
         # except the kernel paths BPF errors need. It ends at a ":" as well, so that
-        # "FILE:LINE: why" keeps its line number.
+        # "FILE:LINE: why" keeps its line number. It ends before a placeholder too
+        # ("/v1/x?api-key=[REDACTED:secret]"), which a ":" would otherwise cut in two.
         re.compile(
             rf"({_PATH_START}(?!(?:{_KERNEL}|{_DEEP_ROOTS})/)[A-Za-z0-9._-]+/)"
-            rf"[^{_NWS}\[\]\"':][^{_NWS}\"':]*"
+            rf"[^{_NWS}\[\]\"':](?:[^{_NWS}\"':\[]|\[(?!REDACTED:))*"
         ),
         _keep(_PH_PATH),
     ),
