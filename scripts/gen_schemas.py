@@ -39,8 +39,7 @@ def generated() -> dict[str, str]:
         # From the files as they are generated here, not as committed: one run is enough.
         BUNDLE: dumps(
             bundle_document(
-                documents
-                | {COMMON: common_document(), RECORD: record_document(BUILTIN_TYPES)}
+                documents | {COMMON: common_document(), RECORD: record_document(BUILTIN_TYPES)}
             )
         ),
     }

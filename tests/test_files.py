@@ -143,9 +143,7 @@ def test_file_group_makes_the_log_readable_by_that_group(tmp_path: Path) -> None
 
     gid = _files.group_id("daemon")
     live = tmp_path / "kerno" / "kerno-audit.jsonl"
-    config = AuditConfig(
-        file_path=str(live), file_group="daemon", max_size_mb=0.002, compress=True
-    )
+    config = AuditConfig(file_path=str(live), file_group="daemon", max_size_mb=0.002, compress=True)
     with AuditLog(config) as log:
         for i in range(40):
             log.emit("bpf.load", details={"program": f"p{i}", "attach": ["t"], "success": True})

@@ -29,9 +29,11 @@ def test_percentile_interpolates_inside_the_slot() -> None:
     assert low <= (_hist.percentile(counts, 50) or 0) < high
     assert _hist.percentile(counts, 99) == high
     p100 = _hist.percentile(counts, 100) or 0
-    assert _hist.bounds(_hist.slot_of(50_000_000))[0] < p100 <= _hist.bounds(
-        _hist.slot_of(50_000_000)
-    )[1]
+    assert (
+        _hist.bounds(_hist.slot_of(50_000_000))[0]
+        < p100
+        <= _hist.bounds(_hist.slot_of(50_000_000))[1]
+    )
 
 
 def test_delta() -> None:

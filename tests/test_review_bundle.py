@@ -76,9 +76,7 @@ def sums(files: dict[str, bytes]) -> bytes:
     ).encode()
 
 
-def test_bundle_holds_everything_a_reviewer_needs_and_verifies(
-    bundle: Path, built: Built
-) -> None:
+def test_bundle_holds_everything_a_reviewer_needs_and_verifies(bundle: Path, built: Built) -> None:
     names = list(members(bundle))
     logs = sorted(p.name for p in built.directory.iterdir() if p.name.endswith((".gz", ".jsonl")))
     assert sorted(n for n in names if n.startswith("logs/")) == sorted(

@@ -76,9 +76,7 @@ def test_chromium_shows_verdict_tables_and_chart_and_fetches_nothing(
             "auth-failures",
             "ai-calls", "findings", "bpf-loads", "config-reloads", "plugin-errors", "controls",
         ]  # fmt: skip
-        rows = browser.evaluate(
-            "document.querySelectorAll('#by-type tbody tr').length"
-        )
+        rows = browser.evaluate("document.querySelectorAll('#by-type tbody tr').length")
         assert rows == len(data["by_type"])
         bars = browser.evaluate(
             "[...document.querySelectorAll('#timeline rect.bar')]"

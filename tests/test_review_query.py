@@ -95,9 +95,7 @@ def test_each_filter_and_combination_gives_exactly_the_matching_lines(
     assert result.stderr == f"matched {len(want)} of {len(lines)} records in 4 files\n"
 
 
-def test_since_and_until_select_by_time_to_the_nanosecond(
-    built: Built, lines: list[bytes]
-) -> None:
+def test_since_and_until_select_by_time_to_the_nanosecond(built: Built, lines: list[bytes]) -> None:
     records = [orjson.loads(line) for line in lines]
     since, until = records[40]["ts"], records[90]["ts"]
     result = query(built, "--since", since, "--until", until)
@@ -201,9 +199,7 @@ def test_a_type_inside_details_is_not_the_record_type(tmp_path: Path) -> None:
             main, ["audit", "query", str(log), "--nl", "--type", "ai.call", *extra]
         )
         assert result.exit_code == 0
-        assert result.stdout_bytes.splitlines() == [
-            line.replace(b'"plugin.load"', b'"ai.call"', 1)
-        ]
+        assert result.stdout_bytes.splitlines() == [line.replace(b'"plugin.load"', b'"ai.call"', 1)]
         plugin = CliRunner().invoke(
             main, ["audit", "query", str(log), "--nl", "--type", "plugin.load", *extra]
         )

@@ -231,9 +231,7 @@ def test_terminal_tables(built: Built) -> None:
 def test_bad_key_is_a_usage_error(built: Built, tmp_path: Path) -> None:
     bad = tmp_path / "bad.pem"
     bad.write_text("not a key\n")
-    result = CliRunner().invoke(
-        main, ["audit", "report", str(built.directory), "--key", str(bad)]
-    )
+    result = CliRunner().invoke(main, ["audit", "report", str(built.directory), "--key", str(bad)])
     assert result.exit_code == 2
     assert result.stderr.startswith(f"Error: --key: {bad}")
 

@@ -66,9 +66,7 @@ def test_two_streams_are_verified_each_on_its_own(two: Path, keys: KeyPair) -> N
         main, ["audit", "verify", str(two), "--key", str(keys.public_path), "--silent"]
     )
     assert (result.exit_code, result.stdout) == (0, "")
-    alpha, beta = (
-        len(stream_lines(two / name)) for name in ("alpha.jsonl", "beta.jsonl")
-    )
+    alpha, beta = (len(stream_lines(two / name)) for name in ("alpha.jsonl", "beta.jsonl"))
     lines = result.stderr.splitlines()
     assert lines[0] == "2 streams found (each verified on its own, with its own checkpoints)"
     reports = verify_streams([two], public_key=None)
@@ -218,7 +216,6 @@ def test_big_files_cut_into_pieces_give_the_serial_report(
     parallel_report = verify([directory], public_key=public, workers=2)
     assert serial.intact is (damage is None)
     assert parallel_report.to_json() == serial.to_json()
-
 
 
 def test_a_directory_after_logrotate_renamed_the_live_file_is_read_whole(

@@ -32,7 +32,6 @@ from kerno_otel.verify.walk import _Walker
 __all__ = ["KINDS", "Problem", "Report", "VerifyError", "verify", "verify_streams"]
 
 
-
 def _check_signature(
     walker: _Walker, where: _Where, details: dict[str, Any], stream: str | None
 ) -> bool:
@@ -111,9 +110,7 @@ def verify_streams(
     """
     found, directory_mode = stream_files(paths)
     if checkpoints is not None and len(found) > 1:
-        raise VerifyError(
-            f"--checkpoints names one file, but the paths hold {len(found)} streams"
-        )
+        raise VerifyError(f"--checkpoints names one file, but the paths hold {len(found)} streams")
     total = sum(f.size for stream in found for f in stream.files) or 1
     if progress is not None:
         progress(0, total)
