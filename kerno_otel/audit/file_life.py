@@ -26,6 +26,7 @@ from kerno_otel.audit.chain import Chain
 from kerno_otel.audit.checkpoints import Signer
 from kerno_otel.audit.counters import Counters
 from kerno_otel.audit.livefile import HARD_LINK, REMOVED, LiveFile
+from kerno_otel.audit.stream import ResumePoint
 from kerno_otel.audit.writer import Writer
 from kerno_otel.config import AuditConfig
 
@@ -76,6 +77,43 @@ class FileLife:
         ) -> None: ...
 
         def _checkpoint(self) -> None: ...
+
+    def _record_resume(self, point: ResumePoint) -> None:
+        """At start, what happened to the files while no writer held them, recorded before
+        ``audit.start``: the live file renamed (``audit.rotate`` ``renamed``: the stream goes
+        on from the renamed file) or removed (``audit.rotate`` ``removed``, naming the live
+        file itself: its records are gone, and verify says a file is missing), and a torn
+        tail cut off (``audit.recover``)."""
+        faults = self.counters.file_faults
+        if point.renamed_from is not None:  # the new live file names where the stream is
+            self._stderr.write(
+                f"kerno-otel: audit: {self._live} was renamed to "
+                f"{point.renamed_from.name} while the writer was down; continuing its stream\n"
+            )
+            faults["renamed"] = faults.get("renamed", 0) + 1
+            self._own("audit.rotate", self._rotate_details(point.renamed_from.name, "renamed"))
+        elif point.live_missing:
+            self._stderr.write(
+                f"kerno-otel: audit: {self._live} is missing while its rotated files are here: "
+                "it was removed while the writer was down, and the records after seq "
+                f"{point.last_seq} in it are gone (recorded as audit.rotate)\n"
+            )
+            faults[REMOVED] = faults.get(REMOVED, 0) + 1
+            details = self._rotate_details(self._live.name, REMOVED)
+            self._own("audit.rotate", details, severity="WARN")
+        if point.torn is not None:
+            torn = point.torn
+            self._stderr.write(
+                f"kerno-otel: audit: {self._live}: set aside a torn last line "
+                f"({torn.bytes} bytes) in {torn.set_aside.name}\n"
+            )
+            recover = {
+                "file": self._live.name,
+                "bytes": torn.bytes,
+                "digest": torn.digest,
+                "set_aside": torn.set_aside.name,
+            }
+            self._own("audit.recover", recover, severity="WARN")
 
     def _rotate(self, reason: str) -> None:
         writer, live = self._writer, self._file

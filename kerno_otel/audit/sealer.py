@@ -133,28 +133,7 @@ class Sealer(FileLife):
         )
         self._writer.start()
         with self._lock:
-            if point.renamed_from is not None:  # the new live file names where the stream is
-                self._stderr.write(
-                    f"kerno-otel: audit: {self._live} was renamed to "
-                    f"{point.renamed_from.name} while the writer was down; continuing its stream\n"
-                )
-                self.counters.file_faults["renamed"] = (
-                    self.counters.file_faults.get("renamed", 0) + 1
-                )
-                self._own("audit.rotate", self._rotate_details(point.renamed_from.name, "renamed"))
-            if point.torn is not None:
-                self._stderr.write(
-                    f"kerno-otel: audit: {self._live}: set aside a torn last line "
-                    f"({point.torn.bytes} bytes) in {point.torn.set_aside.name}\n"
-                )
-                torn = point.torn
-                recover = {
-                    "file": self._live.name,
-                    "bytes": torn.bytes,
-                    "digest": torn.digest,
-                    "set_aside": torn.set_aside.name,
-                }
-                self._own("audit.recover", recover, severity="WARN")
+            self._record_resume(point)
             self._own("audit.start", self._start(point))
             self._last_checkpoint = time.monotonic()
         self._timer = threading.Thread(target=self._tick, name="kerno-audit-timer", daemon=True)

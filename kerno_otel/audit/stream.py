@@ -44,6 +44,10 @@ class ResumePoint:
     #: The file the stream resumes from when someone else renamed the live file to it
     #: (logrotate without ``copytruncate``): the new live file must name it.
     renamed_from: Path | None = None
+    #: The live file was not there but the stream's rotated files were: the live file
+    #: that followed the newest of them was deleted (or moved away) while no writer held
+    #: it, and its records with it. The new live file must say so.
+    live_missing: bool = False
 
 
 def _last_line(data: bytes) -> bytes | None:
@@ -124,6 +128,7 @@ def repair_and_resume(live: Path, now_ns: int) -> ResumePoint:
         # the rotated file took the last writes, and may end torn.
         torn = _repair_newest_rotated(live, now_ns)
     renamed_from = None
+    live_missing = False
     if last is None:
         found = _newest_rotated_line(live)
         if found is not None:
@@ -132,9 +137,13 @@ def repair_and_resume(live: Path, now_ns: int) -> ResumePoint:
         if renamed is not None:
             renamed_from, line = renamed
             last = _describe(renamed_from, line)
+        # Every rotation opens the next live file at once, so rotated files without one
+        # mean it was removed (only a kill between the rename and that open, a few
+        # microseconds, leaves the same sight with nothing lost).
+        live_missing = fd < 0 and found is not None and renamed is None
     if last is None:
         return ResumePoint(None, None, size, torn)
-    return ResumePoint(last[0], last[1], size, torn, renamed_from)
+    return ResumePoint(last[0], last[1], size, torn, renamed_from, live_missing)
 
 
 def _cut_torn_tail(

@@ -147,6 +147,48 @@ def test_a_restart_after_an_external_rename_continues_the_stream(
     assert report.first_seq == 0 and report.records == len(old) + len(new)
 
 
+def test_a_live_file_deleted_while_the_writer_was_down_is_recorded_as_missing(
+    tmp_path: Path,
+) -> None:
+    """``rm kerno-audit.jsonl`` while the daemon is stopped: nothing holds the file, so its
+    records are gone. The next start used to resume from the newest rotated file, reuse
+    the deleted file's seqs and leave verify intact. Now the new live file opens with
+    ``audit.rotate`` reason ``removed`` naming itself, and verify reports the gap."""
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    config = AuditConfig(file_path=str(live), max_size_mb=0.004, pipeline="thread")
+    with AuditLog(config, stderr=io.StringIO()) as log:
+        for i in range(30):  # several rotations, then some records in the live file
+            log.emit("plugin.load", details=plugin_load(f"first-run{i}"))
+    lost = records_of(live)
+    assert lost and not [p for p in live.parent.iterdir() if p.name.endswith(".part")]
+    live.unlink()
+    err = io.StringIO()
+    with AuditLog(config, stderr=err) as log:
+        stats = log.stats()
+        log.emit("plugin.load", details=plugin_load("second-run"))
+    new = records_of(live)
+    link = rotates(new)[0]
+    assert new[0]["type"] == "audit.rotate" and new[0]["severity"] == "WARN"
+    assert (link["reason"], link["old_file"]) == ("removed", live.name)
+    assert "restored" not in link
+    assert link["last_seq"] < lost[0]["seq"]  # where the rotated files end
+    assert "was removed while the writer was down" in err.getvalue()
+    assert stats["file_faults"] == {"removed": 1}
+    report = verify([live.parent])
+    assert [p.kind for p in report.problems] == ["file-missing"], report.problems
+
+
+def test_an_empty_directory_or_a_first_start_is_not_a_missing_file(tmp_path: Path) -> None:
+    """No rotated files, no live file: a new stream, nothing said."""
+    live = tmp_path / "log" / "kerno-audit.jsonl"
+    err = io.StringIO()
+    with AuditLog(AuditConfig(file_path=str(live), pipeline="thread"), stderr=err) as log:
+        log.emit("plugin.load", details=plugin_load("only"))
+    assert records_of(live)[0]["type"] == "audit.start"
+    assert "removed" not in err.getvalue()
+    assert verify([live.parent]).intact
+
+
 def test_a_restart_never_forks_a_renamed_stream_unnoticed(tmp_path: Path) -> None:
     """Whatever name the renamed file has, a second seq-0 stream beside it is not what
     a restart makes: verify over the directory is never intact over two streams."""
