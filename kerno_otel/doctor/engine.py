@@ -24,7 +24,7 @@ import hashlib
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -42,7 +42,7 @@ from kerno_otel.contract import (
 )
 from kerno_otel.daemon.failure_fold import FailureFold
 from kerno_otel.daemon.failures import exception_line
-from kerno_otel.doctor.results import ALERTING, CycleResult, Delivery, findings_of
+from kerno_otel.doctor.results import ALERTING, CycleResult, Delivery, findings_of, merge
 from kerno_otel.doctor.settings import CYCLE_IDS, CycleIds, Settings, settings
 from kerno_otel.doctor.thresholds import declared as declared_thresholds
 from kerno_otel.findings import Analysis, Analyzer, Finding, Signals
@@ -71,28 +71,6 @@ __all__ = [
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def merge(parts: Sequence[Signals], window_s: float, names: Sequence[str] | None = None) -> Signals:
-    """Several sources' signals as one: a value any source measured is not absent.
-
-    ``names`` are the sources' names, in the order of ``parts``; the merged
-    window's ``sources`` says which one measured each value (the last one, when
-    two did).
-    """
-    values: dict[str, float] = {}
-    absent: set[str] = set()
-    context: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    for i, part in enumerate(parts):
-        values.update(part.values)
-        absent |= part.absent
-        context.update(part.context)
-        if names is not None and i < len(names):
-            origin.update(dict.fromkeys(part.values, names[i]))
-        else:
-            origin.update(part.sources)
-    return Signals(window_s, values, frozenset(absent - set(values)), context, origin)
 
 
 def redact_finding(redactor: Redactor, finding: Finding) -> Finding:

@@ -1,8 +1,9 @@
-"""What one doctor cycle produced: its findings, deliveries and analysis (``CycleResult``)."""
+"""What one doctor cycle measured and produced: its sources' signals merged into one window
+(``merge``), its findings, deliveries and analysis (``CycleResult``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, get_args
 
@@ -10,6 +11,28 @@ from kerno_otel.findings import Analysis, Finding, FindingSeverity, Signals
 
 #: Severities that go to sinks (and into ``finding.emit``).
 ALERTING: Final = frozenset({"WARNING", "CRITICAL"})
+
+
+def merge(parts: Sequence[Signals], window_s: float, names: Sequence[str] | None = None) -> Signals:
+    """Several sources' signals as one: a value any source measured is not absent.
+
+    ``names`` are the sources' names, in the order of ``parts``; the merged
+    window's ``sources`` says which one measured each value (the last one, when
+    two did).
+    """
+    values: dict[str, float] = {}
+    absent: set[str] = set()
+    context: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for i, part in enumerate(parts):
+        values.update(part.values)
+        absent |= part.absent
+        context.update(part.context)
+        if names is not None and i < len(names):
+            origin.update(dict.fromkeys(part.values, names[i]))
+        else:
+            origin.update(part.sources)
+    return Signals(window_s, values, frozenset(absent - set(values)), context, origin)
 
 
 @dataclass(frozen=True)
