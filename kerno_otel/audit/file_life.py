@@ -120,10 +120,7 @@ class FileLife:
         assert writer is not None and live is not None
         now = time.time_ns()
         self._file_bytes, self._file_opened_ns = 0, now  # a refused rotation is tried again later
-        name = files.rotated_name(self._live, now)
-        while name <= self._last_rotated:  # the previous rotation may not be on disk yet
-            now += 1000
-            name = files.rotated_name(self._live, now)
+        name, _ = self._rotated_name(now)
         try:
             fd = live.rotate(name)
         except OSError as exc:  # nothing rotated: records go on in the current file
@@ -138,6 +135,15 @@ class FileLife:
         self._checkpoint()  # seal the old file: its last line is then a checkpoint
         writer.switch(fd, name)
         self._own("audit.rotate", self._rotate_details(name, reason), rotate=False)
+
+    def _rotated_name(self, now: int) -> tuple[str, int]:
+        """A free rotated name after the last one this writer took (that one may not be on
+        disk yet), and the time it was made from."""
+        name = files.rotated_name(self._live, now)
+        while name <= self._last_rotated:
+            now += 1000
+            name = files.rotated_name(self._live, now)
+        return name, now
 
     def _rotate_details(self, old_file: str, reason: str, **extra: Any) -> dict[str, Any]:
         last_seq = self._chain.last_seq
@@ -233,10 +239,7 @@ class FileLife:
         now, name = time.time_ns(), ""
         try:
             for _ in range(RESTORE_NAME_TRIES):
-                name = files.rotated_name(self._live, now)
-                while name <= self._last_rotated:
-                    now += 1000
-                    name = files.rotated_name(self._live, now)
+                name, now = self._rotated_name(now)
                 try:
                     live.restore(reader, name)
                     break
