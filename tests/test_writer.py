@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,15 +11,11 @@ from pathlib import Path
 import orjson
 import pytest
 from helpers import check_chain, stream_lines, stream_records
+from tmpfs import fill, needs_root, tmpfs
 
 from kerno_otel.audit.log import AuditLog
 from kerno_otel.audit.writer import Writer
 from kerno_otel.config import AuditConfig
-
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("mount") is None,
-    reason="mounting a small tmpfs to fill the disk for real needs root and mount(8)",
-)
 
 
 def plugin_load(name: str) -> dict[str, object]:
@@ -30,29 +24,8 @@ def plugin_load(name: str) -> dict[str, object]:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount)], check=True
-    )
-    try:
+    with tmpfs(tmp_path / "disk", "256k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Fill the disk to the last byte; returns the filler file to delete later."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 512)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 @needs_root
